@@ -1,0 +1,399 @@
+//! The Kafka side of the replay: topic creation, the producer sink, and reading back where a
+//! previous run stopped (`--resume`).
+//!
+//! Delivery: an idempotent producer (`enable.idempotence=true`) keeps each partition in send
+//! order with no duplicates from retries, which `--resume` relies on: a partition then always
+//! holds a prefix of the events destined to it. A record that still fails (broker gone past
+//! `message.timeout.ms`) is counted, the first error kept, and the run fails at flush, telling
+//! the user to `--resume`.
+//!
+//! Record timestamps are event times (CreateTime). Kafka's default retention (7 days) is judged
+//! on record timestamps, so a replay of 1990s data would be deleted at once: topics this tool
+//! creates get `retention.ms=-1` unless told otherwise.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use streamflix_schemas::StreamRecord;
+use thiserror::Error;
+
+use crate::sink::{Outgoing, Sink, SinkError, Topic};
+
+/// How long metadata and admin requests may take before the broker counts as unreachable.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Errors talking to the broker outside of producing.
+#[derive(Debug, Error)]
+pub enum KafkaSetupError {
+    /// librdkafka refused the configuration or a request failed.
+    #[error("{context}: {source}")]
+    Client {
+        /// What was being done.
+        context: String,
+        /// librdkafka's error.
+        source: KafkaError,
+    },
+    /// A topic could not be created.
+    #[error("cannot create topic {topic}: {code}")]
+    CreateTopic {
+        /// The topic.
+        topic: String,
+        /// The broker's error.
+        code: RDKafkaErrorCode,
+    },
+    /// `--resume` found a record it cannot interpret.
+    #[error("cannot resume: {topic}[{partition}] offset {offset} does not hold a streamflix payload ({why})")]
+    ForeignRecord {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The offset of the last record.
+        offset: i64,
+        /// Why it does not parse.
+        why: String,
+    },
+}
+
+fn client_err(context: impl Into<String>) -> impl FnOnce(KafkaError) -> KafkaSetupError {
+    let context = context.into();
+    move |source| KafkaSetupError::Client { context, source }
+}
+
+/// Connection settings shared by the producer, admin client and resume reader.
+#[derive(Debug, Clone)]
+pub struct KafkaOptions {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// Extra librdkafka properties (`-X key=value`), applied last so they win.
+    pub extra: Vec<(String, String)>,
+}
+
+impl KafkaOptions {
+    fn client_config(&self) -> ClientConfig {
+        let mut cfg = ClientConfig::new();
+        cfg.set("bootstrap.servers", &self.brokers);
+        cfg.set("socket.timeout.ms", "10000");
+        for (k, v) in &self.extra {
+            cfg.set(k, v);
+        }
+        cfg
+    }
+
+    fn consumer(&self) -> Result<BaseConsumer, KafkaSetupError> {
+        let mut cfg = self.client_config();
+        cfg.set("group.id", "streamflix-replay-inspect");
+        cfg.set("enable.auto.commit", "false");
+        cfg.set("enable.partition.eof", "false");
+        // A consumer only reads here; producer-only keys passed with -X would make it fail.
+        for k in [
+            "enable.idempotence",
+            "linger.ms",
+            "compression.type",
+            "acks",
+            "batch.num.messages",
+        ] {
+            cfg.remove(k);
+        }
+        cfg.create()
+            .map_err(client_err("cannot create a Kafka consumer"))
+    }
+}
+
+/// Partition count of `topic`, or `None` if the broker does not know it.
+///
+/// # Errors
+/// The broker is unreachable.
+pub fn partition_count(opts: &KafkaOptions, topic: &str) -> Result<Option<u32>, KafkaSetupError> {
+    let consumer = opts.consumer()?;
+    let md = consumer
+        .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
+        .map_err(client_err(format!(
+            "cannot reach the broker at {}",
+            opts.brokers
+        )))?;
+    Ok(md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .and_then(|t| match t.error() {
+            None if !t.partitions().is_empty() => Some(t.partitions().len() as u32),
+            _ => None,
+        }))
+}
+
+/// Makes sure each topic exists, creating missing ones with `partitions` partitions,
+/// `replication` replicas and the given topic configs. Returns each topic's partition count
+/// (existing topics keep theirs) and whether it was created.
+///
+/// # Errors
+/// The broker is unreachable or refuses to create a topic.
+pub async fn ensure_topics(
+    opts: &KafkaOptions,
+    topics: &[&str],
+    partitions: u32,
+    replication: u32,
+    configs: &[(String, String)],
+) -> Result<Vec<(u32, bool)>, KafkaSetupError> {
+    let mut out = Vec::with_capacity(topics.len());
+    let mut missing = Vec::new();
+    for &t in topics {
+        match partition_count(opts, t)? {
+            Some(n) => out.push((n, false)),
+            None => {
+                missing.push(t);
+                out.push((partitions, true));
+            }
+        }
+    }
+    if !missing.is_empty() {
+        let admin: AdminClient<DefaultClientContext> = opts
+            .client_config()
+            .create()
+            .map_err(client_err("cannot create a Kafka admin client"))?;
+        let new: Vec<NewTopic> = missing
+            .iter()
+            .map(|t| {
+                let mut nt = NewTopic::new(
+                    t,
+                    partitions as i32,
+                    TopicReplication::Fixed(replication as i32),
+                );
+                for (k, v) in configs {
+                    nt = nt.set(k, v);
+                }
+                nt
+            })
+            .collect();
+        let results = admin
+            .create_topics(
+                &new,
+                &AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT)),
+            )
+            .await
+            .map_err(client_err("cannot create topics"))?;
+        for r in results {
+            if let Err((topic, code)) = r {
+                if code != RDKafkaErrorCode::TopicAlreadyExists {
+                    return Err(KafkaSetupError::CreateTopic { topic, code });
+                }
+            }
+        }
+        // Wait until metadata shows the new topics, so the producer does not race them.
+        for (i, &t) in topics.iter().enumerate() {
+            if out[i].1 {
+                let deadline = std::time::Instant::now() + REQUEST_TIMEOUT;
+                while partition_count(opts, t)?.is_none() && std::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// For each partition of `topic`, the `next_seq` of its last record: the replay position up to
+/// which that partition is complete. Empty partitions give 0.
+///
+/// # Errors
+/// The broker is unreachable, or the last record of a partition is not a streamflix payload.
+pub fn resume_positions(
+    opts: &KafkaOptions,
+    topic: &str,
+    partitions: u32,
+) -> Result<Vec<u64>, KafkaSetupError> {
+    let consumer = opts.consumer()?;
+    let mut positions = Vec::with_capacity(partitions as usize);
+    for p in 0..partitions as i32 {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, REQUEST_TIMEOUT)
+            .map_err(client_err(format!("cannot read offsets of {topic}[{p}]")))?;
+        if high <= low {
+            positions.push(0);
+            continue;
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, p, Offset::Offset(high - 1))
+            .map_err(client_err("cannot build an assignment"))?;
+        consumer
+            .assign(&tpl)
+            .map_err(client_err(format!("cannot read {topic}[{p}]")))?;
+        let deadline = std::time::Instant::now() + REQUEST_TIMEOUT;
+        let next = loop {
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(msg)) if msg.partition() == p && msg.offset() == high - 1 => {
+                    let payload = msg.payload().unwrap_or_default();
+                    let record: StreamRecord = serde_json::from_slice(payload).map_err(|e| {
+                        KafkaSetupError::ForeignRecord {
+                            topic: topic.to_string(),
+                            partition: p,
+                            offset: msg.offset(),
+                            why: e.to_string(),
+                        }
+                    })?;
+                    break record.next_seq();
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(client_err(format!("cannot read {topic}[{p}]"))(e)),
+                None if std::time::Instant::now() > deadline => {
+                    return Err(client_err(format!(
+                        "cannot read the last record of {topic}[{p}]"
+                    ))(KafkaError::MessageConsumption(
+                        RDKafkaErrorCode::RequestTimedOut,
+                    )))
+                }
+                None => continue,
+            }
+        };
+        positions.push(next);
+    }
+    Ok(positions)
+}
+
+/// Counts deliveries and keeps the first failure, from librdkafka's delivery callbacks.
+#[derive(Default)]
+struct DeliveryTracker {
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+#[derive(Clone, Default)]
+struct TrackingContext(Arc<DeliveryTracker>);
+
+impl ClientContext for TrackingContext {}
+
+impl ProducerContext for TrackingContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.0.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((e, _)) => {
+                self.0.failed.fetch_add(1, Ordering::Relaxed);
+                let mut first = self.0.first_error.lock().unwrap_or_else(|p| p.into_inner());
+                first.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+}
+
+/// Produces replayed records to Kafka: key = user id, timestamp = event time (ms), explicit
+/// partition, JSON payload.
+pub struct KafkaSink {
+    producer: ThreadedProducer<TrackingContext>,
+    tracker: Arc<DeliveryTracker>,
+    topics: [String; 2],
+    partitions: [u32; 2],
+    payload: Vec<u8>,
+    key: String,
+}
+
+impl KafkaSink {
+    /// A producer for `topics` (ratings, tags) with their partition counts.
+    ///
+    /// # Errors
+    /// librdkafka rejects the configuration (e.g. a bad `-X` property).
+    pub fn new(
+        opts: &KafkaOptions,
+        topics: [String; 2],
+        partitions: [u32; 2],
+    ) -> Result<Self, KafkaSetupError> {
+        let mut cfg = ClientConfig::new();
+        cfg.set("bootstrap.servers", &opts.brokers);
+        cfg.set("enable.idempotence", "true");
+        cfg.set("linger.ms", "20");
+        cfg.set("batch.num.messages", "10000");
+        cfg.set("batch.size", "1000000");
+        cfg.set("queue.buffering.max.messages", "1000000");
+        cfg.set("queue.buffering.max.kbytes", "1048576");
+        for (k, v) in &opts.extra {
+            cfg.set(k, v);
+        }
+        let ctx = TrackingContext::default();
+        let tracker = ctx.0.clone();
+        let producer = cfg
+            .create_with_context(ctx)
+            .map_err(client_err("cannot create the Kafka producer"))?;
+        Ok(KafkaSink {
+            producer,
+            tracker,
+            topics,
+            partitions,
+            payload: Vec::with_capacity(256),
+            key: String::new(),
+        })
+    }
+
+    /// Records acknowledged by the broker so far.
+    pub fn delivered(&self) -> u64 {
+        self.tracker.delivered.load(Ordering::Relaxed)
+    }
+
+    fn failure(&self) -> Option<SinkError> {
+        let failed = self.tracker.failed.load(Ordering::Relaxed);
+        (failed > 0).then(|| {
+            let first = self.tracker.first_error.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default();
+            SinkError::Kafka(format!(
+                "{failed} records were not delivered (first error: {first}); run again with --resume to send the rest"
+            ))
+        })
+    }
+}
+
+impl Sink for KafkaSink {
+    fn partitions(&self, topic: Topic) -> u32 {
+        self.partitions[topic as usize]
+    }
+
+    fn send(&mut self, out: Outgoing) -> Result<(), SinkError> {
+        self.payload.clear();
+        serde_json::to_writer(&mut self.payload, &out.record).map_err(std::io::Error::from)?;
+        self.key.clear();
+        if let Some(k) = out.key {
+            use std::fmt::Write;
+            let _ = write!(self.key, "{k}");
+        }
+        let topic = &self.topics[out.topic as usize];
+        let mut record = BaseRecord::to(topic)
+            .partition(out.partition as i32)
+            .payload(&self.payload)
+            .timestamp(out.ts.saturating_mul(1000));
+        if out.key.is_some() {
+            record = record.key(&self.key);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    // Back-pressure: the local queue is full until the broker acknowledges.
+                    record = r;
+                    if let Some(e) = self.failure() {
+                        return Err(e);
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((e, _)) => return Err(SinkError::Kafka(e.to_string())),
+            }
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        self.producer
+            .flush(Duration::from_secs(120))
+            .map_err(|e| SinkError::Kafka(format!("flush: {e}")))?;
+        match self.failure() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}

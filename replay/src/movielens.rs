@@ -1,0 +1,733 @@
+//! MovieLens readers: `ratings`, `tags` and `movies`, in both on-disk dialects.
+//!
+//! - **CSV** (ml-latest, ml-latest-small, ml-20m, ml-25m): a header line, RFC 4180 quoting.
+//!   Titles such as `"American President, The (1995)"` and tags such as `"Oscar ""winner"""` are
+//!   quoted; genres are `|`-separated, `(no genres listed)` means none.
+//! - **`.dat`** (ml-1m, ml-10m): no header, fields separated by `::`, no quoting. ml-1m's
+//!   `movies.dat` is Latin-1, not UTF-8, so text fields that are not valid UTF-8 are decoded as
+//!   Latin-1 rather than rejected.
+//!
+//! The files are read whole into memory (25 M ratings take ~600 MB as [`Rating`]s), because the
+//! replay must sort them by event time anyway: MovieLens orders `ratings.csv` by user, then movie.
+//!
+//! A malformed line never aborts a read: it is skipped, counted, and the first few are kept with
+//! their line number and reason in a [`ReadReport`]. A missing file or a wrong header is an
+//! [`Error`], because then nothing in the file can be trusted.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+/// How many malformed lines a [`ReadReport`] keeps as examples.
+pub const MAX_EXAMPLES: usize = 5;
+
+/// The CSV headers MovieLens uses, checked exactly (after stripping a UTF-8 BOM).
+pub const RATINGS_HEADER: &str = "userId,movieId,rating,timestamp";
+/// Header of `tags.csv`.
+pub const TAGS_HEADER: &str = "userId,movieId,tag,timestamp";
+/// Header of `movies.csv`.
+pub const MOVIES_HEADER: &str = "movieId,title,genres";
+
+/// The genre string MovieLens uses for a movie with no genres.
+pub const NO_GENRES: &str = "(no genres listed)";
+
+/// Errors that make a whole file unreadable.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// The file does not exist or cannot be opened.
+    #[error("cannot open {path}: {source}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Reading failed part-way (disk error, not bad content).
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A CSV file whose first line is not the MovieLens header.
+    #[error("{path}: expected the header `{expected}`, found `{found}`")]
+    Header {
+        /// The file.
+        path: PathBuf,
+        /// The header MovieLens uses.
+        expected: &'static str,
+        /// What the file has.
+        found: String,
+    },
+    /// A directory without a ratings file in either dialect.
+    #[error("{dir}: no ratings.csv or ratings.dat (is this a MovieLens directory?)")]
+    NoRatings {
+        /// The directory.
+        dir: PathBuf,
+    },
+}
+
+/// One rating, compact (24 bytes) because ml-25m holds 25 M of them in memory.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rating {
+    /// Event time, seconds since the epoch.
+    pub ts: i64,
+    /// MovieLens `userId`.
+    pub user: u32,
+    /// MovieLens `movieId`.
+    pub movie: u32,
+    /// 0.5 to 5.0 in half steps (validated by the reader).
+    pub rating: f32,
+}
+
+/// One tag.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tag {
+    /// Event time, seconds since the epoch.
+    pub ts: i64,
+    /// MovieLens `userId`.
+    pub user: u32,
+    /// MovieLens `movieId`.
+    pub movie: u32,
+    /// The tag text, unquoted.
+    pub tag: Box<str>,
+}
+
+/// One catalog entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Movie {
+    /// MovieLens `movieId`.
+    pub id: u32,
+    /// Title as in the file, including the trailing `(year)` when there is one.
+    pub title: String,
+    /// Release year parsed from the title's trailing `(YYYY)`, if any.
+    pub year: Option<u16>,
+    /// Genres; empty for `(no genres listed)`.
+    pub genres: Vec<String>,
+}
+
+/// What a read skipped, and why (the first [`MAX_EXAMPLES`] reasons, with line numbers).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReadReport {
+    /// The file read.
+    pub path: PathBuf,
+    /// Records accepted.
+    pub records: u64,
+    /// Lines skipped as malformed.
+    pub skipped: u64,
+    /// `(1-based line number, reason)` of the first skipped lines.
+    pub examples: Vec<(u64, String)>,
+}
+
+impl ReadReport {
+    fn new(path: &Path) -> Self {
+        ReadReport {
+            path: path.to_path_buf(),
+            ..Default::default()
+        }
+    }
+
+    fn skip(&mut self, line: u64, reason: impl Into<String>) {
+        self.skipped += 1;
+        if self.examples.len() < MAX_EXAMPLES {
+            self.examples.push((line, reason.into()));
+        }
+    }
+
+    /// One human line per example, for warnings: `ratings.csv:17: rating 7 outside 0.5-5.0`.
+    pub fn describe(&self) -> Vec<String> {
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut lines: Vec<String> = self
+            .examples
+            .iter()
+            .map(|(line, why)| format!("{name}:{line}: {why}"))
+            .collect();
+        if self.skipped > self.examples.len() as u64 {
+            lines.push(format!(
+                "{name}: … and {} more",
+                self.skipped - self.examples.len() as u64
+            ));
+        }
+        lines
+    }
+}
+
+/// The dialect of a MovieLens file, chosen by its extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// Comma-separated with a header (ml-latest, ml-25m, …).
+    Csv,
+    /// `::`-separated without a header (ml-1m, ml-10m).
+    Dat,
+}
+
+impl Dialect {
+    /// `.dat` → [`Dialect::Dat`], anything else → [`Dialect::Csv`].
+    pub fn of(path: &Path) -> Dialect {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(e) if e.eq_ignore_ascii_case("dat") => Dialect::Dat,
+            _ => Dialect::Csv,
+        }
+    }
+}
+
+/// Finds `name.csv` or `name.dat` in `dir` (CSV preferred).
+pub fn find(dir: &Path, name: &str) -> Option<PathBuf> {
+    ["csv", "dat"]
+        .iter()
+        .map(|ext| dir.join(format!("{name}.{ext}")))
+        .find(|p| p.is_file())
+}
+
+fn open(path: &Path) -> Result<BufReader<File>, Error> {
+    File::open(path)
+        .map(|f| BufReader::with_capacity(1 << 20, f))
+        .map_err(|source| Error::Open {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Reads a ratings file (`ratings.csv` or `ratings.dat`), in file order.
+///
+/// # Errors
+/// [`Error::Open`], [`Error::Io`], or [`Error::Header`] for a CSV whose header is not MovieLens's.
+pub fn read_ratings(path: &Path) -> Result<(Vec<Rating>, ReadReport), Error> {
+    let mut out = Vec::new();
+    let report = for_each_line(path, RATINGS_HEADER, |fields| {
+        let [user, movie, rating, ts] = fields.as_slice() else {
+            return Err(format!("expected 4 fields, found {}", fields.len()));
+        };
+        out.push(Rating {
+            user: parse_id(user, "userId")?,
+            movie: parse_id(movie, "movieId")?,
+            rating: parse_rating(rating)?,
+            ts: parse_ts(ts)?,
+        });
+        Ok(())
+    })?;
+    Ok((out, report))
+}
+
+/// Reads a tags file (`tags.csv` or ml-10m's `tags.dat`), in file order.
+///
+/// # Errors
+/// As [`read_ratings`].
+pub fn read_tags(path: &Path) -> Result<(Vec<Tag>, ReadReport), Error> {
+    let mut out = Vec::new();
+    let report = for_each_line(path, TAGS_HEADER, |fields| {
+        let [user, movie, tag, ts] = fields.as_slice() else {
+            return Err(format!("expected 4 fields, found {}", fields.len()));
+        };
+        let tag = decode_text(tag);
+        if tag.trim().is_empty() {
+            return Err("empty tag".into());
+        }
+        out.push(Tag {
+            user: parse_id(user, "userId")?,
+            movie: parse_id(movie, "movieId")?,
+            tag: tag.into_boxed_str(),
+            ts: parse_ts(ts)?,
+        });
+        Ok(())
+    })?;
+    Ok((out, report))
+}
+
+/// Reads a movie catalog (`movies.csv` or `movies.dat`).
+///
+/// # Errors
+/// As [`read_ratings`].
+pub fn read_movies(path: &Path) -> Result<(Vec<Movie>, ReadReport), Error> {
+    let mut out = Vec::new();
+    let report = for_each_line(path, MOVIES_HEADER, |fields| {
+        let [id, title, genres] = fields.as_slice() else {
+            return Err(format!("expected 3 fields, found {}", fields.len()));
+        };
+        let title = decode_text(title).trim().to_string();
+        if title.is_empty() {
+            return Err("empty title".into());
+        }
+        let genres = decode_text(genres);
+        let genres: Vec<String> = if genres.trim() == NO_GENRES || genres.trim().is_empty() {
+            Vec::new()
+        } else {
+            genres
+                .split('|')
+                .map(|g| g.trim().to_string())
+                .filter(|g| !g.is_empty())
+                .collect()
+        };
+        out.push(Movie {
+            id: parse_id(id, "movieId")?,
+            year: title_year(&title),
+            title,
+            genres,
+        });
+        Ok(())
+    })?;
+    Ok((out, report))
+}
+
+/// The release year of a MovieLens title: a trailing `(YYYY)`, or `(YYYY-YYYY)` for series.
+/// Some titles have none (`"Babylon 5"`), some have trailing spaces.
+pub fn title_year(title: &str) -> Option<u16> {
+    let t = title.trim_end();
+    let inner = t.strip_suffix(')')?;
+    let open = inner.rfind('(')?;
+    let year = inner[open + 1..].split(['-', '–']).next()?.trim();
+    if year.len() == 4 && year.bytes().all(|b| b.is_ascii_digit()) {
+        year.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// Runs `f` on the fields of every data line of a CSV or `.dat` file; `f` returns the reason a
+/// line is malformed. The header (CSV only) is checked against `header`.
+fn for_each_line(
+    path: &Path,
+    header: &'static str,
+    mut f: impl FnMut(Vec<&[u8]>) -> Result<(), String>,
+) -> Result<ReadReport, Error> {
+    let mut report = ReadReport::new(path);
+    let mut reader = open(path)?;
+    match Dialect::of(path) {
+        Dialect::Csv => {
+            let mut csv = csv::ReaderBuilder::new()
+                .has_headers(false)
+                .flexible(true)
+                .from_reader(reader);
+            let mut record = csv::ByteRecord::new();
+            let mut first = true;
+            loop {
+                match csv.read_byte_record(&mut record) {
+                    Ok(false) => break,
+                    Ok(true) => {}
+                    Err(e) => match e.kind() {
+                        csv::ErrorKind::Io(_) => {
+                            let csv::ErrorKind::Io(source) = e.into_kind() else {
+                                unreachable!()
+                            };
+                            return Err(io_err(path)(source));
+                        }
+                        _ => {
+                            let at = e.position().map(|p| p.byte()).unwrap_or(0);
+                            report.skip(at, format!("unparseable CSV: {e}"));
+                            continue;
+                        }
+                    },
+                }
+                // The csv crate's line numbers skip blank lines; byte offsets are exact and are
+                // turned into physical line numbers below, for the few examples kept.
+                let at = record.position().map(|p| p.byte()).unwrap_or(0);
+                if first {
+                    first = false;
+                    let found: Vec<String> = record
+                        .iter()
+                        .map(|f| String::from_utf8_lossy(f).into_owned())
+                        .collect();
+                    let found = found.join(",");
+                    if found.trim_start_matches('\u{feff}').trim() != header {
+                        return Err(Error::Header {
+                            path: path.to_path_buf(),
+                            expected: header,
+                            found,
+                        });
+                    }
+                    continue;
+                }
+                if record.len() == 1 && record[0].iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                match f(record.iter().collect()) {
+                    Ok(()) => report.records += 1,
+                    Err(why) => report.skip(at, why),
+                }
+            }
+            offsets_to_lines(path, &mut report.examples)?;
+        }
+        Dialect::Dat => {
+            let mut buf = Vec::with_capacity(256);
+            let mut line = 0u64;
+            loop {
+                buf.clear();
+                let n = reader.read_until(b'\n', &mut buf).map_err(io_err(path))?;
+                if n == 0 {
+                    break;
+                }
+                line += 1;
+                let text = trim_eol(&buf);
+                if text.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                match f(split_dat(text)) {
+                    Ok(()) => report.records += 1,
+                    Err(why) => report.skip(line, why),
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Rewrites `(byte offset, reason)` examples as `(1-based line, reason)` by counting newlines
+/// up to the last offset (the examples are the first few, so this reads little).
+/// Offsets past the end (cannot happen with the csv crate) keep their value.
+fn offsets_to_lines(path: &Path, examples: &mut [(u64, String)]) -> Result<(), Error> {
+    if examples.is_empty() {
+        return Ok(());
+    }
+    let mut reader = open(path)?;
+    let (mut pos, mut line) = (0u64, 1u64);
+    let mut next = 0;
+    let mut order: Vec<usize> = (0..examples.len()).collect();
+    order.sort_by_key(|&i| examples[i].0);
+    // The csv crate reports where it started parsing, before any blank lines it skipped: an
+    // example's line is that of the first byte at or after its offset that is not a line end.
+    let mut pending = Vec::new();
+    while next < order.len() || !pending.is_empty() {
+        let buf = reader.fill_buf().map_err(io_err(path))?;
+        if buf.is_empty() {
+            break;
+        }
+        let mut consumed = 0;
+        for &b in buf {
+            while next < order.len() && examples[order[next]].0 == pos {
+                pending.push(order[next]);
+                next += 1;
+            }
+            if b != b'\n' && b != b'\r' {
+                for i in pending.drain(..) {
+                    examples[i].0 = line;
+                }
+                if next == order.len() {
+                    break;
+                }
+            }
+            pos += 1;
+            consumed += 1;
+            line += (b == b'\n') as u64;
+        }
+        reader.consume(consumed);
+    }
+    Ok(())
+}
+
+fn trim_eol(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// Splits a `.dat` line on `::`. A `.dat` tag or title may itself contain a single `:`
+/// (`"Star Trek: Generations"`), which is why the separator is the two-character `::`.
+fn split_dat(line: &[u8]) -> Vec<&[u8]> {
+    let mut fields = Vec::with_capacity(4);
+    let mut start = 0;
+    let mut i = 0;
+    while i + 1 < line.len() {
+        if line[i] == b':' && line[i + 1] == b':' {
+            fields.push(&line[start..i]);
+            i += 2;
+            start = i;
+        } else {
+            i += 1;
+        }
+    }
+    fields.push(&line[start..]);
+    fields
+}
+
+/// UTF-8 when valid (all CSV releases), Latin-1 otherwise (ml-1m's `.dat` files).
+fn decode_text(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_string(),
+        Err(_) => bytes.iter().map(|&b| b as char).collect(),
+    }
+}
+
+fn field_str<'a>(bytes: &'a [u8], what: &str) -> Result<&'a str, String> {
+    std::str::from_utf8(bytes)
+        .map(str::trim)
+        .map_err(|_| format!("{what} is not text"))
+}
+
+fn parse_id(bytes: &[u8], what: &str) -> Result<u32, String> {
+    let s = field_str(bytes, what)?;
+    s.parse::<u32>()
+        .map_err(|_| format!("{what} `{s}` is not a non-negative integer"))
+}
+
+fn parse_ts(bytes: &[u8]) -> Result<i64, String> {
+    let s = field_str(bytes, "timestamp")?;
+    match s.parse::<i64>() {
+        Ok(ts) if ts >= 0 => Ok(ts),
+        _ => Err(format!("timestamp `{s}` is not seconds since the epoch")),
+    }
+}
+
+/// A rating must be 0.5–5.0 in half steps, as in every MovieLens release (ml-1m uses whole stars,
+/// which are half steps too). Anything else would violate the wire contract, so it is skipped here.
+pub fn parse_rating(bytes: &[u8]) -> Result<f32, String> {
+    let s = field_str(bytes, "rating")?;
+    let r: f32 = s
+        .parse()
+        .map_err(|_| format!("rating `{s}` is not a number"))?;
+    if !(0.5..=5.0).contains(&r) {
+        return Err(format!("rating {s} outside 0.5-5.0"));
+    }
+    if (r * 2.0).fract() != 0.0 {
+        return Err(format!("rating {s} is not a half step"));
+    }
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn fixture(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> PathBuf {
+        let path = dir.path().join(name);
+        File::create(&path).unwrap().write_all(bytes).unwrap();
+        path
+    }
+
+    #[test]
+    fn quoted_titles_with_commas_non_ascii_no_year_and_no_genres() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = fixture(
+            &dir,
+            "movies.csv",
+            "movieId,title,genres\n\
+             1,Toy Story (1995),Adventure|Animation|Children|Comedy|Fantasy\n\
+             11,\"American President, The (1995)\",Comedy|Drama|Romance\n\
+             2019,Seven Samurai (Shichinin no samurai) (1954),Action|Adventure|Drama\n\
+             4973,\"Amélie (Fabuleux destin d'Amélie Poulain, Le) (2001)\",Comedy|Romance\n\
+             149532,Marco Polo: One Hundred Eyes,(no genres listed)\n\
+             171495,Cosmos ,(no genres listed)\n\
+             26587,\"Decalogue, The (Dekalog) (1989)\",Crime|Drama|Romance\n\
+             172591,The Godfather Trilogy: 1972-1990 (1992),(no genres listed)\n\
+             \"5\",\"Father of the Bride Part II (1995)\",\"Comedy\"\n"
+                .as_bytes(),
+        );
+        let (movies, report) = read_movies(&path).unwrap();
+        assert_eq!(report.skipped, 0, "{:?}", report.examples);
+        assert_eq!(movies.len(), 9);
+        assert_eq!(movies[1].title, "American President, The (1995)");
+        assert_eq!(movies[1].year, Some(1995));
+        assert_eq!(movies[1].genres, ["Comedy", "Drama", "Romance"]);
+        assert_eq!(
+            movies[2].year,
+            Some(1954),
+            "parenthesised alternative title before the year"
+        );
+        assert_eq!(
+            movies[3].title,
+            "Amélie (Fabuleux destin d'Amélie Poulain, Le) (2001)"
+        );
+        assert_eq!(movies[4].year, None, "title without a year");
+        assert!(
+            movies[4].genres.is_empty(),
+            "(no genres listed) means no genres"
+        );
+        assert_eq!(movies[5].title, "Cosmos", "trailing space trimmed");
+        assert_eq!(movies[7].year, Some(1992));
+        assert_eq!(movies[8].id, 5, "quoted numeric field");
+    }
+
+    #[test]
+    fn tags_with_commas_doubled_quotes_and_unicode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = fixture(
+            &dir,
+            "tags.csv",
+            "userId,movieId,tag,timestamp\n\
+             2,60756,funny,1445714994\n\
+             2,89774,\"Oscar \"\"winner\"\", sort of\",1445715207\n\
+             18,431,\"Al Pacino, gangster\",1462138790\n\
+             62,2,\"In Netflix queue\",1528843929\n\
+             474,5013,Ingrid Bergman à Paris ☕,1138032286\n"
+                .as_bytes(),
+        );
+        let (tags, report) = read_tags(&path).unwrap();
+        assert_eq!(report.skipped, 0, "{:?}", report.examples);
+        let texts: Vec<&str> = tags.iter().map(|t| &*t.tag).collect();
+        assert_eq!(
+            texts,
+            [
+                "funny",
+                "Oscar \"winner\", sort of",
+                "Al Pacino, gangster",
+                "In Netflix queue",
+                "Ingrid Bergman à Paris ☕"
+            ]
+        );
+        assert_eq!(tags[1].ts, 1_445_715_207);
+    }
+
+    #[test]
+    fn half_star_ratings_in_user_movie_order_are_kept_in_file_order() {
+        let dir = tempfile::tempdir().unwrap();
+        // ratings.csv is ordered by user, then movie: timestamps go back and forth.
+        let path = fixture(
+            &dir,
+            "ratings.csv",
+            b"userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,3,0.5,964981247\n1,6,4.5,964982224\n2,1,5,1445714835\n2,2,3.5,1445714100\n",
+        );
+        let (ratings, report) = read_ratings(&path).unwrap();
+        assert_eq!(report.records, 5);
+        let stars: Vec<f32> = ratings.iter().map(|r| r.rating).collect();
+        assert_eq!(stars, [4.0, 0.5, 4.5, 5.0, 3.5]);
+        let ts: Vec<i64> = ratings.iter().map(|r| r.ts).collect();
+        assert_eq!(
+            ts,
+            [964982703, 964981247, 964982224, 1445714835, 1445714100],
+            "file order, not time order"
+        );
+    }
+
+    #[test]
+    fn malformed_lines_are_skipped_counted_and_reported_with_line_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = fixture(
+            &dir,
+            "ratings.csv",
+            b"userId,movieId,rating,timestamp\n\
+              1,1,4.0,964982703\n\
+              1,2,7,964982703\n\
+              x,3,4.0,964982703\n\
+              1,4,3.3,964982703\n\
+              1,5,4.0\n\
+              \n\
+              1,6,4.0,yesterday\n\
+              1,7,2.0,964982704\r\n\
+              1,8,-1,964982703\n",
+        );
+        let (ratings, report) = read_ratings(&path).unwrap();
+        assert_eq!(ratings.len(), 2);
+        assert_eq!(report.records, 2);
+        assert_eq!(report.skipped, 6);
+        let lines: Vec<u64> = report.examples.iter().map(|(l, _)| *l).collect();
+        assert_eq!(
+            lines,
+            [3, 4, 5, 6, 8],
+            "first five, 1-based, blank line not counted as malformed"
+        );
+        assert!(
+            report.examples[0].1.contains("outside 0.5-5.0"),
+            "{:?}",
+            report.examples
+        );
+        assert!(report.examples[1].1.contains("userId"));
+        assert!(report.examples[2].1.contains("half step"));
+        assert!(report.examples[3].1.contains("4 fields"));
+        let described = report.describe();
+        assert_eq!(described.len(), 6);
+        assert!(described[0].starts_with("ratings.csv:3: "), "{described:?}");
+        assert!(described[5].contains("1 more"));
+    }
+
+    #[test]
+    fn wrong_header_and_missing_file_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = fixture(&dir, "ratings.csv", b"user,movie,stars,when\n1,1,4.0,1\n");
+        let err = read_ratings(&path).unwrap_err();
+        assert!(matches!(err, Error::Header { .. }));
+        assert!(
+            err.to_string()
+                .contains("expected the header `userId,movieId,rating,timestamp`"),
+            "{err}"
+        );
+        let err = read_ratings(&dir.path().join("nope.csv")).unwrap_err();
+        assert!(matches!(err, Error::Open { .. }), "{err}");
+    }
+
+    #[test]
+    fn utf8_bom_before_header_is_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = fixture(
+            &dir,
+            "ratings.csv",
+            "\u{feff}userId,movieId,rating,timestamp\n1,1,4.0,5\n".as_bytes(),
+        );
+        assert_eq!(read_ratings(&path).unwrap().0.len(), 1);
+    }
+
+    #[test]
+    fn ml_1m_dat_files_read_including_latin1_titles() {
+        let dir = tempfile::tempdir().unwrap();
+        let ratings = fixture(
+            &dir,
+            "ratings.dat",
+            b"1::1193::5::978300760\n1::661::3::978302109\r\n2::3068::4::978299000\n2::x::4::1\n",
+        );
+        let (r, report) = read_ratings(&ratings).unwrap();
+        assert_eq!(r.len(), 3);
+        assert_eq!(
+            r[0],
+            Rating {
+                user: 1,
+                movie: 1193,
+                rating: 5.0,
+                ts: 978300760
+            }
+        );
+        assert_eq!(report.skipped, 1);
+        assert_eq!(report.examples[0].0, 4);
+
+        // ml-1m's movies.dat is ISO-8859-1: 0xE9 is 'é'.
+        let mut movies = b"1::Toy Story (1995)::Animation|Children's|Comedy\n".to_vec();
+        movies.extend_from_slice(b"2::Star Trek: Generations (1994)::Action|Sci-Fi\n");
+        movies.extend_from_slice(b"3::Am\xe9lie (2001)::Comedy|Romance\n");
+        let movies = fixture(&dir, "movies.dat", &movies);
+        let (m, report) = read_movies(&movies).unwrap();
+        assert_eq!(report.skipped, 0, "{:?}", report.examples);
+        assert_eq!(m[0].genres, ["Animation", "Children's", "Comedy"]);
+        assert_eq!(
+            m[1].title, "Star Trek: Generations (1994)",
+            "single colon inside a .dat title"
+        );
+        assert_eq!(m[2].title, "Amélie (2001)");
+        assert_eq!(m[2].year, Some(2001));
+
+        // ml-10m tags.dat.
+        let tags = fixture(
+            &dir,
+            "tags.dat",
+            b"15::4973::excellent!::1215184630\n20::1747::politics::1188263867\n",
+        );
+        let (t, _) = read_tags(&tags).unwrap();
+        assert_eq!(&*t[0].tag, "excellent!");
+    }
+
+    #[test]
+    fn find_prefers_csv_then_dat() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(find(dir.path(), "ratings"), None);
+        fixture(&dir, "ratings.dat", b"");
+        assert_eq!(
+            find(dir.path(), "ratings"),
+            Some(dir.path().join("ratings.dat"))
+        );
+        fixture(&dir, "ratings.csv", b"");
+        assert_eq!(
+            find(dir.path(), "ratings"),
+            Some(dir.path().join("ratings.csv"))
+        );
+    }
+}

@@ -1,0 +1,169 @@
+//! Where replayed records go. The engine decides order, partition, pacing and heartbeats; a sink
+//! only delivers. Kafka is one sink ([`crate::kafka::KafkaSink`]); the others serve the embedded
+//! mode (an in-process channel), inspection (JSON lines) and benchmarks (nothing).
+
+use std::io::Write;
+use std::sync::mpsc::SyncSender;
+
+use serde::Serialize;
+use streamflix_schemas::StreamRecord;
+use thiserror::Error;
+
+/// The two input topics, as indices into per-topic tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Topic {
+    /// Ratings (and their heartbeats).
+    Ratings = 0,
+    /// Tags (and their heartbeats).
+    Tags = 1,
+}
+
+impl Topic {
+    /// Both topics, in index order.
+    pub const ALL: [Topic; 2] = [Topic::Ratings, Topic::Tags];
+}
+
+/// A sink failed; the replay stops.
+#[derive(Debug, Error)]
+pub enum SinkError {
+    /// The broker refused or lost records.
+    #[error("kafka: {0}")]
+    Kafka(String),
+    /// Writing JSON lines failed (a broken pipe is reported as [`SinkError::Closed`]).
+    #[error("write: {0}")]
+    Io(#[from] std::io::Error),
+    /// The receiving side went away (closed pipe, dropped channel).
+    #[error("the receiving side closed")]
+    Closed,
+}
+
+/// A record as the engine hands it to a sink.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outgoing {
+    /// Destination topic.
+    pub topic: Topic,
+    /// Destination partition, chosen by the engine.
+    pub partition: u32,
+    /// Record key (user id); `None` for heartbeats.
+    pub key: Option<u32>,
+    /// Event time, seconds (the Kafka timestamp is this × 1000).
+    pub ts: i64,
+    /// The payload.
+    pub record: StreamRecord,
+}
+
+/// A destination for replayed records.
+pub trait Sink {
+    /// Partition count of `topic` at the destination.
+    fn partitions(&self, topic: Topic) -> u32;
+    /// Sends one record. May buffer; [`Sink::flush`] makes it durable.
+    ///
+    /// # Errors
+    /// The destination failed; the replay stops and reports it.
+    fn send(&mut self, out: Outgoing) -> Result<(), SinkError>;
+    /// Waits until everything sent has been delivered.
+    ///
+    /// # Errors
+    /// Some records could not be delivered.
+    fn flush(&mut self) -> Result<(), SinkError>;
+}
+
+/// Discards records after serializing them (so benchmarks still pay for JSON). Counts bytes.
+#[derive(Debug)]
+pub struct NullSink {
+    /// Partitions per topic to pretend.
+    pub partitions: u32,
+    /// Payload bytes produced so far.
+    pub bytes: u64,
+    buf: Vec<u8>,
+}
+
+impl NullSink {
+    /// A null sink with `partitions` partitions per topic.
+    pub fn new(partitions: u32) -> Self {
+        NullSink {
+            partitions,
+            bytes: 0,
+            buf: Vec::with_capacity(256),
+        }
+    }
+}
+
+impl Sink for NullSink {
+    fn partitions(&self, _: Topic) -> u32 {
+        self.partitions
+    }
+    fn send(&mut self, out: Outgoing) -> Result<(), SinkError> {
+        self.buf.clear();
+        serde_json::to_writer(&mut self.buf, &out.record).map_err(std::io::Error::from)?;
+        self.bytes += self.buf.len() as u64;
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// Writes one JSON object per record: `{"topic","partition","key","ts","record"}`.
+/// Useful to look at what a replay would send, and as input for other producers.
+pub struct JsonLinesSink<W: Write> {
+    /// Partitions per topic to pretend.
+    pub partitions: u32,
+    out: W,
+}
+
+impl<W: Write> JsonLinesSink<W> {
+    /// Writes to `out` as if each topic had `partitions` partitions.
+    pub fn new(out: W, partitions: u32) -> Self {
+        JsonLinesSink { partitions, out }
+    }
+}
+
+fn closed_on_broken_pipe(e: std::io::Error) -> SinkError {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        SinkError::Closed
+    } else {
+        SinkError::Io(e)
+    }
+}
+
+impl<W: Write> Sink for JsonLinesSink<W> {
+    fn partitions(&self, _: Topic) -> u32 {
+        self.partitions
+    }
+    fn send(&mut self, out: Outgoing) -> Result<(), SinkError> {
+        serde_json::to_writer(&mut self.out, &out).map_err(|e| closed_on_broken_pipe(e.into()))?;
+        self.out.write_all(b"\n").map_err(closed_on_broken_pipe)
+    }
+    fn flush(&mut self) -> Result<(), SinkError> {
+        self.out.flush().map_err(closed_on_broken_pipe)
+    }
+}
+
+/// Hands records to an in-process consumer over a bounded channel (the embedded mode: replay and
+/// processor in one process, no broker). The bound gives back-pressure like a broker would.
+pub struct ChannelSink {
+    /// Partitions per topic, as the consumer will see them.
+    pub partitions: u32,
+    tx: SyncSender<Outgoing>,
+}
+
+impl ChannelSink {
+    /// Sends into `tx`, pretending `partitions` partitions per topic.
+    pub fn new(tx: SyncSender<Outgoing>, partitions: u32) -> Self {
+        ChannelSink { partitions, tx }
+    }
+}
+
+impl Sink for ChannelSink {
+    fn partitions(&self, _: Topic) -> u32 {
+        self.partitions
+    }
+    fn send(&mut self, out: Outgoing) -> Result<(), SinkError> {
+        self.tx.send(out).map_err(|_| SinkError::Closed)
+    }
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
