@@ -27,7 +27,7 @@ use crate::pacing::Pacer;
 use crate::partition::partition_for;
 use crate::sink::{Outgoing, Sink, SinkError, Topic};
 
-/// How a replay runs. `Default` is: everything, unthrottled, heartbeats every 15 event-minutes.
+/// How a replay runs. `Default` is: everything, unthrottled, heartbeats every event-hour.
 #[derive(Debug, Clone)]
 pub struct ReplayConfig {
     /// Event-seconds per wall-second (`--speed`).
@@ -274,12 +274,16 @@ pub fn replay(
             progress.set_message(crate::time::format_date(ts));
         }
     }
-    if let (Some(clock), Some(last)) = (clock.as_mut(), summary.last_ts) {
-        // Final promise to every partition, so consumers' watermarks reach the last event.
-        clock.beat(sink, last, next_seq, true, &mut summary.heartbeats)?;
-    }
     progress.set_position(summary.events());
     sink.flush()?;
+    if let (Some(clock), Some(last)) = (clock.as_mut(), summary.last_ts) {
+        // Seal every partition with a final promise, so consumers' watermarks reach the last
+        // event. Sent after the flush, each lands alone in its partition's last batch: brokers
+        // that compute the high watermark from the last batch's base offset (tansu 0.6) then
+        // still expose every event.
+        clock.beat(sink, last, next_seq, true, &mut summary.heartbeats)?;
+        sink.flush()?;
+    }
     summary.seconds = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
     if summary.seconds > 0.0 {
         summary.events_per_second = summary.events() as f64 / summary.seconds;
@@ -427,7 +431,14 @@ mod tests {
         // One event every 100 s for 2000 events, heartbeat every 900 s: the tags topic (one tag)
         // is idle and must get roughly span/900 heartbeats per partition, not one per event.
         let ds = dataset(2000, 100);
-        let (summary, sent) = run(&ds, &ReplayConfig::default(), 2);
+        let (summary, sent) = run(
+            &ds,
+            &ReplayConfig {
+                heartbeat_every: 900,
+                ..Default::default()
+            },
+            2,
+        );
         let span = 1999 * 100;
         let tag_beats = sent
             .iter()

@@ -18,7 +18,7 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
@@ -88,7 +88,14 @@ impl KafkaOptions {
         cfg
     }
 
-    fn consumer(&self) -> Result<BaseConsumer, KafkaSetupError> {
+    fn consumer(&self) -> Result<BaseConsumer<QuietEof>, KafkaSetupError> {
+        self.consumer_with(&[])
+    }
+
+    fn consumer_with(
+        &self,
+        settings: &[(&str, &str)],
+    ) -> Result<BaseConsumer<QuietEof>, KafkaSetupError> {
         let mut cfg = self.client_config();
         cfg.set("group.id", "streamflix-replay-inspect");
         cfg.set("enable.auto.commit", "false");
@@ -103,10 +110,27 @@ impl KafkaOptions {
         ] {
             cfg.remove(k);
         }
-        cfg.create()
+        for (k, v) in settings {
+            cfg.set(*k, *v);
+        }
+        cfg.create_with_context(QuietEof)
             .map_err(client_err("cannot create a Kafka consumer"))
     }
 }
+
+/// Consumer context for the resume reader: reaching the end of a partition is the signal it
+/// waits for, not an error worth logging (librdkafka reports it through the error callback too).
+pub struct QuietEof;
+
+impl ClientContext for QuietEof {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            tracing::error!("librdkafka: {error}: {reason}");
+        }
+    }
+}
+
+impl ConsumerContext for QuietEof {}
 
 /// Partition count of `topic`, or `None` if the broker does not know it.
 ///
@@ -203,6 +227,11 @@ pub async fn ensure_topics(
 /// For each partition of `topic`, the `next_seq` of its last record: the replay position up to
 /// which that partition is complete. Empty partitions give 0.
 ///
+/// It reads from the record below the high watermark **to the end of the partition** (EOF), not
+/// just that one record: a broker may hold records past the high watermark it advertises
+/// (tansu 0.6 advertises the last batch's base offset + 1, hiding the rest of that batch).
+/// Stopping at the high watermark would resend, and so duplicate, those events.
+///
 /// # Errors
 /// The broker is unreachable, or the last record of a partition is not a streamflix payload.
 pub fn resume_positions(
@@ -210,7 +239,7 @@ pub fn resume_positions(
     topic: &str,
     partitions: u32,
 ) -> Result<Vec<u64>, KafkaSetupError> {
-    let consumer = opts.consumer()?;
+    let consumer = opts.consumer_with(&[("enable.partition.eof", "true")])?;
     let mut positions = Vec::with_capacity(partitions as usize);
     for p in 0..partitions as i32 {
         let (low, high) = consumer
@@ -227,9 +256,12 @@ pub fn resume_positions(
             .assign(&tpl)
             .map_err(client_err(format!("cannot read {topic}[{p}]")))?;
         let deadline = std::time::Instant::now() + REQUEST_TIMEOUT;
-        let next = loop {
+        let mut last: Option<u64> = None;
+        loop {
             match consumer.poll(Duration::from_millis(200)) {
-                Some(Ok(msg)) if msg.partition() == p && msg.offset() == high - 1 => {
+                Some(Ok(msg))
+                    if msg.topic() == topic && msg.partition() == p && msg.offset() >= high - 1 =>
+                {
                     let payload = msg.payload().unwrap_or_default();
                     let record: StreamRecord = serde_json::from_slice(payload).map_err(|e| {
                         KafkaSetupError::ForeignRecord {
@@ -239,9 +271,11 @@ pub fn resume_positions(
                             why: e.to_string(),
                         }
                     })?;
-                    break record.next_seq();
+                    last = Some(record.next_seq());
                 }
                 Some(Ok(_)) => continue,
+                Some(Err(KafkaError::PartitionEOF(eof))) if eof == p && last.is_some() => break,
+                Some(Err(KafkaError::PartitionEOF(_))) => continue,
                 Some(Err(e)) => return Err(client_err(format!("cannot read {topic}[{p}]"))(e)),
                 None if std::time::Instant::now() > deadline => {
                     return Err(client_err(format!(
@@ -252,8 +286,8 @@ pub fn resume_positions(
                 }
                 None => continue,
             }
-        };
-        positions.push(next);
+        }
+        positions.push(last.unwrap_or(0));
     }
     Ok(positions)
 }

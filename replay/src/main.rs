@@ -85,7 +85,7 @@ struct RunArgs {
     #[arg(long)]
     limit: Option<u64>,
     /// Send a clock heartbeat to a partition after this many event-seconds without a record.
-    #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(i64).range(1..))]
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(i64).range(1..))]
     heartbeat_every: i64,
     /// Continue after the last event already on the topics: no duplicates, no gap. Use the same
     /// --data, --from and --no-tags as the interrupted run.
@@ -388,6 +388,14 @@ fn report_summary(s: &Summary, topics: &[String; 2], sink: SinkKind, json: bool)
     } else {
         &mut std::io::stdout()
     };
+    if s.events() == 0 && s.already_delivered > 0 && !s.interrupted {
+        writeln!(
+            out,
+            "nothing to send: the topics already hold all {} events",
+            s.already_delivered
+        )?;
+        return Ok(());
+    }
     let dest = if sink == SinkKind::Kafka {
         format!(" to {} / {}", topics[0], topics[1])
     } else {

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Replay benchmarks: prints numbers, asserts nothing (tests check behaviour, this measures speed).
+#   1. generate 25 M ratings (ml-25m sizes): seconds and peak RSS
+#   2. read + sort those 25 M ratings (streamflix-replay inspect): seconds and peak RSS
+#   3. unthrottled replay of 1 M events into a real broker (tansu, in memory) vs an independent
+#      librdkafka producer (confluent-kafka) sending byte-identical records to the same broker
+# Environment: BENCH_DIR (default /tmp/streamflix-bench; needs ~2 GB), BENCH_RATINGS (default
+# 25000095), BENCH_REPLAY_EVENTS (default 1000000).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+eval "$(scripts/setup-test-tools.sh)"
+if [ ! -x /usr/bin/time ]; then
+  apt-get update -qq && apt-get install -y -qq time >/dev/null
+fi
+
+dir="${BENCH_DIR:-/tmp/streamflix-bench}"
+ratings="${BENCH_RATINGS:-25000095}"
+replay_events="${BENCH_REPLAY_EVENTS:-1000000}"
+mkdir -p "$dir"
+cargo build --release --workspace --quiet
+bin="$PWD/target/release/streamflix-replay"
+measure() { /usr/bin/time -f '%e %M' -o "$dir/time.txt" "$@"; read -r secs kb < "$dir/time.txt"; }
+
+echo "== generate $ratings ratings (ml-25m sizes)"
+measure "$bin" generate --preset ml25m --ratings "$ratings" --tags 1093360 --out "$dir/ml25m" --force --quiet
+gen_secs=$secs; gen_mb=$((kb / 1024))
+echo "   ${gen_secs}s, peak RSS ${gen_mb} MB"
+
+echo "== read + sort $ratings ratings and 1093360 tags"
+measure "$bin" inspect --data "$dir/ml25m" --json > "$dir/inspect.json"
+read_secs=$(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["read_and_sort_seconds"],2))' "$dir/inspect.json")
+read_mb=$((kb / 1024)); read_proc=$secs
+echo "   ${read_secs}s (process ${read_proc}s), peak RSS ${read_mb} MB"
+
+echo "== unthrottled replay of $replay_events events into tansu"
+users=$((replay_events / 150))
+"$bin" generate --users "$users" --movies 20000 --ratings "$replay_events" --tags 0 --out "$dir/replay" --force --quiet
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$STREAMFLIX_TANSU" broker --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
+  --storage-engine memory://tansu/ --silent >/dev/null 2>&1 &
+tansu_pid=$!
+trap 'kill $tansu_pid 2>/dev/null || true' EXIT
+for _ in $(seq 100); do (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+
+"$bin" run --data "$dir/replay" --brokers "127.0.0.1:$port" --quiet --json > "$dir/replay.json"
+ours=$(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["events_per_second"]))' "$dir/replay.json")
+"$bin" run --data "$dir/replay" --sink stdout > "$dir/records.jsonl" 2>/dev/null
+"$STREAMFLIX_PYTHON" benches/reference_producer.py --brokers "127.0.0.1:$port" --records "$dir/records.jsonl" > "$dir/reference.json"
+theirs=$(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["events_per_second"]))' "$dir/reference.json")
+ratio=$(python3 -c "print(round($ours / $theirs, 2))")
+echo "   streamflix-replay ${ours} events/s, confluent-kafka ${theirs} events/s, ratio ${ratio}"
+
+cat <<TABLE | tee "$dir/results.md"
+
+| benchmark | result |
+|---|---|
+| generate $ratings ratings + 1,093,360 tags | ${gen_secs} s, peak RSS ${gen_mb} MB |
+| read + sort $ratings ratings + 1,093,360 tags | ${read_secs} s (whole process ${read_proc} s), peak RSS ${read_mb} MB |
+| replay $replay_events events into tansu, unthrottled | ${ours} events/s |
+| confluent-kafka (librdkafka) producer, same records | ${theirs} events/s |
+| ratio streamflix-replay / confluent-kafka | ${ratio} |
+TABLE

@@ -1,0 +1,260 @@
+//! Test harness shared by the end-to-end tests: a real tansu broker on a free loopback port,
+//! the independent Python consumer, and running the real binaries.
+//!
+//! The broker and the Python venv are installed by `scripts/setup-test-tools.sh` (which the
+//! README's test command runs); their paths arrive as `STREAMFLIX_TANSU` / `STREAMFLIX_PYTHON`.
+//! A test that needs them and cannot find them fails with instructions rather than skipping:
+//! a skipped end-to-end test would pass while proving nothing.
+
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+fn tool(var: &str, fallback: &str) -> PathBuf {
+    if let Ok(p) = std::env::var(var) {
+        return PathBuf::from(p);
+    }
+    let p = PathBuf::from(fallback);
+    assert!(
+        p.exists(),
+        "{var} is not set and {fallback} does not exist: run ./scripts/test.sh (it installs the \
+         broker and the Python clients), or eval \"$(scripts/setup-test-tools.sh)\" first"
+    );
+    p
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .find(|p| p.join("schemas").is_dir())
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released; tansu binds it right after).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A tansu broker with in-memory storage, killed when dropped.
+pub struct Broker {
+    child: Child,
+    /// `127.0.0.1:PORT`, for `--brokers`.
+    pub addr: String,
+}
+
+impl Broker {
+    /// Starts a fresh broker and waits until it accepts connections.
+    pub fn start() -> Broker {
+        let tansu = tool("STREAMFLIX_TANSU", "/opt/streamflix-tools/bin/tansu");
+        for _attempt in 0..5 {
+            let port = free_port();
+            let addr = format!("127.0.0.1:{port}");
+            let url = format!("tcp://{addr}");
+            let mut child = Command::new(&tansu)
+                .args([
+                    "broker",
+                    "--listener-url",
+                    &url,
+                    "--advertised-listener-url",
+                    &url,
+                ])
+                .args(["--storage-engine", "memory://tansu/", "--silent"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", tansu.display()));
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // port taken in the meantime: try another
+                }
+                if TcpStream::connect(&addr).is_ok() {
+                    return Broker { child, addr };
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("tansu did not start");
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `streamflix-replay` binary cargo built for this test.
+pub fn replay_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_streamflix-replay"))
+}
+
+/// Runs `streamflix-replay ARGS`, returning its output (not asserting success).
+pub fn replay(args: &[&str]) -> Output {
+    Command::new(replay_bin())
+        .args(args)
+        .output()
+        .expect("run streamflix-replay")
+}
+
+/// Runs `streamflix-replay ARGS` and asserts it succeeded.
+pub fn replay_ok(args: &[&str]) -> Output {
+    let out = replay(args);
+    assert!(
+        out.status.success(),
+        "streamflix-replay {args:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// One record as the independent consumer saw it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Consumed {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Key, as text.
+    pub key: Option<String>,
+    /// Record timestamp, ms.
+    pub timestamp: i64,
+    /// 0 = CreateTime.
+    pub timestamp_type: i32,
+    /// Parsed payload.
+    pub value: serde_json::Value,
+}
+
+/// What the consumer reported.
+#[derive(Debug, Deserialize)]
+pub struct ConsumeSummary {
+    /// Records read.
+    pub records: u64,
+    /// Records that failed schema validation.
+    pub invalid: u64,
+    /// The first failures.
+    pub first_invalid: serde_json::Value,
+}
+
+/// Reads both input topics completely with kafka-python, validating every payload against
+/// `schemas/json/`. Returns the records in (topic, partition, offset) order.
+pub fn consume(brokers: &str, prefix: &str) -> (Vec<Consumed>, ConsumeSummary) {
+    let python = tool("STREAMFLIX_PYTHON", "/opt/streamflix-tools/venv/bin/python");
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("records.jsonl");
+    let out = Command::new(python)
+        .arg(repo().join("tests/support/consume.py"))
+        .args(["--brokers", brokers, "--out", out_file.to_str().unwrap()])
+        .args(["--topic", &format!("{prefix}.ratings=ratings.schema.json")])
+        .args(["--topic", &format!("{prefix}.tags=tags.schema.json")])
+        .output()
+        .expect("run consume.py");
+    assert!(
+        out.status.success(),
+        "consume.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: ConsumeSummary = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "consume.py output {e}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    let text = std::fs::read_to_string(&out_file).unwrap();
+    let mut records: Vec<Consumed> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    records
+        .sort_by(|a, b| (&a.topic, a.partition, a.offset).cmp(&(&b.topic, b.partition, b.offset)));
+    (records, summary)
+}
+
+/// An event identity independent of the wire format: what the source files say.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SourceEvent {
+    /// (user, movie, half-stars, ts)
+    Rating(u32, u32, u32, i64),
+    /// (user, movie, tag, ts)
+    Tag(u32, u32, String, i64),
+}
+
+/// Reads ratings.csv and tags.csv with the csv crate directly (not the replay's readers).
+pub fn source_events(dir: &Path) -> Vec<SourceEvent> {
+    let mut out = Vec::new();
+    let mut r = csv::Reader::from_path(dir.join("ratings.csv")).unwrap();
+    for rec in r.records() {
+        let rec = rec.unwrap();
+        let stars: f64 = rec[2].parse().unwrap();
+        out.push(SourceEvent::Rating(
+            rec[0].parse().unwrap(),
+            rec[1].parse().unwrap(),
+            (stars * 2.0) as u32,
+            rec[3].parse().unwrap(),
+        ));
+    }
+    if dir.join("tags.csv").exists() {
+        let mut r = csv::Reader::from_path(dir.join("tags.csv")).unwrap();
+        for rec in r.records() {
+            let rec = rec.unwrap();
+            out.push(SourceEvent::Tag(
+                rec[0].parse().unwrap(),
+                rec[1].parse().unwrap(),
+                rec[2].to_string(),
+                rec[3].parse().unwrap(),
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The events (not heartbeats) among consumed records, as [`SourceEvent`]s.
+pub fn consumed_events(records: &[Consumed]) -> Vec<SourceEvent> {
+    let mut out: Vec<SourceEvent> = records
+        .iter()
+        .filter_map(|r| {
+            let v = &r.value;
+            let (user, movie, ts) = (
+                v["user_id"].as_u64()? as u32,
+                v["movie_id"].as_u64()? as u32,
+                v["ts"].as_i64()?,
+            );
+            match v["type"].as_str()? {
+                "rating" => Some(SourceEvent::Rating(
+                    user,
+                    movie,
+                    (v["rating"].as_f64()? * 2.0) as u32,
+                    ts,
+                )),
+                "tag" => Some(SourceEvent::Tag(
+                    user,
+                    movie,
+                    v["tag"].as_str()?.to_string(),
+                    ts,
+                )),
+                _ => None,
+            }
+        })
+        .collect();
+    out.sort();
+    out
+}
