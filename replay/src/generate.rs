@@ -433,7 +433,7 @@ pub fn generate(
         cfg.ratings,
         20,
         cfg.max_per_user(),
-        1.4,
+        1.25,
     );
     let taggers: Vec<bool> = (0..cfg.users)
         .map(|_| master.random::<f64>() < 0.15)
@@ -816,6 +816,23 @@ impl Ctx<'_> {
             ev.tags.push((movie, tag, ts + rng.random_range(1..120)));
         }
 
+        // Placing sessions at preferred hours and weekdays can push the last ones a few days past
+        // --end: move the whole user back so every event stays inside the window.
+        let last = ev
+            .ratings
+            .iter()
+            .map(|r| r.2)
+            .chain(ev.tags.iter().map(|t| t.2))
+            .max();
+        let overrun = last.unwrap_or(i64::MIN) - cfg.end;
+        if overrun > 0 {
+            ev.ratings.iter_mut().for_each(|r| r.2 -= overrun);
+            ev.tags.iter_mut().for_each(|t| t.2 -= overrun);
+            ev.sessions
+                .iter_mut()
+                .for_each(|s| *s = (s.0 - overrun, s.1 - overrun));
+        }
+
         // Truth from the actual times: activity = ratings and tags.
         let last_tag = ev.tags.iter().map(|t| t.2).max().unwrap_or(i64::MIN);
         let mut truth = Truth {
@@ -928,6 +945,10 @@ mod tests {
         for r in &ratings {
             *per_user.entry(r.user).or_insert(0) += 1;
             assert!(r.ts >= summary.first_ts && r.ts <= summary.last_ts);
+            assert!(
+                r.ts >= small().start && r.ts <= small().end,
+                "inside --start..--end"
+            );
         }
         assert_eq!(per_user.len(), 120);
         assert!(per_user.values().all(|&n| n >= 20));
