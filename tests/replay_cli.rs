@@ -206,3 +206,43 @@ fn unreachable_broker_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn sigint_flushes_reports_and_exits_130() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    replay_ok(&[
+        "generate",
+        "--out",
+        d,
+        "--users",
+        "20",
+        "--ratings",
+        "400",
+        "--quiet",
+    ]);
+    let child = std::process::Command::new(util::replay_bin())
+        .args([
+            "run", "--data", d, "--sink", "null", "--rate", "50", "--quiet",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("interrupted: everything sent was flushed; continue with --resume"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("sent 0 ratings"),
+        "some events were sent before the signal: {stdout}"
+    );
+}

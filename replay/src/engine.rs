@@ -226,7 +226,15 @@ pub fn replay(
 
         if !pacer.is_unthrottled() {
             let due = pacer.due(ts, Instant::now());
-            if !wait_until(due, &pacer, clock, sink, seq, stop, &mut summary.heartbeats)? {
+            if !wait_until(
+                due,
+                &pacer,
+                clock,
+                sink,
+                (seq, ts),
+                stop,
+                &mut summary.heartbeats,
+            )? {
                 summary.interrupted = true;
                 next_seq = seq;
                 break;
@@ -292,13 +300,15 @@ pub fn replay(
 }
 
 /// Sleeps until `due`, in slices, sending heartbeats from the virtual clock while it waits.
+/// `next` is the `(seq, ts)` of the event waiting to be sent: heartbeats never pass its event
+/// time, even when `--rate` holds it back after the virtual clock has reached it.
 /// Returns false when interrupted.
 fn wait_until(
     due: Instant,
     pacer: &Pacer,
     clock: &mut Clock,
     sink: &mut dyn Sink,
-    next_seq: u64,
+    (next_seq, next_ts): (u64, i64),
     stop: &AtomicBool,
     heartbeats: &mut u64,
 ) -> Result<bool, SinkError> {
@@ -315,7 +325,7 @@ fn wait_until(
             return Ok(false);
         }
         if let Some(virtual_ts) = pacer.virtual_now(now) {
-            clock.beat(sink, virtual_ts, next_seq, false, heartbeats)?;
+            clock.beat(sink, virtual_ts.min(next_ts), next_seq, false, heartbeats)?;
         }
         std::thread::sleep((due - now).min(SLICE));
     }
@@ -542,6 +552,35 @@ mod tests {
             );
         }
         assert!((summary.seconds - 0.6).abs() < 0.06, "{}", summary.seconds);
+    }
+
+    /// Regression: with --speed and a tighter --rate, the virtual clock runs ahead of the events
+    /// the rate cap holds back; heartbeats sent while waiting must still not pass them.
+    #[test]
+    fn heartbeats_never_pass_an_event_held_back_by_the_rate_cap() {
+        let ds = dataset(40, 1);
+        let cfg = ReplayConfig {
+            speed: Some(200.0),
+            rate: Some(100.0),
+            heartbeat_every: 1,
+            ..Default::default()
+        };
+        let (_, sent) = run(&ds, &cfg, 2);
+        for (i, (_, o)) in sent.iter().enumerate() {
+            if let StreamRecord::Heartbeat(h) = &o.record {
+                let later = sent[i + 1..]
+                    .iter()
+                    .filter(|(_, l)| l.topic == o.topic && l.partition == o.partition);
+                assert!(
+                    later.clone().all(|(_, l)| l.ts >= h.ts),
+                    "heartbeat at {} broken",
+                    h.ts
+                );
+            }
+        }
+        assert!(sent
+            .iter()
+            .any(|(_, o)| matches!(o.record, StreamRecord::Heartbeat(_))));
     }
 
     #[test]

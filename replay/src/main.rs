@@ -295,7 +295,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     if args.resume && args.sink != SinkKind::Kafka {
         bail!("--resume reads the topics back, so it needs --sink kafka");
     }
-    if args.sink == SinkKind::Stdout && !args.quiet && args.json {
+    if args.sink == SinkKind::Stdout && args.json {
         bail!("--json and --sink stdout both write to stdout; pick one");
     }
     let ds = load(&args.data, !args.no_tags, args.quiet)?;
