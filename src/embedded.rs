@@ -50,12 +50,8 @@ pub fn run(
             engine::replay(ds, &mut sink, cfg, stop, &indicatif::ProgressBar::hidden())
         });
         let mut tally = Tally::default();
-        let mut last_by_user: std::collections::HashMap<u32, i64> =
-            std::collections::HashMap::new();
-        let mut watermark = [
-            vec![i64::MIN; partitions as usize],
-            vec![i64::MIN; partitions as usize],
-        ];
+        let mut last_by_user: std::collections::HashMap<u32, i64> = std::collections::HashMap::new();
+        let mut watermark = [vec![i64::MIN; partitions as usize], vec![i64::MIN; partitions as usize]];
         for out in rx {
             let wm = &mut watermark[out.topic as usize][out.partition as usize];
             match &out.record {
@@ -78,13 +74,9 @@ pub fn run(
             }
         }
         tally.users = last_by_user.len() as u64;
-        let all = Topic::ALL
-            .iter()
-            .flat_map(|t| watermark[*t as usize].iter().copied());
+        let all = Topic::ALL.iter().flat_map(|t| watermark[*t as usize].iter().copied());
         tally.watermark = all.min().filter(|&w| w > i64::MIN);
-        let summary = replay
-            .join()
-            .map_err(|_| anyhow::anyhow!("replay thread panicked"))??;
+        let summary = replay.join().map_err(|_| anyhow::anyhow!("replay thread panicked"))??;
         Ok((summary, tally))
     })
 }
@@ -97,30 +89,15 @@ mod tests {
     #[test]
     fn embedded_pipeline_delivers_everything_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = GenerateConfig {
-            users: 200,
-            movies: 800,
-            ratings: 20_000,
-            tags: 500,
-            ..Default::default()
-        };
+        let cfg =
+            GenerateConfig { users: 200, movies: 800, ratings: 20_000, tags: 500, ..Default::default() };
         let gen = generate(&cfg, dir.path(), |_| {}).unwrap();
         let ds = Dataset::load(dir.path(), true).unwrap();
-        let (summary, tally) = run(
-            &ds,
-            &ReplayConfig::default(),
-            3,
-            &AtomicBool::new(false),
-            &mut |_| {},
-        )
-        .unwrap();
+        let (summary, tally) =
+            run(&ds, &ReplayConfig::default(), 3, &AtomicBool::new(false), &mut |_| {}).unwrap();
         assert_eq!((tally.ratings, tally.tags, tally.users), (20_000, 500, 200));
         assert_eq!(summary.events(), 20_500);
         assert_eq!((tally.out_of_order, tally.behind_watermark), (0, 0));
-        assert_eq!(
-            tally.watermark,
-            Some(gen.last_ts),
-            "final heartbeats bring every partition to the end"
-        );
+        assert_eq!(tally.watermark, Some(gen.last_ts), "final heartbeats bring every partition to the end");
     }
 }

@@ -55,13 +55,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Demo {
-            data,
-            users,
-            ratings,
-            seed,
-            partitions,
-        } => {
+        Command::Demo { data, users, ratings, seed, partitions } => {
             let tmp;
             let dir = match data {
                 Some(d) => d,
@@ -86,11 +80,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             let started = Instant::now();
             let ds = Dataset::load(&dir, true)?;
-            println!(
-                "read and sorted {} events in {:.2}s",
-                ds.len(),
-                started.elapsed().as_secs_f64()
-            );
+            println!("read and sorted {} events in {:.2}s", ds.len(), started.elapsed().as_secs_f64());
             let started = Instant::now();
             let (summary, tally) = streamflix::embedded::run(
                 &ds,
@@ -102,7 +92,11 @@ fn run(cli: Cli) -> Result<()> {
             let secs = started.elapsed().as_secs_f64();
             println!(
                 "replayed {} ratings + {} tags + {} heartbeats in-process in {:.2}s ({:.0} events/s)",
-                tally.ratings, tally.tags, tally.heartbeats, secs, summary.events() as f64 / secs
+                tally.ratings,
+                tally.tags,
+                tally.heartbeats,
+                secs,
+                summary.events() as f64 / secs
             );
             println!(
                 "{} users; per-user order violations: {}; events behind their watermark: {}; final watermark {}",
@@ -111,9 +105,7 @@ fn run(cli: Cli) -> Result<()> {
                 tally.behind_watermark,
                 tally.watermark.map(format_datetime).unwrap_or_else(|| "-".into())
             );
-            println!(
-                "(sessions, RFM, churn and recommendations arrive with the processor; see README)"
-            );
+            println!("(sessions, RFM, churn and recommendations arrive with the processor; see README)");
             Ok(())
         }
     }

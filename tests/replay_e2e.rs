@@ -8,26 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use util::{consume, consumed_events, replay_bin, replay_ok, source_events, Broker, Consumed};
-
-fn generate(dir: &std::path::Path, users: &str, ratings: &str, tags: &str) {
-    replay_ok(&[
-        "generate",
-        "--out",
-        dir.to_str().unwrap(),
-        "--users",
-        users,
-        "--movies",
-        "4000",
-        "--ratings",
-        ratings,
-        "--tags",
-        tags,
-        "--seed",
-        "7",
-        "--quiet",
-    ]);
-}
+use util::{consume, consumed_events, generated, replay_bin, replay_ok, source_events, Broker, Consumed};
 
 fn seq(r: &Consumed) -> Option<u64> {
     (r.value["type"] != "heartbeat").then(|| r.value["seq"].as_u64().unwrap())
@@ -36,8 +17,7 @@ fn seq(r: &Consumed) -> Option<u64> {
 #[test]
 fn replays_a_generated_dataset_exactly_once_in_event_time_order() {
     let broker = Broker::start();
-    let data = tempfile::tempdir().unwrap();
-    generate(data.path(), "700", "100000", "4000");
+    let data = generated(700, 100_000, 4_000);
 
     let out = replay_ok(&[
         "run",
@@ -49,37 +29,22 @@ fn replays_a_generated_dataset_exactly_once_in_event_time_order() {
         "--json",
     ]);
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(
-        (summary["ratings"].as_u64(), summary["tags"].as_u64()),
-        (Some(100_000), Some(4_000))
-    );
+    assert_eq!((summary["ratings"].as_u64(), summary["tags"].as_u64()), (Some(100_000), Some(4_000)));
 
     let (records, report) = consume(&broker.addr, "streamflix");
-    assert_eq!(
-        report.invalid, 0,
-        "payloads violating schemas/: {}",
-        report.first_invalid
-    );
+    assert_eq!(report.invalid, 0, "payloads violating schemas/: {}", report.first_invalid);
 
     // Exactly the same multiset of events as the files.
     assert_eq!(consumed_events(&records), source_events(data.path()));
 
     // Every event once, numbered 0..N in replay order.
     let seqs: Vec<u64> = records.iter().filter_map(seq).collect();
-    assert_eq!(
-        seqs.iter().copied().collect::<HashSet<_>>().len(),
-        seqs.len(),
-        "duplicate seq"
-    );
+    assert_eq!(seqs.iter().copied().collect::<HashSet<_>>().len(), seqs.len(), "duplicate seq");
     assert_eq!(seqs.iter().max(), Some(&103_999));
 
     let mut last_ts_by_user: HashMap<(String, String), i64> = HashMap::new();
-    let last_event_ts = records
-        .iter()
-        .filter(|r| seq(r).is_some())
-        .map(|r| r.value["ts"].as_i64().unwrap())
-        .max()
-        .unwrap();
+    let last_event_ts =
+        records.iter().filter(|r| seq(r).is_some()).map(|r| r.value["ts"].as_i64().unwrap()).max().unwrap();
     for r in &records {
         let ts = r.value["ts"].as_i64().unwrap();
         // Kafka timestamp (CreateTime) = event time in ms.
@@ -89,9 +54,7 @@ fn replays_a_generated_dataset_exactly_once_in_event_time_order() {
             // Key = user id; per user (hence per partition and offset order) time never goes back.
             let user = r.value["user_id"].to_string();
             assert_eq!(r.key.as_deref(), Some(user.as_str()));
-            let last = last_ts_by_user
-                .entry((r.topic.clone(), user))
-                .or_insert(i64::MIN);
+            let last = last_ts_by_user.entry((r.topic.clone(), user)).or_insert(i64::MIN);
             assert!(ts >= *last, "user went back in time: {r:?}");
             *last = ts;
         } else {
@@ -113,34 +76,18 @@ fn replays_a_generated_dataset_exactly_once_in_event_time_order() {
 #[test]
 fn resume_after_sigkill_delivers_every_event_exactly_once() {
     let broker = Broker::start();
-    let data = tempfile::tempdir().unwrap();
-    generate(data.path(), "400", "60000", "2000");
+    let data = generated(400, 60_000, 2_000);
     let dir = data.path().to_str().unwrap();
 
     // Two runs killed part-way (SIGKILL: no flush, no goodbye), then a resume to the end.
-    for (i, after) in [Duration::from_millis(1500), Duration::from_millis(1200)]
-        .into_iter()
-        .enumerate()
-    {
-        let mut args = vec![
-            "run",
-            "--data",
-            dir,
-            "--brokers",
-            &broker.addr,
-            "--quiet",
-            "--rate",
-            "15000",
-        ];
+    for (i, after) in [Duration::from_millis(1500), Duration::from_millis(1200)].into_iter().enumerate() {
+        let mut args = vec!["run", "--data", dir, "--brokers", &broker.addr, "--quiet", "--rate", "15000"];
         if i > 0 {
             args.push("--resume");
         }
         let mut child = Command::new(replay_bin()).args(&args).spawn().unwrap();
         std::thread::sleep(after);
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "replay finished before it could be killed"
-        );
+        assert!(child.try_wait().unwrap().is_none(), "replay finished before it could be killed");
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
     }
@@ -151,16 +98,7 @@ fn resume_after_sigkill_delivers_every_event_exactly_once() {
         "killed part-way: {sent_before} events on the topics"
     );
 
-    let out = replay_ok(&[
-        "run",
-        "--data",
-        dir,
-        "--brokers",
-        &broker.addr,
-        "--quiet",
-        "--resume",
-        "--json",
-    ]);
+    let out = replay_ok(&["run", "--data", dir, "--brokers", &broker.addr, "--quiet", "--resume", "--json"]);
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(summary["already_delivered"].as_u64().unwrap() > 0);
 
@@ -183,12 +121,7 @@ fn speed_paces_the_replay_by_event_time() {
     // 201 ratings, 20 event-seconds apart: a 4,000 s span, which --speed 1000 plays in 4 s.
     let mut csv = String::from("userId,movieId,rating,timestamp\n");
     for i in 0..=200 {
-        csv.push_str(&format!(
-            "{},{},4.0,{}\n",
-            i % 13 + 1,
-            i + 1,
-            1_500_000_000 + i * 20
-        ));
+        csv.push_str(&format!("{},{},4.0,{}\n", i % 13 + 1, i + 1, 1_500_000_000 + i * 20));
     }
     std::fs::write(data.path().join("ratings.csv"), csv).unwrap();
 
@@ -207,14 +140,8 @@ fn speed_paces_the_replay_by_event_time() {
     let wall = started.elapsed().as_secs_f64();
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let paced = summary["seconds"].as_f64().unwrap();
-    assert!(
-        (paced - 4.0).abs() <= 0.4,
-        "first to last event took {paced:.3}s, expected 4.0s ± 10%"
-    );
-    assert!(
-        (3.6..=4.4 + 3.0).contains(&wall),
-        "process took {wall:.3}s (4.0s of pacing plus start-up)"
-    );
+    assert!((paced - 4.0).abs() <= 0.4, "first to last event took {paced:.3}s, expected 4.0s ± 10%");
+    assert!((3.6..=4.4 + 3.0).contains(&wall), "process took {wall:.3}s (4.0s of pacing plus start-up)");
     let (records, _) = consume(&broker.addr, "streamflix");
     assert_eq!(records.iter().filter_map(seq).count(), 201);
 }

@@ -57,14 +57,9 @@ impl Dataset {
     /// # Errors
     /// [`Error::NoRatings`] when there is no ratings file, or any error of the readers.
     pub fn load(dir: &Path, with_tags: bool) -> Result<Dataset, Error> {
-        let ratings_path = movielens::find(dir, "ratings").ok_or_else(|| Error::NoRatings {
-            dir: dir.to_path_buf(),
-        })?;
-        let tags_path = if with_tags {
-            movielens::find(dir, "tags")
-        } else {
-            None
-        };
+        let ratings_path =
+            movielens::find(dir, "ratings").ok_or_else(|| Error::NoRatings { dir: dir.to_path_buf() })?;
+        let tags_path = if with_tags { movielens::find(dir, "tags") } else { None };
         let (ratings, tags) = std::thread::scope(|s| {
             let tags = s.spawn(|| -> Result<_, Error> {
                 match &tags_path {
@@ -91,12 +86,7 @@ impl Dataset {
             }
             None => Vec::new(),
         };
-        Ok(Dataset {
-            dir: dir.to_path_buf(),
-            ratings,
-            tags,
-            reports,
-        })
+        Ok(Dataset { dir: dir.to_path_buf(), ratings, tags, reports })
     }
 
     /// Number of events (ratings + tags).
@@ -111,20 +101,14 @@ impl Dataset {
 
     /// Event time of the first and last event.
     pub fn span(&self) -> Option<(i64, i64)> {
-        let first = [
-            self.ratings.first().map(|r| r.ts),
-            self.tags.first().map(|t| t.ts),
-        ]
-        .into_iter()
-        .flatten()
-        .min()?;
-        let last = [
-            self.ratings.last().map(|r| r.ts),
-            self.tags.last().map(|t| t.ts),
-        ]
-        .into_iter()
-        .flatten()
-        .max()?;
+        let first = [self.ratings.first().map(|r| r.ts), self.tags.first().map(|t| t.ts)]
+            .into_iter()
+            .flatten()
+            .min()?;
+        let last = [self.ratings.last().map(|r| r.ts), self.tags.last().map(|t| t.ts)]
+            .into_iter()
+            .flatten()
+            .max()?;
         Some((first, last))
     }
 
@@ -147,21 +131,11 @@ mod tests {
     use super::*;
 
     fn rating(ts: i64, user: u32) -> Rating {
-        Rating {
-            ts,
-            user,
-            movie: 1,
-            rating: 4.0,
-        }
+        Rating { ts, user, movie: 1, rating: 4.0 }
     }
 
     fn tag(ts: i64, user: u32) -> Tag {
-        Tag {
-            ts,
-            user,
-            movie: 1,
-            tag: "x".into(),
-        }
+        Tag { ts, user, movie: 1, tag: "x".into() }
     }
 
     #[test]
@@ -172,18 +146,7 @@ mod tests {
             ..Default::default()
         };
         let order: Vec<(u64, i64, u32)> = ds.events().map(|(s, e)| (s, e.ts(), e.user())).collect();
-        assert_eq!(
-            order,
-            [
-                (0, 0, 9),
-                (1, 1, 1),
-                (2, 5, 2),
-                (3, 5, 3),
-                (4, 5, 8),
-                (5, 9, 4),
-                (6, 10, 7)
-            ]
-        );
+        assert_eq!(order, [(0, 0, 9), (1, 1, 1), (2, 5, 2), (3, 5, 3), (4, 5, 8), (5, 9, 4), (6, 10, 7)]);
         assert_eq!(ds.span(), Some((0, 10)));
     }
 
@@ -198,8 +161,7 @@ mod tests {
         )
         .unwrap();
         let ds = Dataset::load(dir.path(), true).unwrap();
-        let order: Vec<(i64, u32, u32)> =
-            ds.ratings.iter().map(|r| (r.ts, r.user, r.movie)).collect();
+        let order: Vec<(i64, u32, u32)> = ds.ratings.iter().map(|r| (r.ts, r.user, r.movie)).collect();
         assert_eq!(order, [(10, 1, 2), (10, 2, 1), (20, 2, 5), (30, 1, 1)]);
         assert!(ds.tags.is_empty());
     }

@@ -107,12 +107,7 @@ struct Clock {
 
 impl Clock {
     fn new(partitions: [u32; 2], every: i64, start: i64, floors: [Vec<u64>; 2]) -> Self {
-        Clock {
-            every,
-            last: partitions.map(|n| vec![start; n as usize]),
-            floors,
-            min_last: start,
-        }
+        Clock { every, last: partitions.map(|n| vec![start; n as usize]), floors, min_last: start }
     }
 
     fn touched(&mut self, topic: Topic, partition: u32, ts: i64) {
@@ -143,11 +138,7 @@ impl Clock {
                         partition: p as u32,
                         key: None,
                         ts,
-                        record: StreamRecord::Heartbeat(Heartbeat {
-                            v: SCHEMA_VERSION,
-                            ts,
-                            next_seq,
-                        }),
+                        record: StreamRecord::Heartbeat(Heartbeat { v: SCHEMA_VERSION, ts, next_seq }),
                     })?;
                     *last = ts;
                     *sent += 1;
@@ -178,10 +169,7 @@ pub fn replay(
     let mut clock: Option<Clock> = None;
     let mut started: Option<Instant> = None;
     let mut key = itoa_buf();
-    let floors = cfg
-        .resume
-        .clone()
-        .unwrap_or_else(|| partitions.map(|n| vec![0; n as usize]));
+    let floors = cfg.resume.clone().unwrap_or_else(|| partitions.map(|n| vec![0; n as usize]));
     // The seq of the first event this run did not get to (the whole dataset when it finished).
     let mut next_seq = dataset.len();
 
@@ -202,10 +190,7 @@ pub fn replay(
         let user = event.user();
         let partition = partition_for(format_u32(&mut key, user), partitions[topic as usize]);
         if let Some(resume) = &cfg.resume {
-            if resume[topic as usize]
-                .get(partition as usize)
-                .is_some_and(|&next| seq < next)
-            {
+            if resume[topic as usize].get(partition as usize).is_some_and(|&next| seq < next) {
                 summary.already_delivered += 1;
                 continue;
             }
@@ -220,21 +205,13 @@ pub fn replay(
             next_seq = seq;
             break;
         }
-        let clock = clock
-            .get_or_insert_with(|| Clock::new(partitions, cfg.heartbeat_every, ts, floors.clone()));
+        let clock =
+            clock.get_or_insert_with(|| Clock::new(partitions, cfg.heartbeat_every, ts, floors.clone()));
         started.get_or_insert_with(Instant::now);
 
         if !pacer.is_unthrottled() {
             let due = pacer.due(ts, Instant::now());
-            if !wait_until(
-                due,
-                &pacer,
-                clock,
-                sink,
-                (seq, ts),
-                stop,
-                &mut summary.heartbeats,
-            )? {
+            if !wait_until(due, &pacer, clock, sink, (seq, ts), stop, &mut summary.heartbeats)? {
                 summary.interrupted = true;
                 next_seq = seq;
                 break;
@@ -266,13 +243,7 @@ pub fn replay(
                 })
             }
         };
-        sink.send(Outgoing {
-            topic,
-            partition,
-            key: Some(user),
-            ts,
-            record,
-        })?;
+        sink.send(Outgoing { topic, partition, key: Some(user), ts, record })?;
         clock.touched(topic, partition, ts);
         summary.first_ts.get_or_insert(ts);
         summary.last_ts = Some(ts);
@@ -371,48 +342,32 @@ mod tests {
     fn dataset(n: u32, step: i64) -> Dataset {
         Dataset {
             ratings: (0..n)
-                .map(|i| Rating {
-                    ts: 1_000_000 + i as i64 * step,
-                    user: i % 17 + 1,
-                    movie: i,
-                    rating: 3.0,
-                })
+                .map(|i| Rating { ts: 1_000_000 + i as i64 * step, user: i % 17 + 1, movie: i, rating: 3.0 })
                 .collect(),
-            tags: vec![Tag {
-                ts: 1_000_000 + step,
-                user: 5,
-                movie: 1,
-                tag: "t".into(),
-            }],
+            tags: vec![Tag { ts: 1_000_000 + step, user: 5, movie: 1, tag: "t".into() }],
             ..Default::default()
         }
     }
 
-    fn run(
-        ds: &Dataset,
-        cfg: &ReplayConfig,
-        partitions: u32,
-    ) -> (Summary, Vec<(Instant, Outgoing)>) {
-        let mut sink = Recorder {
-            partitions,
-            ..Default::default()
-        };
-        let summary = replay(
-            ds,
-            &mut sink,
-            cfg,
-            &AtomicBool::new(false),
-            &ProgressBar::hidden(),
-        )
-        .unwrap();
+    fn run(ds: &Dataset, cfg: &ReplayConfig, partitions: u32) -> (Summary, Vec<(Instant, Outgoing)>) {
+        let mut sink = Recorder { partitions, ..Default::default() };
+        let summary = replay(ds, &mut sink, cfg, &AtomicBool::new(false), &ProgressBar::hidden()).unwrap();
         (summary, sink.sent)
     }
 
+    /// Every heartbeat is a true promise: nothing earlier follows on its partition.
+    fn assert_heartbeats_are_promises(sent: &[(Instant, Outgoing)]) {
+        for (i, (_, o)) in sent.iter().enumerate() {
+            if let StreamRecord::Heartbeat(h) = &o.record {
+                let mut later =
+                    sent[i + 1..].iter().filter(|(_, l)| l.topic == o.topic && l.partition == o.partition);
+                assert!(later.all(|(_, l)| l.ts >= h.ts), "heartbeat at {} is broken", h.ts);
+            }
+        }
+    }
+
     fn events(sent: &[(Instant, Outgoing)]) -> Vec<&Outgoing> {
-        sent.iter()
-            .map(|(_, o)| o)
-            .filter(|o| !matches!(o.record, StreamRecord::Heartbeat(_)))
-            .collect()
+        sent.iter().map(|(_, o)| o).filter(|o| !matches!(o.record, StreamRecord::Heartbeat(_))).collect()
     }
 
     #[test]
@@ -427,12 +382,8 @@ mod tests {
             assert_eq!(o.partition, partition_for(user_key(user).as_bytes(), 3));
         }
         // The final heartbeat reaches every partition of both topics.
-        let finals = sent
-            .iter()
-            .rev()
-            .take(6)
-            .filter(|(_, o)| matches!(o.record, StreamRecord::Heartbeat(_)))
-            .count();
+        let finals =
+            sent.iter().rev().take(6).filter(|(_, o)| matches!(o.record, StreamRecord::Heartbeat(_))).count();
         assert_eq!(finals, 6);
     }
 
@@ -441,57 +392,26 @@ mod tests {
         // One event every 100 s for 2000 events, heartbeat every 900 s: the tags topic (one tag)
         // is idle and must get roughly span/900 heartbeats per partition, not one per event.
         let ds = dataset(2000, 100);
-        let (summary, sent) = run(
-            &ds,
-            &ReplayConfig {
-                heartbeat_every: 900,
-                ..Default::default()
-            },
-            2,
-        );
+        let (summary, sent) = run(&ds, &ReplayConfig { heartbeat_every: 900, ..Default::default() }, 2);
         let span = 1999 * 100;
         let tag_beats = sent
             .iter()
-            .filter(|(_, o)| {
-                o.topic == Topic::Tags && matches!(o.record, StreamRecord::Heartbeat(_))
-            })
+            .filter(|(_, o)| o.topic == Topic::Tags && matches!(o.record, StreamRecord::Heartbeat(_)))
             .count() as i64;
-        assert!(
-            tag_beats >= 2 * (span / 900) - 2 && tag_beats <= 2 * (span / 900) + 4,
-            "{tag_beats}"
-        );
-        // Every heartbeat is a true promise: nothing earlier follows on its partition.
-        for (i, (_, o)) in sent.iter().enumerate() {
-            if let StreamRecord::Heartbeat(h) = &o.record {
-                assert!(sent[i + 1..]
-                    .iter()
-                    .filter(|(_, later)| later.topic == o.topic && later.partition == o.partition)
-                    .all(|(_, later)| later.ts >= h.ts));
-            }
-        }
+        assert!(tag_beats >= 2 * (span / 900) - 2 && tag_beats <= 2 * (span / 900) + 4, "{tag_beats}");
+        assert_heartbeats_are_promises(&sent);
         assert!(summary.heartbeats < 2000);
     }
 
     #[test]
     fn from_to_and_limit_select_a_window() {
         let ds = dataset(100, 10);
-        let cfg = ReplayConfig {
-            from: Some(1_000_100),
-            to: Some(1_000_500),
-            ..Default::default()
-        };
+        let cfg = ReplayConfig { from: Some(1_000_100), to: Some(1_000_500), ..Default::default() };
         let (summary, sent) = run(&ds, &cfg, 1);
         let evs = events(&sent);
         assert_eq!(summary.ratings, 40);
         assert!(evs.iter().all(|o| (1_000_100..1_000_500).contains(&o.ts)));
-        let (summary, _) = run(
-            &ds,
-            &ReplayConfig {
-                limit: Some(7),
-                ..Default::default()
-            },
-            1,
-        );
+        let (summary, _) = run(&ds, &ReplayConfig { limit: Some(7), ..Default::default() }, 1);
         assert_eq!(summary.events(), 7);
         assert!(summary.limit_reached);
     }
@@ -503,10 +423,7 @@ mod tests {
         let full = events(&full);
         // Pretend partition 0 received everything below seq 250, partition 1 below 40, 2 nothing.
         let resume = [vec![250, 40, 0], vec![250, 40, 0]];
-        let cfg = ReplayConfig {
-            resume: Some(resume.clone()),
-            ..Default::default()
-        };
+        let cfg = ReplayConfig { resume: Some(resume.clone()), ..Default::default() };
         let (summary, sent) = run(&ds, &cfg, 3);
         let got: Vec<u64> = events(&sent).iter().map(|o| seq_of(o)).collect();
         let want: Vec<u64> = full
@@ -531,25 +448,15 @@ mod tests {
     fn speed_paces_each_event_by_event_time() {
         // 60 event-seconds at 100x: 0.6 s of wall time.
         let ds = dataset(61, 1);
-        let cfg = ReplayConfig {
-            speed: Some(100.0),
-            heartbeat_every: 5,
-            ..Default::default()
-        };
+        let cfg = ReplayConfig { speed: Some(100.0), heartbeat_every: 5, ..Default::default() };
         let (summary, sent) = run(&ds, &cfg, 2);
-        let evs: Vec<&(Instant, Outgoing)> = sent
-            .iter()
-            .filter(|(_, o)| !matches!(o.record, StreamRecord::Heartbeat(_)))
-            .collect();
+        let evs: Vec<&(Instant, Outgoing)> =
+            sent.iter().filter(|(_, o)| !matches!(o.record, StreamRecord::Heartbeat(_))).collect();
         let (t0, ts0) = (evs[0].0, evs[0].1.ts);
         for (at, o) in &evs {
             let want = (o.ts - ts0) as f64 / 100.0;
             let got = at.duration_since(t0).as_secs_f64();
-            assert!(
-                got >= want - 0.001 && got <= want + 0.03,
-                "event at {}: {got:.3}s vs {want:.3}s",
-                o.ts
-            );
+            assert!(got >= want - 0.001 && got <= want + 0.03, "event at {}: {got:.3}s vs {want:.3}s", o.ts);
         }
         assert!((summary.seconds - 0.6).abs() < 0.06, "{}", summary.seconds);
     }
@@ -559,46 +466,20 @@ mod tests {
     #[test]
     fn heartbeats_never_pass_an_event_held_back_by_the_rate_cap() {
         let ds = dataset(40, 1);
-        let cfg = ReplayConfig {
-            speed: Some(200.0),
-            rate: Some(100.0),
-            heartbeat_every: 1,
-            ..Default::default()
-        };
+        let cfg =
+            ReplayConfig { speed: Some(200.0), rate: Some(100.0), heartbeat_every: 1, ..Default::default() };
         let (_, sent) = run(&ds, &cfg, 2);
-        for (i, (_, o)) in sent.iter().enumerate() {
-            if let StreamRecord::Heartbeat(h) = &o.record {
-                let later = sent[i + 1..]
-                    .iter()
-                    .filter(|(_, l)| l.topic == o.topic && l.partition == o.partition);
-                assert!(
-                    later.clone().all(|(_, l)| l.ts >= h.ts),
-                    "heartbeat at {} broken",
-                    h.ts
-                );
-            }
-        }
-        assert!(sent
-            .iter()
-            .any(|(_, o)| matches!(o.record, StreamRecord::Heartbeat(_))));
+        assert_heartbeats_are_promises(&sent);
+        assert!(sent.iter().any(|(_, o)| matches!(o.record, StreamRecord::Heartbeat(_))));
     }
 
     #[test]
     fn stop_flag_interrupts_and_flushes() {
         let ds = dataset(100, 10);
-        let mut sink = Recorder {
-            partitions: 1,
-            ..Default::default()
-        };
+        let mut sink = Recorder { partitions: 1, ..Default::default() };
         let stop = AtomicBool::new(true);
-        let summary = replay(
-            &ds,
-            &mut sink,
-            &ReplayConfig::default(),
-            &stop,
-            &ProgressBar::hidden(),
-        )
-        .unwrap();
+        let summary =
+            replay(&ds, &mut sink, &ReplayConfig::default(), &stop, &ProgressBar::hidden()).unwrap();
         assert!(summary.interrupted);
         assert_eq!(summary.events(), 0);
     }

@@ -167,10 +167,7 @@ impl GenerateConfig {
             return bad("--users must be at least 1".into());
         }
         if self.movies < 40 {
-            return bad(
-                "--movies must be at least 40 (every user rates at least 20 distinct movies)"
-                    .into(),
-            );
+            return bad("--movies must be at least 40 (every user rates at least 20 distinct movies)".into());
         }
         if self.ratings < 20 * self.users as u64 {
             return bad(format!(
@@ -245,10 +242,7 @@ impl Sampler {
     fn pick(&self, rng: &mut Pcg64Mcg) -> Option<u32> {
         let total = *self.cumulative.last()?;
         let x = rng.random::<f64>() * total;
-        let i = self
-            .cumulative
-            .partition_point(|&c| c <= x)
-            .min(self.items.len() - 1);
+        let i = self.cumulative.partition_point(|&c| c <= x).min(self.items.len() - 1);
         Some(self.items[i])
     }
 }
@@ -286,34 +280,24 @@ fn mix(seed: u64, stream: u64) -> u64 {
 
 /// Relative weight of each UTC hour for starting a session: quiet nights, busy evenings.
 const HOUR_WEIGHTS: [f64; 24] = [
-    3.0, 2.0, 1.2, 0.8, 0.6, 0.6, 0.8, 1.2, 1.8, 2.2, 2.5, 2.8, 3.0, 3.0, 3.0, 3.2, 3.5, 4.0, 5.0,
-    6.0, 6.5, 6.5, 5.5, 4.2,
+    3.0, 2.0, 1.2, 0.8, 0.6, 0.6, 0.8, 1.2, 1.8, 2.2, 2.5, 2.8, 3.0, 3.0, 3.0, 3.2, 3.5, 4.0, 5.0, 6.0, 6.5,
+    6.5, 5.5, 4.2,
 ];
 /// Relative weight of each weekday, Monday first: weekends are busier.
 const WEEKDAY_WEIGHTS: [f64; 7] = [0.85, 0.85, 0.9, 0.95, 1.1, 1.35, 1.3];
 
 const ADJECTIVES: [&str; 24] = [
     "Silent", "Last", "Broken", "Golden", "Hidden", "Lonely", "Crimson", "Wild", "Eternal", "Lost",
-    "Midnight", "Frozen", "Burning", "Little", "Dark", "Bright", "Savage", "Gentle", "Electric",
-    "Secret", "Final", "Iron", "Velvet", "Distant",
+    "Midnight", "Frozen", "Burning", "Little", "Dark", "Bright", "Savage", "Gentle", "Electric", "Secret",
+    "Final", "Iron", "Velvet", "Distant",
 ];
 const NOUNS: [&str; 24] = [
-    "River", "Empire", "Garden", "Stranger", "Summer", "Mirror", "Harbor", "Kingdom", "Letter",
-    "Machine", "Road", "Island", "Witness", "Promise", "Station", "Storm", "Window", "Heart",
-    "Shadow", "Voyage", "Circus", "Orchard", "Signal", "Frontier",
+    "River", "Empire", "Garden", "Stranger", "Summer", "Mirror", "Harbor", "Kingdom", "Letter", "Machine",
+    "Road", "Island", "Witness", "Promise", "Station", "Storm", "Window", "Heart", "Shadow", "Voyage",
+    "Circus", "Orchard", "Signal", "Frontier",
 ];
-const FOREIGN: [&str; 10] = [
-    "Amélie",
-    "Léon",
-    "Tōkyō",
-    "Mañana",
-    "Straße",
-    "Ça ira",
-    "Niño",
-    "Björk",
-    "Ōkami",
-    "Café Noir",
-];
+const FOREIGN: [&str; 10] =
+    ["Amélie", "Léon", "Tōkyō", "Mañana", "Straße", "Ça ira", "Niño", "Björk", "Ōkami", "Café Noir"];
 const TAGS: [&str; 20] = [
     "atmospheric",
     "funny",
@@ -370,11 +354,7 @@ pub fn generate(
     }
     let end_year = 1970 + (cfg.end / (365 * DAY + DAY / 4)) as u32;
     for _ in 0..cfg.movies {
-        id += 1 + if master.random::<f64>() < 0.1 {
-            master.random_range(1..40)
-        } else {
-            0
-        };
+        id += 1 + if master.random::<f64>() < 0.1 { master.random_range(1..40) } else { 0 };
         let mut genres = 0u32;
         if master.random::<f64>() >= 0.01 {
             let k = 1 + master.random_range(0..3);
@@ -399,11 +379,7 @@ pub fn generate(
             Format::Dat => writeln!(w, "{id}::{title}::{genre_text}"),
         }
         .map_err(io(&movies_path))?;
-        movies.push(GenMovie {
-            id,
-            genres,
-            quality,
-        });
+        movies.push(GenMovie { id, genres, quality });
     }
     w.flush().map_err(io(&movies_path))?;
 
@@ -419,62 +395,36 @@ pub fn generate(
     let global = Sampler::new((0..cfg.movies).collect(), |m| popularity[m as usize]);
     let by_genre: Vec<Sampler> = (0..GENRES.len())
         .map(|g| {
-            let items = (0..cfg.movies)
-                .filter(|&m| movies[m as usize].genres & (1 << g) != 0)
-                .collect();
+            let items = (0..cfg.movies).filter(|&m| movies[m as usize].genres & (1 << g) != 0).collect();
             Sampler::new(items, |m| popularity[m as usize])
         })
         .collect();
 
     // --- Rating and tag counts per user (exact totals) ------------------------------------------
-    let counts = split_total(
-        &mut master,
-        cfg.users,
-        cfg.ratings,
-        20,
-        cfg.max_per_user(),
-        1.25,
-    );
-    let taggers: Vec<bool> = (0..cfg.users)
-        .map(|_| master.random::<f64>() < 0.15)
-        .collect();
+    let counts = split_total(&mut master, cfg.users, cfg.ratings, 20, cfg.max_per_user(), 1.25);
+    let taggers: Vec<bool> = (0..cfg.users).map(|_| master.random::<f64>() < 0.15).collect();
     let tag_counts = split_tags(&mut master, &counts, &taggers, cfg.tags);
 
     // --- Users ----------------------------------------------------------------------------------
     let ratings_path = out.join(format!("ratings.{ext}"));
     let tags_path = out.join(format!("tags.{ext}"));
-    let mut rw = BufWriter::with_capacity(
-        1 << 20,
-        File::create(&ratings_path).map_err(io(&ratings_path))?,
-    );
+    let mut rw = BufWriter::with_capacity(1 << 20, File::create(&ratings_path).map_err(io(&ratings_path))?);
     let mut tw = BufWriter::new(File::create(&tags_path).map_err(io(&tags_path))?);
     if cfg.format == Format::Csv {
         writeln!(rw, "userId,movieId,rating,timestamp").map_err(io(&ratings_path))?;
         writeln!(tw, "userId,movieId,tag,timestamp").map_err(io(&tags_path))?;
     }
-    let ctx = Ctx {
-        cfg,
-        movies: &movies,
-        global: &global,
-        by_genre: &by_genre,
-        genre_weights: &genre_weights,
-    };
+    let ctx =
+        Ctx { cfg, movies: &movies, global: &global, by_genre: &by_genre, genre_weights: &genre_weights };
     let mut truths = Vec::with_capacity(cfg.users as usize);
     let mut user_events = UserEvents::default();
     let (mut first_ts, mut last_ts) = (i64::MAX, i64::MIN);
     for u in 0..cfg.users {
         let user = u + 1;
-        let truth = ctx.user(
-            user,
-            counts[u as usize],
-            tag_counts[u as usize],
-            &mut user_events,
-        );
+        let truth = ctx.user(user, counts[u as usize], tag_counts[u as usize], &mut user_events);
         first_ts = first_ts.min(truth.first_ts);
         last_ts = last_ts.max(truth.last_ts);
-        user_events
-            .write(user, cfg.format, &mut rw, &mut tw)
-            .map_err(io(&ratings_path))?;
+        user_events.write(user, cfg.format, &mut rw, &mut tw).map_err(io(&ratings_path))?;
         truths.push(truth);
         if u % 256 == 255 {
             progress(u + 1);
@@ -532,12 +482,10 @@ pub fn generate(
         returned,
     };
     let meta_path = out.join("generator.json");
-    let meta = serde_json::json!({ "generator": "streamflix-replay generate", "config": cfg, "summary": summary });
-    std::fs::write(
-        &meta_path,
-        serde_json::to_string_pretty(&meta).expect("plain data") + "\n",
-    )
-    .map_err(io(&meta_path))?;
+    let meta =
+        serde_json::json!({ "generator": "streamflix-replay generate", "config": cfg, "summary": summary });
+    std::fs::write(&meta_path, serde_json::to_string_pretty(&meta).expect("plain data") + "\n")
+        .map_err(io(&meta_path))?;
     Ok(summary)
 }
 
@@ -582,10 +530,7 @@ fn split_total(rng: &mut Pcg64Mcg, n: u32, total: u64, min: u64, max: u64, sigma
     let raw: Vec<f64> = (0..n).map(|_| (normal(rng) * sigma).exp()).collect();
     let sum: f64 = raw.iter().sum();
     let spare = (total - min * n as u64) as f64;
-    let mut out: Vec<u64> = raw
-        .iter()
-        .map(|r| (min + (r / sum * spare) as u64).min(max))
-        .collect();
+    let mut out: Vec<u64> = raw.iter().map(|r| (min + (r / sum * spare) as u64).min(max)).collect();
     let mut left = total - out.iter().sum::<u64>();
     // Hand out what rounding and the cap left over, one at a time to random users under the cap.
     while left > 0 {
@@ -602,11 +547,7 @@ fn split_total(rng: &mut Pcg64Mcg, n: u32, total: u64, min: u64, max: u64, sigma
 fn split_tags(rng: &mut Pcg64Mcg, counts: &[u64], taggers: &[bool], total: u64) -> Vec<u64> {
     let mut out = vec![0u64; counts.len()];
     let pool: Vec<usize> = (0..counts.len()).filter(|&i| taggers[i]).collect();
-    let pool = if pool.is_empty() {
-        (0..counts.len()).collect()
-    } else {
-        pool
-    };
+    let pool = if pool.is_empty() { (0..counts.len()).collect() } else { pool };
     let weight: u64 = pool.iter().map(|&i| counts[i]).sum();
     for &i in &pool {
         out[i] = (total as f64 * counts[i] as f64 / weight as f64) as u64;
@@ -654,10 +595,9 @@ impl UserEvents {
         }
         for &(movie, tag, ts) in &self.tags {
             match format {
-                Format::Csv => write_csv_row(
-                    tw,
-                    &[&user.to_string(), &movie.to_string(), tag, &ts.to_string()],
-                )?,
+                Format::Csv => {
+                    write_csv_row(tw, &[&user.to_string(), &movie.to_string(), tag, &ts.to_string()])?
+                }
                 Format::Dat => writeln!(tw, "{user}::{movie}::{tag}::{ts}")?,
             }
         }
@@ -693,8 +633,8 @@ impl Ctx<'_> {
             }
         };
         let second = (rng.random::<f64>() < 0.6).then(|| other(rng, &[favorite]));
-        let disliked = (rng.random::<f64>() < 0.5)
-            .then(|| other(rng, &[favorite, second.unwrap_or(favorite)]));
+        let disliked =
+            (rng.random::<f64>() < 0.5).then(|| other(rng, &[favorite, second.unwrap_or(favorite)]));
         let bias = normal(rng) * 0.35;
 
         // Session sizes: one onboarding burst, then (for returning users) smaller sessions.
@@ -721,8 +661,8 @@ impl Ctx<'_> {
 
         // Relative timeline: gaps between sessions < 30 days while active; an optional long break.
         let gap_median = (6.0 * DAY as f64) * (normal(rng) * 0.9).exp();
-        let break_at = (sizes.len() >= 3 && rng.random::<f64>() < 0.25)
-            .then(|| rng.random_range(1..sizes.len()));
+        let break_at =
+            (sizes.len() >= 3 && rng.random::<f64>() < 0.25).then(|| rng.random_range(1..sizes.len()));
         let break_len = rng.random_range(60 * DAY..900 * DAY);
         let mut starts = Vec::with_capacity(sizes.len());
         let mut gaps_in = Vec::with_capacity(sizes.len());
@@ -736,19 +676,11 @@ impl Ctx<'_> {
             }
             starts.push(t);
             // Onboarding: seconds apart. Later sessions: minutes apart, always under 20 minutes.
-            let mean = if i == 0 {
-                (12.0f64).min(3.0 * 3600.0 / size as f64)
-            } else {
-                150.0
-            };
+            let mean = if i == 0 { (12.0f64).min(3.0 * 3600.0 / size as f64) } else { 150.0 };
             let mut d = 0;
             let mut g = Vec::with_capacity(size as usize);
             for k in 0..size {
-                let step = if k == 0 {
-                    0
-                } else {
-                    1 + (exponential(rng, mean) as i64).min(20 * 60)
-                };
+                let step = if k == 0 { 0 } else { 1 + (exponential(rng, mean) as i64).min(20 * 60) };
                 d += step;
                 g.push(step);
             }
@@ -757,13 +689,8 @@ impl Ctx<'_> {
         }
         // Fit the timeline into the data window (compressing only in extreme cases).
         let window = cfg.end - cfg.start - 3 * DAY;
-        let scale = if t > window {
-            window as f64 / t as f64
-        } else {
-            1.0
-        };
-        let offset =
-            cfg.start + DAY + rng.random_range(0..=(window - (t as f64 * scale) as i64).max(0));
+        let scale = if t > window { window as f64 / t as f64 } else { 1.0 };
+        let offset = cfg.start + DAY + rng.random_range(0..=(window - (t as f64 * scale) as i64).max(0));
 
         // Place sessions at the hours and weekdays people watch, keeping order and separation.
         let mut prev_end = i64::MIN;
@@ -818,19 +745,12 @@ impl Ctx<'_> {
 
         // Placing sessions at preferred hours and weekdays can push the last ones a few days past
         // --end: move the whole user back so every event stays inside the window.
-        let last = ev
-            .ratings
-            .iter()
-            .map(|r| r.2)
-            .chain(ev.tags.iter().map(|t| t.2))
-            .max();
+        let last = ev.ratings.iter().map(|r| r.2).chain(ev.tags.iter().map(|t| t.2)).max();
         let overrun = last.unwrap_or(i64::MIN) - cfg.end;
         if overrun > 0 {
             ev.ratings.iter_mut().for_each(|r| r.2 -= overrun);
             ev.tags.iter_mut().for_each(|t| t.2 -= overrun);
-            ev.sessions
-                .iter_mut()
-                .for_each(|s| *s = (s.0 - overrun, s.1 - overrun));
+            ev.sessions.iter_mut().for_each(|s| *s = (s.0 - overrun, s.1 - overrun));
         }
 
         // Truth from the actual times: activity = ratings and tags.
@@ -846,12 +766,8 @@ impl Ctx<'_> {
             last_ts: ev.sessions.last().map(|s| s.1).unwrap_or(0).max(last_tag),
             ..Default::default()
         };
-        let mut activity: Vec<i64> = ev
-            .ratings
-            .iter()
-            .map(|r| r.2)
-            .chain(ev.tags.iter().map(|t| t.2))
-            .collect();
+        let mut activity: Vec<i64> =
+            ev.ratings.iter().map(|r| r.2).chain(ev.tags.iter().map(|t| t.2)).collect();
         activity.sort_unstable();
         if let Some(w) = activity.windows(2).find(|w| w[1] - w[0] >= CHURN_AFTER) {
             truth.gap_churn_ts = Some(w[0]);
@@ -861,13 +777,7 @@ impl Ctx<'_> {
     }
 
     /// A movie the user has not rated yet: usually from their genres, else anything popular.
-    fn pick_movie(
-        &self,
-        rng: &mut Pcg64Mcg,
-        favorite: u8,
-        second: Option<u8>,
-        ev: &mut UserEvents,
-    ) -> u32 {
+    fn pick_movie(&self, rng: &mut Pcg64Mcg, favorite: u8, second: Option<u8>, ev: &mut UserEvents) -> u32 {
         for _ in 0..64 {
             let x = rng.random::<f64>();
             let sampler = if x < 0.45 {
@@ -898,22 +808,13 @@ mod tests {
     use super::*;
 
     fn small() -> GenerateConfig {
-        GenerateConfig {
-            users: 120,
-            movies: 600,
-            ratings: 12_000,
-            tags: 400,
-            ..Default::default()
-        }
+        GenerateConfig { users: 120, movies: 600, ratings: 12_000, tags: 400, ..Default::default() }
     }
 
     #[test]
     fn same_seed_same_bytes_different_seed_different_bytes() {
-        let (a, b, c) = (
-            tempfile::tempdir().unwrap(),
-            tempfile::tempdir().unwrap(),
-            tempfile::tempdir().unwrap(),
-        );
+        let (a, b, c) =
+            (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         generate(&small(), a.path(), |_| {}).unwrap();
         generate(&small(), b.path(), |_| {}).unwrap();
         generate(&GenerateConfig { seed: 7, ..small() }, c.path(), |_| {}).unwrap();
@@ -931,79 +832,46 @@ mod tests {
     fn exact_counts_and_readable_by_our_readers() {
         let dir = tempfile::tempdir().unwrap();
         let summary = generate(&small(), dir.path(), |_| {}).unwrap();
-        let (ratings, report) =
-            crate::movielens::read_ratings(&dir.path().join("ratings.csv")).unwrap();
+        let (ratings, report) = crate::movielens::read_ratings(&dir.path().join("ratings.csv")).unwrap();
         assert_eq!(report.skipped, 0, "{:?}", report.examples);
         assert_eq!(ratings.len(), 12_000);
         let (tags, report) = crate::movielens::read_tags(&dir.path().join("tags.csv")).unwrap();
         assert_eq!((tags.len(), report.skipped), (400, 0));
-        let (movies, report) =
-            crate::movielens::read_movies(&dir.path().join("movies.csv")).unwrap();
+        let (movies, report) = crate::movielens::read_movies(&dir.path().join("movies.csv")).unwrap();
         assert_eq!((movies.len(), report.skipped), (600, 0));
         assert!(movies.iter().any(|m| m.title.contains(", The")));
         let mut per_user = std::collections::HashMap::new();
         for r in &ratings {
             *per_user.entry(r.user).or_insert(0) += 1;
             assert!(r.ts >= summary.first_ts && r.ts <= summary.last_ts);
-            assert!(
-                r.ts >= small().start && r.ts <= small().end,
-                "inside --start..--end"
-            );
+            assert!(r.ts >= small().start && r.ts <= small().end, "inside --start..--end");
         }
         assert_eq!(per_user.len(), 120);
         assert!(per_user.values().all(|&n| n >= 20));
         // Ordered by user, then movie, like MovieLens.
-        assert!(ratings
-            .windows(2)
-            .all(|w| (w[0].user, w[0].movie) < (w[1].user, w[1].movie)));
+        assert!(ratings.windows(2).all(|w| (w[0].user, w[0].movie) < (w[1].user, w[1].movie)));
     }
 
     #[test]
     fn dat_format_reads_back_with_whole_stars() {
         let dir = tempfile::tempdir().unwrap();
-        generate(
-            &GenerateConfig {
-                format: Format::Dat,
-                ..small()
-            },
-            dir.path(),
-            |_| {},
-        )
-        .unwrap();
-        let (ratings, report) =
-            crate::movielens::read_ratings(&dir.path().join("ratings.dat")).unwrap();
+        generate(&GenerateConfig { format: Format::Dat, ..small() }, dir.path(), |_| {}).unwrap();
+        let (ratings, report) = crate::movielens::read_ratings(&dir.path().join("ratings.dat")).unwrap();
         assert_eq!((ratings.len(), report.skipped), (12_000, 0));
         assert!(ratings.iter().all(|r| r.rating.fract() == 0.0));
-        let (movies, report) =
-            crate::movielens::read_movies(&dir.path().join("movies.dat")).unwrap();
+        let (movies, report) = crate::movielens::read_movies(&dir.path().join("movies.dat")).unwrap();
         assert_eq!((movies.len(), report.skipped), (600, 0));
     }
 
     #[test]
     fn rejects_impossible_parameters() {
         for cfg in [
-            GenerateConfig {
-                ratings: 100,
-                users: 10,
-                ..small()
-            },
-            GenerateConfig {
-                movies: 10,
-                ..small()
-            },
-            GenerateConfig {
-                ratings: 120 * 300 + 1,
-                ..small()
-            },
-            GenerateConfig {
-                end: small().start + DAY,
-                ..small()
-            },
+            GenerateConfig { ratings: 100, users: 10, ..small() },
+            GenerateConfig { movies: 10, ..small() },
+            GenerateConfig { ratings: 120 * 300 + 1, ..small() },
+            GenerateConfig { end: small().start + DAY, ..small() },
         ] {
-            assert!(
-                matches!(cfg.validate(), Err(GenerateError::Invalid(_))),
-                "{cfg:?}"
-            );
+            assert!(matches!(cfg.validate(), Err(GenerateError::Invalid(_))), "{cfg:?}");
         }
     }
 }

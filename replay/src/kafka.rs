@@ -50,7 +50,9 @@ pub enum KafkaSetupError {
         code: RDKafkaErrorCode,
     },
     /// `--resume` found a record it cannot interpret.
-    #[error("cannot resume: {topic}[{partition}] offset {offset} does not hold a streamflix payload ({why})")]
+    #[error(
+        "cannot resume: {topic}[{partition}] offset {offset} does not hold a streamflix payload ({why})"
+    )]
     ForeignRecord {
         /// The topic.
         topic: String,
@@ -92,29 +94,19 @@ impl KafkaOptions {
         self.consumer_with(&[])
     }
 
-    fn consumer_with(
-        &self,
-        settings: &[(&str, &str)],
-    ) -> Result<BaseConsumer<QuietEof>, KafkaSetupError> {
+    fn consumer_with(&self, settings: &[(&str, &str)]) -> Result<BaseConsumer<QuietEof>, KafkaSetupError> {
         let mut cfg = self.client_config();
         cfg.set("group.id", "streamflix-replay-inspect");
         cfg.set("enable.auto.commit", "false");
         cfg.set("enable.partition.eof", "false");
         // A consumer only reads here; producer-only keys passed with -X would make it fail.
-        for k in [
-            "enable.idempotence",
-            "linger.ms",
-            "compression.type",
-            "acks",
-            "batch.num.messages",
-        ] {
+        for k in ["enable.idempotence", "linger.ms", "compression.type", "acks", "batch.num.messages"] {
             cfg.remove(k);
         }
         for (k, v) in settings {
             cfg.set(*k, *v);
         }
-        cfg.create_with_context(QuietEof)
-            .map_err(client_err("cannot create a Kafka consumer"))
+        cfg.create_with_context(QuietEof).map_err(client_err("cannot create a Kafka consumer"))
     }
 }
 
@@ -142,18 +134,11 @@ pub fn partition_count(opts: &KafkaOptions, topic: &str) -> Result<Option<u32>, 
     let consumer = opts.consumer()?;
     let md = consumer
         .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
-        .map_err(client_err(format!(
-            "cannot reach the broker at {}",
-            opts.brokers
-        )))?;
-    Ok(md
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .and_then(|t| match t.error() {
-            None if !t.partitions().is_empty() => Some(t.partitions().len() as u32),
-            _ => None,
-        }))
+        .map_err(client_err(format!("cannot reach the broker at {}", opts.brokers)))?;
+    Ok(md.topics().iter().find(|t| t.name() == topic).and_then(|t| match t.error() {
+        None if !t.partitions().is_empty() => Some(t.partitions().len() as u32),
+        _ => None,
+    }))
 }
 
 /// Makes sure each topic exists, creating missing ones with `partitions` partitions,
@@ -181,18 +166,12 @@ pub async fn ensure_topics(
         }
     }
     if !missing.is_empty() {
-        let admin: AdminClient<DefaultClientContext> = opts
-            .client_config()
-            .create()
-            .map_err(client_err("cannot create a Kafka admin client"))?;
+        let admin: AdminClient<DefaultClientContext> =
+            opts.client_config().create().map_err(client_err("cannot create a Kafka admin client"))?;
         let new: Vec<NewTopic> = missing
             .iter()
             .map(|t| {
-                let mut nt = NewTopic::new(
-                    t,
-                    partitions as i32,
-                    TopicReplication::Fixed(replication as i32),
-                );
+                let mut nt = NewTopic::new(t, partitions as i32, TopicReplication::Fixed(replication as i32));
                 for (k, v) in configs {
                     nt = nt.set(k, v);
                 }
@@ -200,10 +179,7 @@ pub async fn ensure_topics(
             })
             .collect();
         let results = admin
-            .create_topics(
-                &new,
-                &AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT)),
-            )
+            .create_topics(&new, &AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT)))
             .await
             .map_err(client_err("cannot create topics"))?;
         for r in results {
@@ -254,25 +230,20 @@ pub fn resume_positions(
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, p, Offset::Offset(high - 1))
             .map_err(client_err("cannot build an assignment"))?;
-        consumer
-            .assign(&tpl)
-            .map_err(client_err(format!("cannot read {topic}[{p}]")))?;
+        consumer.assign(&tpl).map_err(client_err(format!("cannot read {topic}[{p}]")))?;
         let deadline = std::time::Instant::now() + REQUEST_TIMEOUT;
         let mut last: Option<u64> = None;
         loop {
             match consumer.poll(Duration::from_millis(200)) {
-                Some(Ok(msg))
-                    if msg.topic() == topic && msg.partition() == p && msg.offset() >= high - 1 =>
-                {
+                Some(Ok(msg)) if msg.topic() == topic && msg.partition() == p && msg.offset() >= high - 1 => {
                     let payload = msg.payload().unwrap_or_default();
-                    let record: StreamRecord = serde_json::from_slice(payload).map_err(|e| {
-                        KafkaSetupError::ForeignRecord {
+                    let record: StreamRecord =
+                        serde_json::from_slice(payload).map_err(|e| KafkaSetupError::ForeignRecord {
                             topic: topic.to_string(),
                             partition: p,
                             offset: msg.offset(),
                             why: e.to_string(),
-                        }
-                    })?;
+                        })?;
                     last = Some(record.next_seq());
                 }
                 Some(Ok(_)) => continue,
@@ -280,11 +251,9 @@ pub fn resume_positions(
                 Some(Err(KafkaError::PartitionEOF(_))) => continue,
                 Some(Err(e)) => return Err(client_err(format!("cannot read {topic}[{p}]"))(e)),
                 None if std::time::Instant::now() > deadline => {
-                    return Err(client_err(format!(
-                        "cannot read the last record of {topic}[{p}]"
-                    ))(KafkaError::MessageConsumption(
-                        RDKafkaErrorCode::RequestTimedOut,
-                    )))
+                    return Err(client_err(format!("cannot read the last record of {topic}[{p}]"))(
+                        KafkaError::MessageConsumption(RDKafkaErrorCode::RequestTimedOut),
+                    ))
                 }
                 None => continue,
             }
@@ -357,9 +326,8 @@ impl KafkaSink {
         }
         let ctx = TrackingContext::default();
         let tracker = ctx.0.clone();
-        let producer = cfg
-            .create_with_context(ctx)
-            .map_err(client_err("cannot create the Kafka producer"))?;
+        let producer =
+            cfg.create_with_context(ctx).map_err(client_err("cannot create the Kafka producer"))?;
         Ok(KafkaSink {
             producer,
             tracker,
@@ -424,9 +392,7 @@ impl Sink for KafkaSink {
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
-        self.producer
-            .flush(Duration::from_secs(120))
-            .map_err(|e| SinkError::Kafka(format!("flush: {e}")))?;
+        self.producer.flush(Duration::from_secs(120)).map_err(|e| SinkError::Kafka(format!("flush: {e}")))?;
         match self.failure() {
             Some(e) => Err(e),
             None => Ok(()),

@@ -214,20 +214,12 @@ fn progress_bar(len: u64, quiet: bool, template: &str) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let pb = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr_with_hz(4));
-    pb.set_style(
-        ProgressStyle::with_template(template)
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
+    pb.set_style(ProgressStyle::with_template(template).expect("valid template").progress_chars("=> "));
     pb
 }
 
 fn load(dir: &Path, with_tags: bool, quiet: bool) -> Result<Dataset> {
-    let spinner = if quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new_spinner()
-    };
+    let spinner = if quiet { ProgressBar::hidden() } else { ProgressBar::new_spinner() };
     spinner.set_message(format!("reading and sorting {}", dir.display()));
     spinner.enable_steady_tick(Duration::from_millis(120));
     let started = Instant::now();
@@ -235,21 +227,13 @@ fn load(dir: &Path, with_tags: bool, quiet: bool) -> Result<Dataset> {
     spinner.finish_and_clear();
     for report in &ds.reports {
         if report.skipped > 0 {
-            eprintln!(
-                "warning: skipped {} malformed lines of {}:",
-                report.skipped,
-                report.path.display()
-            );
+            eprintln!("warning: skipped {} malformed lines of {}:", report.skipped, report.path.display());
             for line in report.describe() {
                 eprintln!("  {line}");
             }
         }
     }
-    tracing::info!(
-        events = ds.len(),
-        seconds = started.elapsed().as_secs_f64(),
-        "dataset loaded"
-    );
+    tracing::info!(events = ds.len(), seconds = started.elapsed().as_secs_f64(), "dataset loaded");
     Ok(ds)
 }
 
@@ -258,21 +242,17 @@ fn stop_on_signal() -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
             return;
         };
         rt.block_on(async {
             #[cfg(unix)]
             {
-                let mut term =
-                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    {
-                        Ok(s) => s,
-                        Err(_) => return,
-                    };
+                let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                {
+                    Ok(s) => s,
+                    Err(_) => return,
+                };
                 tokio::select! {
                     _ = tokio::signal::ctrl_c() => {}
                     _ = term.recv() => {}
@@ -302,10 +282,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     if ds.is_empty() {
         bail!("{}: no events to replay", args.data.display());
     }
-    let topics = [
-        format!("{}.ratings", args.topic_prefix),
-        format!("{}.tags", args.topic_prefix),
-    ];
+    let topics = [format!("{}.ratings", args.topic_prefix), format!("{}.tags", args.topic_prefix)];
     let mut cfg = ReplayConfig {
         speed: args.speed,
         rate: args.rate,
@@ -318,18 +295,12 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     let stop = stop_on_signal();
     let mut sink: Box<dyn Sink> = match args.sink {
         SinkKind::Null => Box::new(NullSink::new(args.partitions)),
-        SinkKind::Stdout => Box::new(JsonLinesSink::new(
-            std::io::BufWriter::new(std::io::stdout().lock()),
-            args.partitions,
-        )),
+        SinkKind::Stdout => {
+            Box::new(JsonLinesSink::new(std::io::BufWriter::new(std::io::stdout().lock()), args.partitions))
+        }
         SinkKind::Kafka => {
-            let opts = KafkaOptions {
-                brokers: args.brokers.clone(),
-                extra: args.rdkafka.clone(),
-            };
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
+            let opts = KafkaOptions { brokers: args.brokers.clone(), extra: args.rdkafka.clone() };
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let names: Vec<&str> = topics.iter().map(String::as_str).collect();
             let created = rt.block_on(kafka::ensure_topics(
                 &opts,
@@ -371,11 +342,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     let summary = summary.context("replay failed")?;
     drop(sink);
     report_summary(&summary, &topics, args.sink, args.json)?;
-    Ok(if summary.interrupted {
-        ExitCode::from(INTERRUPTED)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if summary.interrupted { ExitCode::from(INTERRUPTED) } else { ExitCode::SUCCESS })
 }
 
 fn report_summary(s: &Summary, topics: &[String; 2], sink: SinkKind, json: bool) -> Result<()> {
@@ -383,43 +350,24 @@ fn report_summary(s: &Summary, topics: &[String; 2], sink: SinkKind, json: bool)
         println!("{}", serde_json::to_string(s)?);
         return Ok(());
     }
-    let out: &mut dyn std::io::Write = if sink == SinkKind::Stdout {
-        &mut std::io::stderr()
-    } else {
-        &mut std::io::stdout()
-    };
+    let out: &mut dyn std::io::Write =
+        if sink == SinkKind::Stdout { &mut std::io::stderr() } else { &mut std::io::stdout() };
     if s.events() == 0 && s.already_delivered > 0 && !s.interrupted {
-        writeln!(
-            out,
-            "nothing to send: the topics already hold all {} events",
-            s.already_delivered
-        )?;
+        writeln!(out, "nothing to send: the topics already hold all {} events", s.already_delivered)?;
         return Ok(());
     }
-    let dest = if sink == SinkKind::Kafka {
-        format!(" to {} / {}", topics[0], topics[1])
-    } else {
-        String::new()
-    };
+    let dest =
+        if sink == SinkKind::Kafka { format!(" to {} / {}", topics[0], topics[1]) } else { String::new() };
     writeln!(
         out,
         "sent {} ratings, {} tags and {} heartbeats{dest} in {:.1}s ({:.0} events/s)",
         s.ratings, s.tags, s.heartbeats, s.seconds, s.events_per_second
     )?;
     if let (Some(a), Some(b)) = (s.first_ts, s.last_ts) {
-        writeln!(
-            out,
-            "event time {} .. {} UTC",
-            format_datetime(a),
-            format_datetime(b)
-        )?;
+        writeln!(out, "event time {} .. {} UTC", format_datetime(a), format_datetime(b))?;
     }
     if s.already_delivered > 0 {
-        writeln!(
-            out,
-            "skipped {} events already on the topics (--resume)",
-            s.already_delivered
-        )?;
+        writeln!(out, "skipped {} events already on the topics (--resume)", s.already_delivered)?;
     }
     if s.out_of_range > 0 {
         writeln!(out, "skipped {} events before --from", s.out_of_range)?;
@@ -428,10 +376,7 @@ fn report_summary(s: &Summary, topics: &[String; 2], sink: SinkKind, json: bool)
         writeln!(out, "stopped at --limit")?;
     }
     if s.interrupted {
-        writeln!(
-            out,
-            "interrupted: everything sent was flushed; continue with --resume"
-        )?;
+        writeln!(out, "interrupted: everything sent was flushed; continue with --resume")?;
     }
     Ok(())
 }
@@ -448,10 +393,7 @@ fn generate(args: GenerateArgs) -> Result<ExitCode> {
         users: args.users.unwrap_or(users),
         movies: args.movies.unwrap_or(movies),
         ratings,
-        tags: args
-            .tags
-            .or(tags.filter(|_| args.ratings.is_none()))
-            .unwrap_or(ratings / 25),
+        tags: args.tags.or(tags.filter(|_| args.ratings.is_none())).unwrap_or(ratings / 25),
         seed: args.seed,
         start: args.start,
         end: args.end,
@@ -459,13 +401,9 @@ fn generate(args: GenerateArgs) -> Result<ExitCode> {
     };
     cfg.validate()?;
     if !args.force
-        && (movielens::find(&args.out, "ratings").is_some()
-            || movielens::find(&args.out, "movies").is_some())
+        && (movielens::find(&args.out, "ratings").is_some() || movielens::find(&args.out, "movies").is_some())
     {
-        bail!(
-            "{} already holds a dataset; pass --force to overwrite it",
-            args.out.display()
-        );
+        bail!("{} already holds a dataset; pass --force to overwrite it", args.out.display());
     }
     let pb = progress_bar(
         cfg.users as u64,
@@ -508,41 +446,20 @@ fn inspect(args: InspectArgs) -> Result<ExitCode> {
     let pct = |x: f64| format!("{:.1}%", 100.0 * x);
     println!("{}", args.data.display());
     println!("  read and sorted in    {read_seconds:.2}s");
-    println!(
-        "  ratings               {} from {} users on {} movies",
-        s.ratings, s.users, s.movies
-    );
+    println!("  ratings               {} from {} users on {} movies", s.ratings, s.users, s.movies);
     println!("  tags                  {}", s.tags);
-    println!(
-        "  event time            {} .. {} UTC",
-        format_datetime(s.first_ts),
-        format_datetime(s.last_ts)
-    );
+    println!("  event time            {} .. {} UTC", format_datetime(s.first_ts), format_datetime(s.last_ts));
     println!(
         "  ratings per user      min {} / median {} / max {}",
         s.ratings_per_user_min, s.ratings_per_user_median, s.ratings_per_user_max
     );
-    println!(
-        "  in first session      {} of ratings (30-minute gap)",
-        pct(s.first_session_share)
-    );
+    println!("  in first session      {} of ratings (30-minute gap)", pct(s.first_session_share));
     println!("  one-day users         {}", pct(s.one_day_users));
-    println!(
-        "  span > 600 days       {} of users",
-        pct(s.users_over_600_days)
-    );
-    println!(
-        "  inactive 30d at end   {} of users",
-        pct(s.inactive_30d_at_end)
-    );
+    println!("  span > 600 days       {} of users", pct(s.users_over_600_days));
+    println!("  inactive 30d at end   {} of users", pct(s.inactive_30d_at_end));
     println!("  half-star ratings     {}", pct(s.half_star_share));
     for r in &ds.reports {
-        println!(
-            "  {}: {} records, {} malformed lines",
-            r.path.display(),
-            r.records,
-            r.skipped
-        );
+        println!("  {}: {} records, {} malformed lines", r.path.display(), r.records, r.skipped);
     }
     Ok(ExitCode::SUCCESS)
 }

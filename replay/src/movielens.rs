@@ -124,10 +124,7 @@ pub struct ReadReport {
 
 impl ReadReport {
     fn new(path: &Path) -> Self {
-        ReadReport {
-            path: path.to_path_buf(),
-            ..Default::default()
-        }
+        ReadReport { path: path.to_path_buf(), ..Default::default() }
     }
 
     fn skip(&mut self, line: u64, reason: impl Into<String>) {
@@ -139,21 +136,11 @@ impl ReadReport {
 
     /// One human line per example, for warnings: `ratings.csv:17: rating 7 outside 0.5-5.0`.
     pub fn describe(&self) -> Vec<String> {
-        let name = self
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let mut lines: Vec<String> = self
-            .examples
-            .iter()
-            .map(|(line, why)| format!("{name}:{line}: {why}"))
-            .collect();
+        let name = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let mut lines: Vec<String> =
+            self.examples.iter().map(|(line, why)| format!("{name}:{line}: {why}")).collect();
         if self.skipped > self.examples.len() as u64 {
-            lines.push(format!(
-                "{name}: … and {} more",
-                self.skipped - self.examples.len() as u64
-            ));
+            lines.push(format!("{name}: … and {} more", self.skipped - self.examples.len() as u64));
         }
         lines
     }
@@ -180,26 +167,17 @@ impl Dialect {
 
 /// Finds `name.csv` or `name.dat` in `dir` (CSV preferred).
 pub fn find(dir: &Path, name: &str) -> Option<PathBuf> {
-    ["csv", "dat"]
-        .iter()
-        .map(|ext| dir.join(format!("{name}.{ext}")))
-        .find(|p| p.is_file())
+    ["csv", "dat"].iter().map(|ext| dir.join(format!("{name}.{ext}"))).find(|p| p.is_file())
 }
 
 fn open(path: &Path) -> Result<BufReader<File>, Error> {
     File::open(path)
         .map(|f| BufReader::with_capacity(1 << 20, f))
-        .map_err(|source| Error::Open {
-            path: path.to_path_buf(),
-            source,
-        })
+        .map_err(|source| Error::Open { path: path.to_path_buf(), source })
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| Error::Io { path: path.to_path_buf(), source }
 }
 
 /// Reads a ratings file (`ratings.csv` or `ratings.dat`), in file order.
@@ -266,18 +244,9 @@ pub fn read_movies(path: &Path) -> Result<(Vec<Movie>, ReadReport), Error> {
         let genres: Vec<String> = if genres.trim() == NO_GENRES || genres.trim().is_empty() {
             Vec::new()
         } else {
-            genres
-                .split('|')
-                .map(|g| g.trim().to_string())
-                .filter(|g| !g.is_empty())
-                .collect()
+            genres.split('|').map(|g| g.trim().to_string()).filter(|g| !g.is_empty()).collect()
         };
-        out.push(Movie {
-            id: parse_id(id, "movieId")?,
-            year: title_year(&title),
-            title,
-            genres,
-        });
+        out.push(Movie { id: parse_id(id, "movieId")?, year: title_year(&title), title, genres });
         Ok(())
     })?;
     Ok((out, report))
@@ -308,10 +277,7 @@ fn for_each_line(
     let mut reader = open(path)?;
     match Dialect::of(path) {
         Dialect::Csv => {
-            let mut csv = csv::ReaderBuilder::new()
-                .has_headers(false)
-                .flexible(true)
-                .from_reader(reader);
+            let mut csv = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(reader);
             let mut record = csv::ByteRecord::new();
             let mut first = true;
             loop {
@@ -320,9 +286,7 @@ fn for_each_line(
                     Ok(true) => {}
                     Err(e) => match e.kind() {
                         csv::ErrorKind::Io(_) => {
-                            let csv::ErrorKind::Io(source) = e.into_kind() else {
-                                unreachable!()
-                            };
+                            let csv::ErrorKind::Io(source) = e.into_kind() else { unreachable!() };
                             return Err(io_err(path)(source));
                         }
                         _ => {
@@ -337,17 +301,11 @@ fn for_each_line(
                 let at = record.position().map(|p| p.byte()).unwrap_or(0);
                 if first {
                     first = false;
-                    let found: Vec<String> = record
-                        .iter()
-                        .map(|f| String::from_utf8_lossy(f).into_owned())
-                        .collect();
+                    let found: Vec<String> =
+                        record.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect();
                     let found = found.join(",");
                     if found.trim_start_matches('\u{feff}').trim() != header {
-                        return Err(Error::Header {
-                            path: path.to_path_buf(),
-                            expected: header,
-                            found,
-                        });
+                        return Err(Error::Header { path: path.to_path_buf(), expected: header, found });
                     }
                     continue;
                 }
@@ -461,15 +419,12 @@ fn decode_text(bytes: &[u8]) -> String {
 }
 
 fn field_str<'a>(bytes: &'a [u8], what: &str) -> Result<&'a str, String> {
-    std::str::from_utf8(bytes)
-        .map(str::trim)
-        .map_err(|_| format!("{what} is not text"))
+    std::str::from_utf8(bytes).map(str::trim).map_err(|_| format!("{what} is not text"))
 }
 
 fn parse_id(bytes: &[u8], what: &str) -> Result<u32, String> {
     let s = field_str(bytes, what)?;
-    s.parse::<u32>()
-        .map_err(|_| format!("{what} `{s}` is not a non-negative integer"))
+    s.parse::<u32>().map_err(|_| format!("{what} `{s}` is not a non-negative integer"))
 }
 
 fn parse_ts(bytes: &[u8]) -> Result<i64, String> {
@@ -484,9 +439,7 @@ fn parse_ts(bytes: &[u8]) -> Result<i64, String> {
 /// which are half steps too). Anything else would violate the wire contract, so it is skipped here.
 pub fn parse_rating(bytes: &[u8]) -> Result<f32, String> {
     let s = field_str(bytes, "rating")?;
-    let r: f32 = s
-        .parse()
-        .map_err(|_| format!("rating `{s}` is not a number"))?;
+    let r: f32 = s.parse().map_err(|_| format!("rating `{s}` is not a number"))?;
     if !(0.5..=5.0).contains(&r) {
         return Err(format!("rating {s} outside 0.5-5.0"));
     }
@@ -531,20 +484,10 @@ mod tests {
         assert_eq!(movies[1].title, "American President, The (1995)");
         assert_eq!(movies[1].year, Some(1995));
         assert_eq!(movies[1].genres, ["Comedy", "Drama", "Romance"]);
-        assert_eq!(
-            movies[2].year,
-            Some(1954),
-            "parenthesised alternative title before the year"
-        );
-        assert_eq!(
-            movies[3].title,
-            "Amélie (Fabuleux destin d'Amélie Poulain, Le) (2001)"
-        );
+        assert_eq!(movies[2].year, Some(1954), "parenthesised alternative title before the year");
+        assert_eq!(movies[3].title, "Amélie (Fabuleux destin d'Amélie Poulain, Le) (2001)");
         assert_eq!(movies[4].year, None, "title without a year");
-        assert!(
-            movies[4].genres.is_empty(),
-            "(no genres listed) means no genres"
-        );
+        assert!(movies[4].genres.is_empty(), "(no genres listed) means no genres");
         assert_eq!(movies[5].title, "Cosmos", "trailing space trimmed");
         assert_eq!(movies[7].year, Some(1992));
         assert_eq!(movies[8].id, 5, "quoted numeric field");
@@ -623,16 +566,8 @@ mod tests {
         assert_eq!(report.records, 2);
         assert_eq!(report.skipped, 6);
         let lines: Vec<u64> = report.examples.iter().map(|(l, _)| *l).collect();
-        assert_eq!(
-            lines,
-            [3, 4, 5, 6, 8],
-            "first five, 1-based, blank line not counted as malformed"
-        );
-        assert!(
-            report.examples[0].1.contains("outside 0.5-5.0"),
-            "{:?}",
-            report.examples
-        );
+        assert_eq!(lines, [3, 4, 5, 6, 8], "first five, 1-based, blank line not counted as malformed");
+        assert!(report.examples[0].1.contains("outside 0.5-5.0"), "{:?}", report.examples);
         assert!(report.examples[1].1.contains("userId"));
         assert!(report.examples[2].1.contains("half step"));
         assert!(report.examples[3].1.contains("4 fields"));
@@ -648,11 +583,7 @@ mod tests {
         let path = fixture(&dir, "ratings.csv", b"user,movie,stars,when\n1,1,4.0,1\n");
         let err = read_ratings(&path).unwrap_err();
         assert!(matches!(err, Error::Header { .. }));
-        assert!(
-            err.to_string()
-                .contains("expected the header `userId,movieId,rating,timestamp`"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("expected the header `userId,movieId,rating,timestamp`"), "{err}");
         let err = read_ratings(&dir.path().join("nope.csv")).unwrap_err();
         assert!(matches!(err, Error::Open { .. }), "{err}");
     }
@@ -660,11 +591,8 @@ mod tests {
     #[test]
     fn utf8_bom_before_header_is_accepted() {
         let dir = tempfile::tempdir().unwrap();
-        let path = fixture(
-            &dir,
-            "ratings.csv",
-            "\u{feff}userId,movieId,rating,timestamp\n1,1,4.0,5\n".as_bytes(),
-        );
+        let path =
+            fixture(&dir, "ratings.csv", "\u{feff}userId,movieId,rating,timestamp\n1,1,4.0,5\n".as_bytes());
         assert_eq!(read_ratings(&path).unwrap().0.len(), 1);
     }
 
@@ -678,15 +606,7 @@ mod tests {
         );
         let (r, report) = read_ratings(&ratings).unwrap();
         assert_eq!(r.len(), 3);
-        assert_eq!(
-            r[0],
-            Rating {
-                user: 1,
-                movie: 1193,
-                rating: 5.0,
-                ts: 978300760
-            }
-        );
+        assert_eq!(r[0], Rating { user: 1, movie: 1193, rating: 5.0, ts: 978300760 });
         assert_eq!(report.skipped, 1);
         assert_eq!(report.examples[0].0, 4);
 
@@ -698,19 +618,13 @@ mod tests {
         let (m, report) = read_movies(&movies).unwrap();
         assert_eq!(report.skipped, 0, "{:?}", report.examples);
         assert_eq!(m[0].genres, ["Animation", "Children's", "Comedy"]);
-        assert_eq!(
-            m[1].title, "Star Trek: Generations (1994)",
-            "single colon inside a .dat title"
-        );
+        assert_eq!(m[1].title, "Star Trek: Generations (1994)", "single colon inside a .dat title");
         assert_eq!(m[2].title, "Amélie (2001)");
         assert_eq!(m[2].year, Some(2001));
 
         // ml-10m tags.dat.
-        let tags = fixture(
-            &dir,
-            "tags.dat",
-            b"15::4973::excellent!::1215184630\n20::1747::politics::1188263867\n",
-        );
+        let tags =
+            fixture(&dir, "tags.dat", b"15::4973::excellent!::1215184630\n20::1747::politics::1188263867\n");
         let (t, _) = read_tags(&tags).unwrap();
         assert_eq!(&*t[0].tag, "excellent!");
     }
@@ -720,14 +634,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(find(dir.path(), "ratings"), None);
         fixture(&dir, "ratings.dat", b"");
-        assert_eq!(
-            find(dir.path(), "ratings"),
-            Some(dir.path().join("ratings.dat"))
-        );
+        assert_eq!(find(dir.path(), "ratings"), Some(dir.path().join("ratings.dat")));
         fixture(&dir, "ratings.csv", b"");
-        assert_eq!(
-            find(dir.path(), "ratings"),
-            Some(dir.path().join("ratings.csv"))
-        );
+        assert_eq!(find(dir.path(), "ratings"), Some(dir.path().join("ratings.csv")));
     }
 }

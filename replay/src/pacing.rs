@@ -77,10 +77,7 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(p.due(1_000, t0), t0);
         // 50 event-seconds later at 100x is due 0.5 s after the anchor, whenever it is asked.
-        assert_eq!(
-            p.due(1_050, t0 + Duration::from_millis(10)),
-            t0 + Duration::from_millis(500)
-        );
+        assert_eq!(p.due(1_050, t0 + Duration::from_millis(10)), t0 + Duration::from_millis(500));
         // Late: due immediately (catch up), and the schedule does not shift.
         let late = t0 + Duration::from_secs(3);
         assert_eq!(p.due(1_100, late), late);

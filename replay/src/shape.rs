@@ -128,41 +128,13 @@ mod tests {
         generate(&cfg, dir.path(), |_| {}).unwrap();
         let s = shape(&Dataset::load(dir.path(), true).unwrap());
         eprintln!("{s:#?}");
-        assert!(
-            (20..=25).contains(&s.ratings_per_user_min),
-            "min {}",
-            s.ratings_per_user_min
-        );
-        assert!(
-            (50..=100).contains(&s.ratings_per_user_median),
-            "median {}",
-            s.ratings_per_user_median
-        );
-        assert!(
-            s.ratings_per_user_max >= 1_500,
-            "max {}",
-            s.ratings_per_user_max
-        );
-        assert!(
-            (0.40..=0.56).contains(&s.first_session_share),
-            "first session {}",
-            s.first_session_share
-        );
-        assert!(
-            (0.52..=0.68).contains(&s.one_day_users),
-            "one day {}",
-            s.one_day_users
-        );
-        assert!(
-            (0.07..=0.14).contains(&s.users_over_600_days),
-            "600 days {}",
-            s.users_over_600_days
-        );
-        assert!(
-            s.inactive_30d_at_end > 0.8,
-            "inactive {}",
-            s.inactive_30d_at_end
-        );
+        assert!((20..=25).contains(&s.ratings_per_user_min), "min {}", s.ratings_per_user_min);
+        assert!((50..=100).contains(&s.ratings_per_user_median), "median {}", s.ratings_per_user_median);
+        assert!(s.ratings_per_user_max >= 1_500, "max {}", s.ratings_per_user_max);
+        assert!((0.40..=0.56).contains(&s.first_session_share), "first session {}", s.first_session_share);
+        assert!((0.52..=0.68).contains(&s.one_day_users), "one day {}", s.one_day_users);
+        assert!((0.07..=0.14).contains(&s.users_over_600_days), "600 days {}", s.users_over_600_days);
+        assert!(s.inactive_30d_at_end > 0.8, "inactive {}", s.inactive_30d_at_end);
         assert!(s.half_star_share > 0.1);
     }
 }

@@ -82,11 +82,7 @@ pub struct NullSink {
 impl NullSink {
     /// A null sink with `partitions` partitions per topic.
     pub fn new(partitions: u32) -> Self {
-        NullSink {
-            partitions,
-            bytes: 0,
-            buf: Vec::with_capacity(256),
-        }
+        NullSink { partitions, bytes: 0, buf: Vec::with_capacity(256) }
     }
 }
 

@@ -13,18 +13,12 @@ pub fn parse_instant(s: &str) -> Result<i64, String> {
         return Ok(secs);
     }
     if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        return Ok(d
-            .and_hms_opt(0, 0, 0)
-            .expect("midnight exists")
-            .and_utc()
-            .timestamp());
+        return Ok(d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().timestamp());
     }
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.timestamp());
     }
-    Err(format!(
-        "`{s}` is not a date: use YYYY-MM-DD, RFC 3339 (2015-03-01T12:00:00Z) or epoch seconds"
-    ))
+    Err(format!("`{s}` is not a date: use YYYY-MM-DD, RFC 3339 (2015-03-01T12:00:00Z) or epoch seconds"))
 }
 
 /// `YYYY-MM-DD` of an event time.
@@ -35,10 +29,8 @@ pub fn format_date(ts: i64) -> String {
 
 /// `YYYY-MM-DD HH:MM:SS` of an event time.
 pub fn format_datetime(ts: i64) -> String {
-    DateTime::<Utc>::from_timestamp(ts, 0).map_or_else(
-        || ts.to_string(),
-        |t| t.format("%Y-%m-%d %H:%M:%S").to_string(),
-    )
+    DateTime::<Utc>::from_timestamp(ts, 0)
+        .map_or_else(|| ts.to_string(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
 }
 
 #[cfg(test)]

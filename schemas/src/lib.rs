@@ -164,12 +164,8 @@ mod tests {
             ("rating", serde_json::to_value(rating()).unwrap()),
             (
                 "heartbeat",
-                serde_json::to_value(StreamRecord::Heartbeat(Heartbeat {
-                    v: 1,
-                    ts: 9,
-                    next_seq: 3,
-                }))
-                .unwrap(),
+                serde_json::to_value(StreamRecord::Heartbeat(Heartbeat { v: 1, ts: 9, next_seq: 3 }))
+                    .unwrap(),
             ),
             (
                 "tag",
@@ -189,18 +185,9 @@ mod tests {
             let defs = schema["$defs"].as_object().unwrap();
             for (name, def) in defs {
                 let (_, sample) = samples.iter().find(|(n, _)| n == name).unwrap();
-                let mut required: Vec<&str> = def["required"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_str().unwrap())
-                    .collect();
-                let mut emitted: Vec<&str> = sample
-                    .as_object()
-                    .unwrap()
-                    .keys()
-                    .map(|k| k.as_str())
-                    .collect();
+                let mut required: Vec<&str> =
+                    def["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+                let mut emitted: Vec<&str> = sample.as_object().unwrap().keys().map(|k| k.as_str()).collect();
                 required.sort_unstable();
                 emitted.sort_unstable();
                 assert_eq!(required, emitted, "schema $defs/{name} vs Rust type");

@@ -39,11 +39,7 @@ pub fn repo() -> PathBuf {
 
 /// A free TCP port on 127.0.0.1 (bound then released; tansu binds it right after).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A tansu broker with in-memory storage, killed when dropped.
@@ -62,13 +58,7 @@ impl Broker {
             let addr = format!("127.0.0.1:{port}");
             let url = format!("tcp://{addr}");
             let mut child = Command::new(&tansu)
-                .args([
-                    "broker",
-                    "--listener-url",
-                    &url,
-                    "--advertised-listener-url",
-                    &url,
-                ])
+                .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
                 .args(["--storage-engine", "memory://tansu/", "--silent"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -103,12 +93,33 @@ pub fn replay_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_streamflix-replay"))
 }
 
+/// A temporary directory holding a generated dataset (seed 7, 4,000 movies).
+pub fn generated(users: u32, ratings: u64, tags: u64) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let (users, ratings, tags) = (users.to_string(), ratings.to_string(), tags.to_string());
+    let out = dir.path().to_str().unwrap();
+    replay_ok(&[
+        "generate",
+        "--out",
+        out,
+        "--users",
+        &users,
+        "--movies",
+        "4000",
+        "--ratings",
+        &ratings,
+        "--tags",
+        &tags,
+        "--seed",
+        "7",
+        "--quiet",
+    ]);
+    dir
+}
+
 /// Runs `streamflix-replay ARGS`, returning its output (not asserting success).
 pub fn replay(args: &[&str]) -> Output {
-    Command::new(replay_bin())
-        .args(args)
-        .output()
-        .expect("run streamflix-replay")
+    Command::new(replay_bin()).args(args).output().expect("run streamflix-replay")
 }
 
 /// Runs `streamflix-replay ARGS` and asserts it succeeded.
@@ -167,24 +178,12 @@ pub fn consume(brokers: &str, prefix: &str) -> (Vec<Consumed>, ConsumeSummary) {
         .args(["--topic", &format!("{prefix}.tags=tags.schema.json")])
         .output()
         .expect("run consume.py");
-    assert!(
-        out.status.success(),
-        "consume.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary: ConsumeSummary = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "consume.py output {e}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    });
+    assert!(out.status.success(), "consume.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    let summary: ConsumeSummary = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("consume.py output {e}: {}", String::from_utf8_lossy(&out.stdout)));
     let text = std::fs::read_to_string(&out_file).unwrap();
-    let mut records: Vec<Consumed> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    records
-        .sort_by(|a, b| (&a.topic, a.partition, a.offset).cmp(&(&b.topic, b.partition, b.offset)));
+    let mut records: Vec<Consumed> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    records.sort_by(|a, b| (&a.topic, a.partition, a.offset).cmp(&(&b.topic, b.partition, b.offset)));
     (records, summary)
 }
 
@@ -233,24 +232,11 @@ pub fn consumed_events(records: &[Consumed]) -> Vec<SourceEvent> {
         .iter()
         .filter_map(|r| {
             let v = &r.value;
-            let (user, movie, ts) = (
-                v["user_id"].as_u64()? as u32,
-                v["movie_id"].as_u64()? as u32,
-                v["ts"].as_i64()?,
-            );
+            let (user, movie, ts) =
+                (v["user_id"].as_u64()? as u32, v["movie_id"].as_u64()? as u32, v["ts"].as_i64()?);
             match v["type"].as_str()? {
-                "rating" => Some(SourceEvent::Rating(
-                    user,
-                    movie,
-                    (v["rating"].as_f64()? * 2.0) as u32,
-                    ts,
-                )),
-                "tag" => Some(SourceEvent::Tag(
-                    user,
-                    movie,
-                    v["tag"].as_str()?.to_string(),
-                    ts,
-                )),
+                "rating" => Some(SourceEvent::Rating(user, movie, (v["rating"].as_f64()? * 2.0) as u32, ts)),
+                "tag" => Some(SourceEvent::Tag(user, movie, v["tag"].as_str()?.to_string(), ts)),
                 _ => None,
             }
         })
