@@ -32,7 +32,7 @@ pub struct Tally {
 }
 
 /// Replays `ds` through an in-process channel with `partitions` partitions per topic and
-/// consumes it, calling `progress` now and then.
+/// consumes it.
 ///
 /// # Errors
 /// Only if the channel breaks, which means the consumer thread died.
@@ -41,7 +41,6 @@ pub fn run(
     cfg: &ReplayConfig,
     partitions: u32,
     stop: &AtomicBool,
-    progress: &mut dyn FnMut(u64),
 ) -> anyhow::Result<(Summary, Tally)> {
     let (tx, rx) = sync_channel::<Outgoing>(8192);
     std::thread::scope(|s| {
@@ -69,9 +68,6 @@ pub fn run(
             let last = last_by_user.entry(user).or_insert(i64::MIN);
             tally.out_of_order += (out.ts < *last) as u64;
             *last = out.ts;
-            if (tally.ratings + tally.tags) % 65_536 == 0 {
-                progress(tally.ratings + tally.tags);
-            }
         }
         tally.users = last_by_user.len() as u64;
         let all = Topic::ALL.iter().flat_map(|t| watermark[*t as usize].iter().copied());
@@ -93,8 +89,7 @@ mod tests {
             GenerateConfig { users: 200, movies: 800, ratings: 20_000, tags: 500, ..Default::default() };
         let gen = generate(&cfg, dir.path(), |_| {}).unwrap();
         let ds = Dataset::load(dir.path(), true).unwrap();
-        let (summary, tally) =
-            run(&ds, &ReplayConfig::default(), 3, &AtomicBool::new(false), &mut |_| {}).unwrap();
+        let (summary, tally) = run(&ds, &ReplayConfig::default(), 3, &AtomicBool::new(false)).unwrap();
         assert_eq!((tally.ratings, tally.tags, tally.users), (20_000, 500, 200));
         assert_eq!(summary.events(), 20_500);
         assert_eq!((tally.out_of_order, tally.behind_watermark), (0, 0));

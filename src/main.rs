@@ -87,7 +87,6 @@ fn run(cli: Cli) -> Result<()> {
                 &ReplayConfig::default(),
                 partitions,
                 &AtomicBool::new(false),
-                &mut |_| {},
             )?;
             let secs = started.elapsed().as_secs_f64();
             println!(

@@ -10,6 +10,13 @@ use std::time::{Duration, Instant};
 
 use util::{consume, consumed_events, generated, replay_bin, replay_ok, source_events, Broker, Consumed};
 
+/// Runs `streamflix-replay run` against `brokers` and returns its `--json` summary.
+fn replay_json(data: &std::path::Path, brokers: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["run", "--data", data.to_str().unwrap(), "--brokers", brokers, "--quiet", "--json"];
+    args.extend_from_slice(extra);
+    serde_json::from_slice(&replay_ok(&args).stdout).unwrap()
+}
+
 fn seq(r: &Consumed) -> Option<u64> {
     (r.value["type"] != "heartbeat").then(|| r.value["seq"].as_u64().unwrap())
 }
@@ -19,16 +26,8 @@ fn replays_a_generated_dataset_exactly_once_in_event_time_order() {
     let broker = Broker::start();
     let data = generated(700, 100_000, 4_000);
 
-    let out = replay_ok(&[
-        "run",
-        "--data",
-        data.path().to_str().unwrap(),
-        "--brokers",
-        &broker.addr,
-        "--quiet",
-        "--json",
-    ]);
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let summary = replay_json(data.path(), &broker.addr, &[]);
+
     assert_eq!((summary["ratings"].as_u64(), summary["tags"].as_u64()), (Some(100_000), Some(4_000)));
 
     let (records, report) = consume(&broker.addr, "streamflix");
@@ -98,8 +97,7 @@ fn resume_after_sigkill_delivers_every_event_exactly_once() {
         "killed part-way: {sent_before} events on the topics"
     );
 
-    let out = replay_ok(&["run", "--data", dir, "--brokers", &broker.addr, "--quiet", "--resume", "--json"]);
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let summary = replay_json(data.path(), &broker.addr, &["--resume"]);
     assert!(summary["already_delivered"].as_u64().unwrap() > 0);
 
     let (records, report) = consume(&broker.addr, "streamflix");
@@ -126,19 +124,8 @@ fn speed_paces_the_replay_by_event_time() {
     std::fs::write(data.path().join("ratings.csv"), csv).unwrap();
 
     let started = Instant::now();
-    let out = replay_ok(&[
-        "run",
-        "--data",
-        data.path().to_str().unwrap(),
-        "--brokers",
-        &broker.addr,
-        "--quiet",
-        "--json",
-        "--speed",
-        "1000",
-    ]);
+    let summary = replay_json(data.path(), &broker.addr, &["--speed", "1000"]);
     let wall = started.elapsed().as_secs_f64();
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let paced = summary["seconds"].as_f64().unwrap();
     assert!((paced - 4.0).abs() <= 0.4, "first to last event took {paced:.3}s, expected 4.0s ± 10%");
     assert!((3.6..=4.4 + 3.0).contains(&wall), "process took {wall:.3}s (4.0s of pacing plus start-up)");

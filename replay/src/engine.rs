@@ -168,7 +168,9 @@ pub fn replay(
     let mut pacer = Pacer::new(cfg.speed, cfg.rate);
     let mut clock: Option<Clock> = None;
     let mut started: Option<Instant> = None;
-    let mut key = itoa_buf();
+    let mut key = String::with_capacity(10);
+    // Per topic and partition, the seq below which events are already delivered (all 0 unless
+    // resuming). Skipping uses it, and heartbeats never promise less than it.
     let floors = cfg.resume.clone().unwrap_or_else(|| partitions.map(|n| vec![0; n as usize]));
     // The seq of the first event this run did not get to (the whole dataset when it finished).
     let mut next_seq = dataset.len();
@@ -189,11 +191,9 @@ pub fn replay(
         };
         let user = event.user();
         let partition = partition_for(format_u32(&mut key, user), partitions[topic as usize]);
-        if let Some(resume) = &cfg.resume {
-            if resume[topic as usize].get(partition as usize).is_some_and(|&next| seq < next) {
-                summary.already_delivered += 1;
-                continue;
-            }
+        if floors[topic as usize].get(partition as usize).is_some_and(|&next| seq < next) {
+            summary.already_delivered += 1;
+            continue;
         }
         if cfg.limit.is_some_and(|limit| summary.events() >= limit) {
             summary.limit_reached = true;
@@ -300,10 +300,6 @@ fn wait_until(
         }
         std::thread::sleep((due - now).min(SLICE));
     }
-}
-
-fn itoa_buf() -> String {
-    String::with_capacity(10)
 }
 
 fn format_u32(buf: &mut String, v: u32) -> &[u8] {

@@ -80,10 +80,15 @@ pub struct KafkaOptions {
 }
 
 impl KafkaOptions {
-    fn client_config(&self) -> ClientConfig {
+    /// Client settings: bootstrap servers, then `defaults`, then the user's `-X` properties,
+    /// which therefore win. Every client (producer, admin, consumer) starts here.
+    fn client_config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
         let mut cfg = ClientConfig::new();
         cfg.set("bootstrap.servers", &self.brokers);
         cfg.set("socket.timeout.ms", "10000");
+        for (k, v) in defaults {
+            cfg.set(*k, *v);
+        }
         for (k, v) in &self.extra {
             cfg.set(k, v);
         }
@@ -95,11 +100,12 @@ impl KafkaOptions {
     }
 
     fn consumer_with(&self, settings: &[(&str, &str)]) -> Result<BaseConsumer<QuietEof>, KafkaSetupError> {
-        let mut cfg = self.client_config();
+        let mut cfg = self.client_config(&[]);
         cfg.set("group.id", "streamflix-replay-inspect");
         cfg.set("enable.auto.commit", "false");
         cfg.set("enable.partition.eof", "false");
-        // A consumer only reads here; producer-only keys passed with -X would make it fail.
+        // -X properties are meant for the producer; keep the common producer-only ones off this
+        // read-only consumer (librdkafka would warn about each).
         for k in ["enable.idempotence", "linger.ms", "compression.type", "acks", "batch.num.messages"] {
             cfg.remove(k);
         }
@@ -131,10 +137,17 @@ impl ConsumerContext for QuietEof {}
 /// # Errors
 /// The broker is unreachable.
 pub fn partition_count(opts: &KafkaOptions, topic: &str) -> Result<Option<u32>, KafkaSetupError> {
-    let consumer = opts.consumer()?;
+    partition_count_with(&opts.consumer()?, &opts.brokers, topic)
+}
+
+fn partition_count_with(
+    consumer: &BaseConsumer<QuietEof>,
+    brokers: &str,
+    topic: &str,
+) -> Result<Option<u32>, KafkaSetupError> {
     let md = consumer
         .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
-        .map_err(client_err(format!("cannot reach the broker at {}", opts.brokers)))?;
+        .map_err(client_err(format!("cannot reach the broker at {brokers}")))?;
     Ok(md.topics().iter().find(|t| t.name() == topic).and_then(|t| match t.error() {
         None if !t.partitions().is_empty() => Some(t.partitions().len() as u32),
         _ => None,
@@ -154,10 +167,13 @@ pub async fn ensure_topics(
     replication: u32,
     configs: &[(String, String)],
 ) -> Result<Vec<(u32, bool)>, KafkaSetupError> {
+    // One metadata client for every lookup below, including the wait for new topics.
+    let metadata = opts.consumer()?;
+    let count = |topic: &str| partition_count_with(&metadata, &opts.brokers, topic);
     let mut out = Vec::with_capacity(topics.len());
     let mut missing = Vec::new();
     for &t in topics {
-        match partition_count(opts, t)? {
+        match count(t)? {
             Some(n) => out.push((n, false)),
             None => {
                 missing.push(t);
@@ -167,7 +183,7 @@ pub async fn ensure_topics(
     }
     if !missing.is_empty() {
         let admin: AdminClient<DefaultClientContext> =
-            opts.client_config().create().map_err(client_err("cannot create a Kafka admin client"))?;
+            opts.client_config(&[]).create().map_err(client_err("cannot create a Kafka admin client"))?;
         let new: Vec<NewTopic> = missing
             .iter()
             .map(|t| {
@@ -193,7 +209,7 @@ pub async fn ensure_topics(
         for (i, &t) in topics.iter().enumerate() {
             if out[i].1 {
                 let deadline = std::time::Instant::now() + REQUEST_TIMEOUT;
-                while partition_count(opts, t)?.is_none() && std::time::Instant::now() < deadline {
+                while count(t)?.is_none() && std::time::Instant::now() < deadline {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
@@ -263,10 +279,9 @@ pub fn resume_positions(
     Ok(positions)
 }
 
-/// Counts deliveries and keeps the first failure, from librdkafka's delivery callbacks.
+/// Counts failed deliveries and keeps the first error, from librdkafka's delivery callbacks.
 #[derive(Default)]
 struct DeliveryTracker {
-    delivered: AtomicU64,
     failed: AtomicU64,
     first_error: Mutex<Option<String>>,
 }
@@ -279,15 +294,10 @@ impl ClientContext for TrackingContext {}
 impl ProducerContext for TrackingContext {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        match result {
-            Ok(_) => {
-                self.0.delivered.fetch_add(1, Ordering::Relaxed);
-            }
-            Err((e, _)) => {
-                self.0.failed.fetch_add(1, Ordering::Relaxed);
-                let mut first = self.0.first_error.lock().unwrap_or_else(|p| p.into_inner());
-                first.get_or_insert_with(|| e.to_string());
-            }
+        if let Err((e, _)) = result {
+            self.0.failed.fetch_add(1, Ordering::Relaxed);
+            let mut first = self.0.first_error.lock().unwrap_or_else(|p| p.into_inner());
+            first.get_or_insert_with(|| e.to_string());
         }
     }
 }
@@ -313,17 +323,14 @@ impl KafkaSink {
         topics: [String; 2],
         partitions: [u32; 2],
     ) -> Result<Self, KafkaSetupError> {
-        let mut cfg = ClientConfig::new();
-        cfg.set("bootstrap.servers", &opts.brokers);
-        cfg.set("enable.idempotence", "true");
-        cfg.set("linger.ms", "20");
-        cfg.set("batch.num.messages", "10000");
-        cfg.set("batch.size", "1000000");
-        cfg.set("queue.buffering.max.messages", "1000000");
-        cfg.set("queue.buffering.max.kbytes", "1048576");
-        for (k, v) in &opts.extra {
-            cfg.set(k, v);
-        }
+        let cfg = opts.client_config(&[
+            ("enable.idempotence", "true"),
+            ("linger.ms", "20"),
+            ("batch.num.messages", "10000"),
+            ("batch.size", "1000000"),
+            ("queue.buffering.max.messages", "1000000"),
+            ("queue.buffering.max.kbytes", "1048576"),
+        ]);
         let ctx = TrackingContext::default();
         let tracker = ctx.0.clone();
         let producer =
@@ -336,11 +343,6 @@ impl KafkaSink {
             payload: Vec::with_capacity(256),
             key: String::new(),
         })
-    }
-
-    /// Records acknowledged by the broker so far.
-    pub fn delivered(&self) -> u64 {
-        self.tracker.delivered.load(Ordering::Relaxed)
     }
 
     fn failure(&self) -> Option<SinkError> {
