@@ -1,98 +1,122 @@
-//! The embedded pipeline: replay and consumer in one process over a bounded channel, no broker.
+//! Embedded mode: the replay engine and the processor in one process, over a bounded channel.
 //!
-//! The replay engine runs on its own thread with a [`ChannelSink`]; the consumer reads the channel
-//! exactly as it would read Kafka partitions (same records, same partitioning, same heartbeats),
-//! so everything downstream is exercised without a broker.
+//! The replay runs on its own thread with a [`ChannelSink`]: the processor receives exactly what
+//! it would read from Kafka (same records, same partitioning, same heartbeats), so everything
+//! downstream is exercised without a broker. Resume positions are replay `seq`s per partition:
+//! restarting with the same `--state` continues where the checkpoint stopped.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::sync_channel;
+use std::time::Instant;
 
+use anyhow::Context;
 use streamflix_replay::dataset::Dataset;
 use streamflix_replay::engine::{self, ReplayConfig, Summary};
 use streamflix_replay::sink::{ChannelSink, Outgoing, Topic};
-use streamflix_schemas::StreamRecord;
+use streamflix_schemas::{topics, StreamRecord};
 
-/// What the consumer saw.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Tally {
-    /// Rating events received.
-    pub ratings: u64,
-    /// Tag events received.
-    pub tags: u64,
-    /// Heartbeats received.
-    pub heartbeats: u64,
-    /// Distinct users.
-    pub users: u64,
-    /// Events whose event time was earlier than a previous event of the same user (must be 0).
-    pub out_of_order: u64,
-    /// Events earlier than their partition's watermark (must be 0: heartbeats are promises).
-    pub behind_watermark: u64,
-    /// Global watermark at the end: min over partitions of the latest event time or heartbeat.
-    pub watermark: Option<i64>,
+use crate::pipeline::Pipeline;
+use crate::processor::Source;
+
+/// The embedded input's partitions: `partitions` per topic, ratings then tags.
+pub fn partition_list(partitions: u32) -> Vec<(String, u32)> {
+    [topics::RATINGS, topics::TAGS]
+        .iter()
+        .flat_map(|t| (0..partitions).map(move |p| (t.to_string(), p)))
+        .collect()
 }
 
-/// Replays `ds` through an in-process channel with `partitions` partitions per topic and
-/// consumes it.
+/// How an embedded run ended.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The replay's own summary (events sent this run).
+    pub replay: Summary,
+    /// Records the processor applied this run (events, heartbeats, dead letters).
+    pub records: u64,
+    /// Wall time of the run.
+    pub seconds: f64,
+    /// Stopped by a signal before the end of the data.
+    pub interrupted: bool,
+}
+
+/// Replays `ds` into `pipeline` with `partitions` partitions per topic, from the pipeline's
+/// resume positions. At the end of the data the watermark moves to the last event and a final
+/// checkpoint is written; when `stop` is raised, the current record finishes and a checkpoint is
+/// written.
 ///
 /// # Errors
-/// Only if the channel breaks, which means the consumer thread died.
+/// The pipeline failed (outputs or checkpoint), or the replay thread died.
 pub fn run(
     ds: &Dataset,
-    cfg: &ReplayConfig,
+    pipeline: &mut Pipeline,
+    replay_cfg: &ReplayConfig,
     partitions: u32,
     stop: &AtomicBool,
-) -> anyhow::Result<(Summary, Tally)> {
-    let (tx, rx) = sync_channel::<Outgoing>(8192);
-    std::thread::scope(|s| {
-        let replay = s.spawn(move || {
-            let mut sink = ChannelSink::new(tx, partitions);
-            engine::replay(ds, &mut sink, cfg, stop, &indicatif::ProgressBar::hidden())
-        });
-        let mut tally = Tally::default();
-        let mut last_by_user: std::collections::HashMap<u32, i64> = std::collections::HashMap::new();
-        let mut watermark = [vec![i64::MIN; partitions as usize], vec![i64::MIN; partitions as usize]];
-        for out in rx {
-            let wm = &mut watermark[out.topic as usize][out.partition as usize];
-            match &out.record {
-                StreamRecord::Heartbeat(h) => {
-                    tally.heartbeats += 1;
-                    *wm = (*wm).max(h.ts);
-                    continue;
-                }
-                StreamRecord::Rating(_) => tally.ratings += 1,
-                StreamRecord::Tag(_) => tally.tags += 1,
-            }
-            tally.behind_watermark += (out.ts < *wm) as u64;
-            *wm = (*wm).max(out.ts);
-            let user = out.key.unwrap_or_default();
-            let last = last_by_user.entry(user).or_insert(i64::MIN);
-            tally.out_of_order += (out.ts < *last) as u64;
-            *last = out.ts;
-        }
-        tally.users = last_by_user.len() as u64;
-        let all = Topic::ALL.iter().flat_map(|t| watermark[*t as usize].iter().copied());
-        tally.watermark = all.min().filter(|&w| w > i64::MIN);
-        let summary = replay.join().map_err(|_| anyhow::anyhow!("replay thread panicked"))??;
-        Ok((summary, tally))
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use streamflix_replay::generate::{generate, GenerateConfig};
-
-    #[test]
-    fn embedded_pipeline_delivers_everything_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg =
-            GenerateConfig { users: 200, movies: 800, ratings: 20_000, tags: 500, ..Default::default() };
-        let gen = generate(&cfg, dir.path(), |_| {}).unwrap();
-        let ds = Dataset::load(dir.path(), true).unwrap();
-        let (summary, tally) = run(&ds, &ReplayConfig::default(), 3, &AtomicBool::new(false)).unwrap();
-        assert_eq!((tally.ratings, tally.tags, tally.users), (20_000, 500, 200));
-        assert_eq!(summary.events(), 20_500);
-        assert_eq!((tally.out_of_order, tally.behind_watermark), (0, 0));
-        assert_eq!(tally.watermark, Some(gen.last_ts), "final heartbeats bring every partition to the end");
+    progress: &indicatif::ProgressBar,
+) -> anyhow::Result<Outcome> {
+    let started = Instant::now();
+    let p = partitions as usize;
+    let positions: Vec<u64> = pipeline.processor.partitions().iter().map(|s| s.position).collect();
+    let mut cfg = replay_cfg.clone();
+    if positions.iter().any(|&x| x > 0) {
+        cfg.resume = Some([positions[..p].to_vec(), positions[p..].to_vec()]);
     }
+    let (tx, rx) = sync_channel::<Outgoing>(16 * 1024);
+    let mut records = 0u64;
+    let mut key = String::new();
+    let result = std::thread::scope(|s| {
+        let replay = s.spawn(|| {
+            let mut sink = ChannelSink::new(tx, partitions);
+            engine::replay(ds, &mut sink, &cfg, stop, progress)
+        });
+        let mut failed = None;
+        for out in rx.iter() {
+            let index = match out.topic {
+                Topic::Ratings => 0,
+                Topic::Tags => p,
+            } + out.partition as usize;
+            let offset = match &out.record {
+                StreamRecord::Rating(r) => r.seq,
+                StreamRecord::Tag(t) => t.seq,
+                StreamRecord::Heartbeat(h) => h.next_seq,
+            };
+            let src = Source { index, offset, next: out.record.next_seq() };
+            key.clear();
+            if let Some(k) = out.key {
+                use std::fmt::Write;
+                let _ = write!(key, "{k}");
+            }
+            let k = out.key.map(|_| key.as_bytes());
+            if let Err(e) = pipeline.record(src, k, &out.record) {
+                failed = Some(e);
+                break;
+            }
+            records += 1;
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+        }
+        // Dropping the receiver unblocks a replay waiting on a full channel.
+        drop(rx);
+        let summary = replay.join().map_err(|_| anyhow::anyhow!("the replay thread panicked"))?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        Ok(summary)
+    });
+    let interrupted = stop.load(Ordering::Relaxed);
+    let summary = match result {
+        Ok(Ok(s)) => s,
+        // The channel closed under the replay because we stopped reading: an interruption.
+        Ok(Err(_)) if interrupted => Summary { interrupted: true, ..Default::default() },
+        Ok(Err(e)) => return Err(e).context("replay"),
+        Err(e) => return Err(e),
+    };
+    let interrupted = interrupted || summary.interrupted;
+    if interrupted {
+        pipeline.checkpoint(false)?;
+    } else {
+        pipeline.finish()?;
+    }
+    Ok(Outcome { replay: summary, records, seconds: started.elapsed().as_secs_f64(), interrupted })
 }

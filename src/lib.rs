@@ -1,7 +1,20 @@
 //! streamflix: the stream processor.
 //!
-//! This crate will hold the pure core (sessions, rolling features, churn, ALS), the sled state,
-//! the Kafka transport and the HTTP server. Today it holds the embedded pipeline's consumer side
-//! ([`embedded`]): what arrives over the in-process channel from the replay engine.
+//! The pure core ([`sessions`], [`features`], [`churn`], [`validate`], [`processor`]) turns
+//! records into per-user state and effects without I/O. Around it: the sled checkpoint
+//! ([`checkpoint`]), the transports ([`kafka`], [`embedded`]), the outputs ([`output`]), the HTTP
+//! server ([`server`]) and the driver loop that ties them together ([`pipeline`]).
 
+pub mod catalog;
+pub mod checkpoint;
+pub mod churn;
+pub mod config;
 pub mod embedded;
+pub mod features;
+pub mod kafka;
+pub mod output;
+pub mod pipeline;
+pub mod processor;
+pub mod server;
+pub mod sessions;
+pub mod validate;

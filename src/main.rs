@@ -1,18 +1,29 @@
 //! `streamflix`: the stream processor's command line.
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use anyhow::Result;
-use clap::{Parser, Subcommand};
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use streamflix::catalog::Catalog;
+use streamflix::checkpoint::Store;
+use streamflix::config::{parse_duration, CoreConfig};
+use streamflix::output::{JsonLinesSink, NullSink, OutputSink};
+use streamflix::pipeline::{open_processor, CheckpointPolicy, Pipeline, Status};
+use streamflix::server::{self, AppState};
 use streamflix_replay::dataset::Dataset;
 use streamflix_replay::engine::ReplayConfig;
 use streamflix_replay::generate::{generate, GenerateConfig};
+use streamflix_replay::kafka::KafkaOptions;
 use streamflix_replay::time::format_datetime;
 
-/// Streaming engagement analytics for a video platform, fed by MovieLens-style rating events.
+/// Streaming engagement analytics for a video platform, fed by MovieLens-style rating events:
+/// sessions, rolling RFM features and churn alerts per user, in event time, with exactly-once
+/// state in sled and an HTTP API.
 #[derive(Parser, Debug)]
 #[command(name = "streamflix", version, about)]
 struct Cli {
@@ -22,8 +33,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the whole pipeline in one process with no broker: generate a dataset (unless --data
-    /// is given), replay it in event-time order through an in-process channel, and consume it.
+    /// The whole pipeline in one process, no broker: generate a dataset (unless --data is given),
+    /// replay it through an in-process channel into the processor, print a summary, and serve
+    /// the HTTP API until Ctrl-C (or exit with --exit-when-done).
     Demo {
         /// Use this MovieLens directory instead of generating one.
         #[arg(long)]
@@ -37,13 +49,179 @@ enum Command {
         /// Generator seed.
         #[arg(long, default_value_t = 42)]
         seed: u64,
-        /// Partitions per topic in the in-process channel.
-        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1024))]
-        partitions: u32,
+        #[command(flatten)]
+        embedded: EmbeddedArgs,
+        #[command(flatten)]
+        serve: ServeArgs,
+        #[command(flatten)]
+        core: CoreArgs,
+    },
+    /// Process a MovieLens directory in embedded mode (replay and processor in one process, no
+    /// broker). With --state, a restart continues from the last checkpoint. Serves the HTTP API
+    /// and keeps serving after the input is exhausted, until interrupted.
+    Run {
+        /// MovieLens directory (ratings.csv or ratings.dat, movies, optional tags).
+        #[arg(long)]
+        data: PathBuf,
+        #[command(flatten)]
+        embedded: EmbeddedArgs,
+        #[command(flatten)]
+        serve: ServeArgs,
+        #[command(flatten)]
+        core: CoreArgs,
+    },
+    /// Consume <prefix>.ratings and <prefix>.tags from Kafka; publish <prefix>.sessions,
+    /// <prefix>.churn-alerts and <prefix>.dlq; checkpoint to --state; serve the HTTP API.
+    Process {
+        /// Kafka bootstrap servers.
+        #[arg(long, env = "STREAMFLIX_BROKERS")]
+        brokers: String,
+        /// Topic prefix.
+        #[arg(long, env = "STREAMFLIX_TOPIC_PREFIX", default_value = "streamflix")]
+        topic_prefix: String,
+        /// The movie catalog (movies.csv or movies.dat), for genres and unknown-movie checks.
+        #[arg(long, env = "STREAMFLIX_MOVIES")]
+        movies: PathBuf,
+        /// State directory (sled). Restarting with the same directory resumes exactly.
+        #[arg(long, env = "STREAMFLIX_STATE", default_value = "streamflix-state")]
+        state: PathBuf,
+        /// Consumer group, used only to commit positions for lag monitoring.
+        #[arg(long, env = "STREAMFLIX_GROUP_ID", default_value = "streamflix-processor")]
+        group_id: String,
+        /// Extra librdkafka property, KEY=VALUE (repeatable).
+        #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = key_value)]
+        kafka_property: Vec<(String, String)>,
+        #[command(flatten)]
+        serve: ServeArgs,
+        #[command(flatten)]
+        core: CoreArgs,
+    },
+    /// Print committed state from a state directory as JSON lines.
+    Dump {
+        /// State directory.
+        #[arg(long)]
+        state: PathBuf,
+        /// What to print.
+        #[arg(value_enum, default_value = "users")]
+        what: DumpWhat,
     },
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum DumpWhat {
+    /// Each user's status and features at the committed watermark.
+    Users,
+    /// Every closed session.
+    Sessions,
+    /// Each user's latest churn alert.
+    Alerts,
+    /// The checkpoint's meta record.
+    Meta,
+}
+
+/// Embedded-mode input options.
+#[derive(Args, Debug)]
+struct EmbeddedArgs {
+    /// State directory (sled). Default: a temporary directory, deleted at exit.
+    #[arg(long, env = "STREAMFLIX_STATE")]
+    state: Option<PathBuf>,
+    /// Write outputs as JSON lines (sessions.jsonl, churn-alerts.jsonl, dlq.jsonl) here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Partitions per topic in the in-process channel (fixed for a state directory).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    partitions: u32,
+    /// Pace the replay: event-seconds per wall-second (default: as fast as possible).
+    #[arg(long)]
+    speed: Option<f64>,
+}
+
+/// Serving and checkpointing options.
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// HTTP listen address (port 0 picks a free port).
+    #[arg(long, env = "STREAMFLIX_HTTP", default_value = "127.0.0.1:8080")]
+    http: SocketAddr,
+    /// Do not serve HTTP.
+    #[arg(long)]
+    no_http: bool,
+    /// Exit when the input is exhausted instead of serving until interrupted.
+    #[arg(long)]
+    exit_when_done: bool,
+    /// Checkpoint after this many records.
+    #[arg(long, env = "STREAMFLIX_CHECKPOINT_EVERY", default_value_t = 500_000, value_parser = clap::value_parser!(u64).range(1..))]
+    checkpoint_every: u64,
+    /// Checkpoint after this much wall time (e.g. 5s, 1m).
+    #[arg(long, env = "STREAMFLIX_CHECKPOINT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    checkpoint_interval: i64,
+}
+
+/// Analytics semantics (stored with the state; a restart must use the same).
+#[derive(Args, Debug)]
+struct CoreArgs {
+    /// A pause of at least this long ends a session.
+    #[arg(long, env = "STREAMFLIX_SESSION_GAP", default_value = "30m", value_parser = parse_duration)]
+    session_gap: i64,
+    /// How far behind its partition's newest event time an event may arrive (max 7d).
+    #[arg(long, env = "STREAMFLIX_ALLOWED_LATENESS", default_value = "5m", value_parser = parse_duration)]
+    allowed_lateness: i64,
+    /// Inactivity (in event time) after which a user has churned.
+    #[arg(long, env = "STREAMFLIX_CHURN_AFTER", default_value = "30d", value_parser = parse_duration)]
+    churn_after: i64,
+    /// Events that make a session a binge.
+    #[arg(long, env = "STREAMFLIX_BINGE_MIN_EVENTS", default_value_t = 5)]
+    binge_min_events: u32,
+    /// Let a user's first (onboarding) session count as a binge.
+    #[arg(long)]
+    binge_first_session: bool,
+    /// Events further than this beyond their partition's watermark go to the DLQ.
+    #[arg(long, env = "STREAMFLIX_MAX_FUTURE", default_value = "30d", value_parser = parse_duration)]
+    max_future: i64,
+    /// Payloads larger than this (bytes) go to the DLQ.
+    #[arg(long, env = "STREAMFLIX_MAX_PAYLOAD_BYTES", default_value_t = 65_536)]
+    max_payload_bytes: usize,
+}
+
+impl CoreArgs {
+    fn config(&self) -> Result<CoreConfig> {
+        let cfg = CoreConfig {
+            session_gap: self.session_gap,
+            allowed_lateness: self.allowed_lateness,
+            churn_after: self.churn_after,
+            binge_min_events: self.binge_min_events,
+            binge_first_session: self.binge_first_session,
+            max_future: self.max_future,
+            max_payload_bytes: self.max_payload_bytes,
+        };
+        cfg.validate().map_err(anyhow::Error::msg)?;
+        Ok(cfg)
+    }
+}
+
+impl ServeArgs {
+    fn policy(&self) -> CheckpointPolicy {
+        CheckpointPolicy {
+            every_records: self.checkpoint_every,
+            every: Duration::from_secs(self.checkpoint_interval.max(1) as u64),
+        }
+    }
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
 fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("STREAMFLIX_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -53,15 +231,103 @@ fn main() -> ExitCode {
     }
 }
 
+/// The async side: HTTP server and signal handling, on a small runtime beside the processor
+/// thread (which is the main thread: processing is CPU-bound and synchronous).
+struct Services {
+    rt: tokio::runtime::Runtime,
+    stop: Arc<AtomicBool>,
+    stopped: Arc<tokio::sync::Notify>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    addr: Option<SocketAddr>,
+}
+
+impl Services {
+    fn start(serve: &ServeArgs, store: &Store, status: &Arc<Status>) -> Result<Services> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::new(tokio::sync::Notify::new());
+        {
+            let (stop, stopped) = (stop.clone(), stopped.clone());
+            rt.spawn(async move {
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+                let term = async {
+                    match term.as_mut() {
+                        Some(t) => {
+                            t.recv().await;
+                        }
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term => {}
+                }
+                eprintln!("stopping: finishing the current record, checkpointing, flushing outputs…");
+                stop.store(true, Ordering::SeqCst);
+                stopped.notify_waiters();
+                // A second signal means: now.
+                let _ = tokio::signal::ctrl_c().await;
+                std::process::exit(130);
+            });
+        }
+        let (server, addr) = if serve.no_http {
+            (None, None)
+        } else {
+            let listener = rt.block_on(tokio::net::TcpListener::bind(serve.http)).with_context(|| {
+                format!("cannot listen on {} (pass --http with another address, or --no-http)", serve.http)
+            })?;
+            let addr = listener.local_addr()?;
+            let state = AppState { store: store.clone(), status: status.clone() };
+            let stop2 = stop.clone();
+            let stopped2 = stopped.clone();
+            let shutdown = async move {
+                while !stop2.load(Ordering::SeqCst) {
+                    let _ = tokio::time::timeout(Duration::from_millis(200), stopped2.notified()).await;
+                }
+            };
+            let handle = rt.spawn(server::serve(listener, state, shutdown));
+            println!("http: listening on http://{addr}");
+            (Some(handle), Some(addr))
+        };
+        Ok(Services { rt, stop, stopped, server, addr })
+    }
+
+    /// Blocks until a signal (unless `exit_now`), then stops the server gracefully.
+    fn finish(mut self, exit_now: bool) -> Result<()> {
+        if let Some(addr) = self.addr {
+            if !exit_now && !self.stop.load(Ordering::SeqCst) {
+                println!("serving http://{addr} (try /stats, /churn, /users/{{id}}); Ctrl-C to stop");
+                let (stop, stopped) = (self.stop.clone(), self.stopped.clone());
+                self.rt.block_on(async move {
+                    while !stop.load(Ordering::SeqCst) {
+                        let _ = tokio::time::timeout(Duration::from_millis(200), stopped.notified()).await;
+                    }
+                });
+            }
+        }
+        self.stop.store(true, Ordering::SeqCst);
+        self.stopped.notify_waiters();
+        if let Some(h) = self.server.take() {
+            self.rt.block_on(h).context("http server task")?.context("http server")?;
+        }
+        Ok(())
+    }
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Demo { data, users, ratings, seed, partitions } => {
+        Command::Demo { data, users, ratings, seed, embedded, serve, core } => {
+            let cfg = core.config()?;
             let tmp;
             let dir = match data {
                 Some(d) => d,
                 None => {
                     tmp = tempfile::tempdir()?;
-                    let cfg = GenerateConfig {
+                    let g = GenerateConfig {
                         users,
                         movies: (users * 4).max(1_000),
                         ratings,
@@ -70,42 +336,227 @@ fn run(cli: Cli) -> Result<()> {
                         ..Default::default()
                     };
                     let started = Instant::now();
-                    let g = generate(&cfg, tmp.path(), |_| {})?;
+                    let s = generate(&g, tmp.path(), |_| {})?;
                     println!(
-                        "generated {} ratings and {} tags from {} users in {:.1}s ({} churned by the end, {} returned)",
-                        g.ratings, g.tags, g.users, started.elapsed().as_secs_f64(), g.churned_at_end, g.returned
+                        "generated {} ratings and {} tags from {} users in {:.1}s ({} inactive at the end, {} came back after 30+ days)",
+                        s.ratings, s.tags, s.users, started.elapsed().as_secs_f64(), s.churned_at_end, s.returned
                     );
                     tmp.path().to_path_buf()
                 }
             };
-            let started = Instant::now();
-            let ds = Dataset::load(&dir, true)?;
-            println!("read and sorted {} events in {:.2}s", ds.len(), started.elapsed().as_secs_f64());
-            let started = Instant::now();
-            let (summary, tally) = streamflix::embedded::run(
-                &ds,
-                &ReplayConfig::default(),
-                partitions,
-                &AtomicBool::new(false),
+            run_embedded(&dir, cfg, &embedded, &serve, true)
+        }
+        Command::Run { data, embedded, serve, core } => {
+            run_embedded(&data, core.config()?, &embedded, &serve, false)
+        }
+        Command::Process { brokers, topic_prefix, movies, state, group_id, kafka_property, serve, core } => {
+            let cfg = core.config()?;
+            let catalog = Arc::new(Catalog::load(&movies)?);
+            let opts = KafkaOptions { brokers, extra: kafka_property };
+            let topics = streamflix::kafka::Topics::with_prefix(&topic_prefix);
+            let partitions = streamflix::kafka::input_partitions(&opts, &topics)?;
+            let store = Store::open(&state)?;
+            let (processor, checkpoints) = open_processor(&store, "kafka", cfg, catalog, partitions.clone())?;
+            let status = Arc::new(Status::default());
+            status.ready.store(checkpoints > 0, Ordering::Relaxed);
+            let services = Services::start(&serve, &store, &status)?;
+            let n = partitions.iter().filter(|(t, _)| *t == topics.ratings).count() as u32;
+            let outs = [topics.sessions.as_str(), topics.alerts.as_str(), topics.dlq.as_str()];
+            services
+                .rt
+                .block_on(streamflix_replay::kafka::ensure_topics(
+                    &opts,
+                    &outs,
+                    n.max(1),
+                    1,
+                    &[("retention.ms".into(), "-1".into())],
+                ))
+                .context("creating output topics")?;
+            let sink = streamflix::kafka::KafkaOutputs::new(&opts, topics.clone())?;
+            let mut pipeline =
+                Pipeline::new(processor, store, Box::new(sink), "kafka", serve.policy(), checkpoints, status);
+            if checkpoints > 0 {
+                println!("resuming from checkpoint {checkpoints} in {}", state.display());
+            }
+            let outcome = streamflix::kafka::run(
+                &opts,
+                &group_id,
+                &mut pipeline,
+                serve.exit_when_done,
+                &services.stop,
             )?;
-            let secs = started.elapsed().as_secs_f64();
-            println!(
-                "replayed {} ratings + {} tags + {} heartbeats in-process in {:.2}s ({:.0} events/s)",
-                tally.ratings,
-                tally.tags,
-                tally.heartbeats,
-                secs,
-                summary.events() as f64 / secs
-            );
-            println!(
-                "{} users; per-user order violations: {}; events behind their watermark: {}; final watermark {}",
-                tally.users,
-                tally.out_of_order,
-                tally.behind_watermark,
-                tally.watermark.map(format_datetime).unwrap_or_else(|| "-".into())
-            );
-            println!("(sessions, RFM, churn and recommendations arrive with the processor; see README)");
+            print_summary(&pipeline, outcome.records, outcome.seconds);
+            services.finish(serve.exit_when_done)
+        }
+        Command::Dump { state, what } => dump(&state, what),
+    }
+}
+
+fn run_embedded(dir: &Path, cfg: CoreConfig, e: &EmbeddedArgs, serve: &ServeArgs, demo: bool) -> Result<()> {
+    let movies = streamflix_replay::movielens::find(dir, "movies")
+        .with_context(|| format!("no movies.csv or movies.dat in {}", dir.display()))?;
+    let catalog = Arc::new(Catalog::load(&movies)?);
+    let started = Instant::now();
+    let ds = Dataset::load(dir, true)?;
+    for r in &ds.reports {
+        for line in r.describe() {
+            eprintln!("warning: {line}");
+        }
+    }
+    println!("read and sorted {} events in {:.2}s", ds.len(), started.elapsed().as_secs_f64());
+    let tmp;
+    let state_dir = match &e.state {
+        Some(s) => s.clone(),
+        None => {
+            tmp = tempfile::tempdir()?;
+            tmp.path().to_path_buf()
+        }
+    };
+    let store = Store::open(&state_dir)?;
+    let partitions = streamflix::embedded::partition_list(e.partitions);
+    let (processor, checkpoints) = open_processor(&store, "embedded", cfg, catalog, partitions)?;
+    if checkpoints > 0 {
+        println!("resuming from checkpoint {checkpoints} in {}", state_dir.display());
+    }
+    let status = Arc::new(Status::default());
+    status.ready.store(checkpoints > 0, Ordering::Relaxed);
+    let services = Services::start(serve, &store, &status)?;
+    let sink: Box<dyn OutputSink> = match &e.out {
+        Some(d) => Box::new(JsonLinesSink::open(d)?),
+        None => Box::new(NullSink),
+    };
+    let mut pipeline = Pipeline::new(processor, store, sink, "embedded", serve.policy(), checkpoints, status);
+    let replay_cfg = ReplayConfig { speed: e.speed, ..Default::default() };
+    if let Some(s) = e.speed {
+        if !(s.is_finite() && s > 0.0) {
+            bail!("--speed must be a positive number, got {s}");
+        }
+    }
+    let progress = indicatif::ProgressBar::new(ds.len());
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} events {per_sec} eta {eta} — {msg}")
+            .expect("valid template"),
+    );
+    let outcome =
+        streamflix::embedded::run(&ds, &mut pipeline, &replay_cfg, e.partitions, &services.stop, &progress)?;
+    progress.finish_and_clear();
+    print_summary(&pipeline, outcome.records, outcome.seconds);
+    if outcome.interrupted {
+        println!(
+            "interrupted; checkpoint written{}",
+            if e.state.is_some() { ", run again to continue" } else { "" }
+        );
+    }
+    if demo {
+        print_demo_hints(&pipeline);
+    }
+    services.finish(serve.exit_when_done || outcome.interrupted)
+}
+
+fn print_summary(p: &Pipeline, records: u64, seconds: f64) {
+    let c = p.processor.counters();
+    let t = &p.checkpoint_totals;
+    println!(
+        "processed {records} records in {seconds:.2}s ({:.0} records/s): {} ratings, {} tags, {} heartbeats, {} dead letters",
+        records as f64 / seconds.max(1e-9),
+        c.ratings,
+        c.tags,
+        c.heartbeats,
+        c.dead_total()
+    );
+    for (reason, n) in &c.dead_letters {
+        println!("  dead letters {reason}: {n}");
+    }
+    println!(
+        "{} users; {} sessions closed ({} binges); {} churned now ({} churn alerts, {} reactivations); watermark {}",
+        p.processor.users().len(),
+        c.sessions_closed,
+        c.binge_sessions,
+        c.churned_now,
+        c.churned_alerts,
+        c.reactivated_alerts,
+        p.processor.watermark().map(format_datetime).unwrap_or_else(|| "-".into())
+    );
+    println!(
+        "checkpoints: {} this run, {:.1} MB written in {:.2}s; state on disk {:.1} MB",
+        p.status.checkpoints.load(Ordering::Relaxed),
+        t.bytes as f64 / 1e6,
+        t.duration.as_secs_f64(),
+        p.store().size_on_disk() as f64 / 1e6
+    );
+}
+
+fn print_demo_hints(p: &Pipeline) {
+    let users = p.processor.users();
+    let churned = users.iter().filter(|(_, s)| s.churn.churned).map(|(u, _)| *u).min();
+    let active = users.iter().filter(|(_, s)| !s.churn.churned).map(|(u, _)| *u).min();
+    let wm = p.processor.watermark().unwrap_or(0);
+    let names = p.processor.catalog().genre_names();
+    let mut fav: std::collections::BTreeMap<String, u64> = Default::default();
+    for st in users.values().filter(|s| !s.churn.churned) {
+        if let Some(g) = st.features(wm, names).favourite_genre {
+            *fav.entry(g).or_default() += 1;
+        }
+    }
+    let mut fav: Vec<_> = fav.into_iter().collect();
+    fav.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let top: Vec<String> = fav.iter().take(5).map(|(g, n)| format!("{g} ({n})")).collect();
+    println!("favourite genres of active users: {}", top.join(", "));
+    if let Some(u) = active {
+        println!("an active user: /users/{u}  and its sessions: /users/{u}/sessions?limit=5");
+    }
+    if let Some(u) = churned {
+        println!("a churned user: /users/{u}; all churned users: /churn?status=churned&limit=20");
+    }
+}
+
+fn dump(state: &Path, what: DumpWhat) -> Result<()> {
+    use std::io::Write;
+    if !state.exists() {
+        bail!("no state directory at {}", state.display());
+    }
+    let store = Store::open(state)?;
+    let meta = store.meta()?.with_context(|| format!("{} has no checkpoint", state.display()))?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let r: Result<()> = (|| {
+        match what {
+            DumpWhat::Meta => writeln!(out, "{}", serde_json::to_string(&meta)?)?,
+            DumpWhat::Users => {
+                for kv in store.all_users() {
+                    let (u, st) = kv?;
+                    let f = st.features(meta.watermark.unwrap_or(st.activity.last), &meta.genres);
+                    let v = serde_json::json!({
+                        "user_id": u,
+                        "status": if st.churn.churned { "churned" } else { "active" },
+                        "churn_episodes": st.churn.episodes,
+                        "features": f,
+                    });
+                    writeln!(out, "{v}")?;
+                }
+            }
+            DumpWhat::Sessions => {
+                for s in store.all_sessions() {
+                    writeln!(out, "{}", serde_json::to_string(&s?)?)?;
+                }
+            }
+            DumpWhat::Alerts => {
+                for a in store.alerts(None, usize::MAX, None)? {
+                    writeln!(out, "{}", serde_json::to_string(&a)?)?;
+                }
+            }
+        }
+        out.flush()?;
+        Ok(())
+    })();
+    // A closed pipe (`| head`) is not an error.
+    match r {
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
             Ok(())
         }
+        r => r,
     }
 }

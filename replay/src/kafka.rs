@@ -82,7 +82,7 @@ pub struct KafkaOptions {
 impl KafkaOptions {
     /// Client settings: bootstrap servers, then `defaults`, then the user's `-X` properties,
     /// which therefore win. Every client (producer, admin, consumer) starts here.
-    fn client_config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+    pub fn client_config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
         let mut cfg = ClientConfig::new();
         cfg.set("bootstrap.servers", &self.brokers);
         cfg.set("socket.timeout.ms", "10000");
@@ -281,13 +281,26 @@ pub fn resume_positions(
 
 /// Counts failed deliveries and keeps the first error, from librdkafka's delivery callbacks.
 #[derive(Default)]
-struct DeliveryTracker {
+pub struct DeliveryTracker {
     failed: AtomicU64,
     first_error: Mutex<Option<String>>,
 }
 
+impl DeliveryTracker {
+    /// Failed deliveries so far and the first error, if any failed.
+    pub fn failures(&self) -> Option<(u64, String)> {
+        let failed = self.failed.load(Ordering::Relaxed);
+        (failed > 0).then(|| {
+            let first =
+                self.first_error.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default();
+            (failed, first)
+        })
+    }
+}
+
+/// Producer context that records delivery failures in a shared [`DeliveryTracker`].
 #[derive(Clone, Default)]
-struct TrackingContext(Arc<DeliveryTracker>);
+pub struct TrackingContext(pub Arc<DeliveryTracker>);
 
 impl ClientContext for TrackingContext {}
 
@@ -346,9 +359,7 @@ impl KafkaSink {
     }
 
     fn failure(&self) -> Option<SinkError> {
-        let failed = self.tracker.failed.load(Ordering::Relaxed);
-        (failed > 0).then(|| {
-            let first = self.tracker.first_error.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default();
+        self.tracker.failures().map(|(failed, first)| {
             SinkError::Kafka(format!(
                 "{failed} records were not delivered (first error: {first}); run again with --resume to send the rest"
             ))

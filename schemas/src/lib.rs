@@ -25,6 +25,13 @@ pub mod topics {
     pub const RATINGS: &str = "streamflix.ratings";
     /// Tag events and clock heartbeats, keyed by user id.
     pub const TAGS: &str = "streamflix.tags";
+    /// Closed-session summaries ([`crate::SessionSummary`]), keyed by user id.
+    pub const SESSIONS: &str = "streamflix.sessions";
+    /// Churn alerts ([`crate::ChurnAlert`]), keyed by user id; the latest record per key is the
+    /// user's current status, so the topic can be compacted.
+    pub const CHURN_ALERTS: &str = "streamflix.churn-alerts";
+    /// Records the processor could not use ([`crate::DeadLetter`]), keyed by the original key.
+    pub const DLQ: &str = "streamflix.dlq";
 }
 
 /// A user rated a movie (MovieLens `ratings.csv` row).
@@ -109,6 +116,162 @@ impl StreamRecord {
         }
     }
 }
+
+/// A user's session: a run of activity (ratings and tags) with no pause of `gap` or more, closed
+/// once the watermark has passed its end + gap. Published to [`topics::SESSIONS`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionSummary {
+    /// Schema version, [`SCHEMA_VERSION`].
+    pub v: u32,
+    /// `"{user_id}-{start}"`: deterministic, so a re-published session (after a crash) carries the
+    /// same id and consumers can deduplicate.
+    pub session_id: String,
+    /// The user.
+    pub user_id: u32,
+    /// Event time of the first event, seconds since the epoch.
+    pub start: i64,
+    /// Event time of the last event.
+    pub end: i64,
+    /// Events in the session (ratings + tags).
+    pub events: u32,
+    /// Ratings in the session.
+    pub ratings: u32,
+    /// Tags in the session.
+    pub tags: u32,
+    /// Distinct genres of the movies touched, in catalog order.
+    pub genres: Vec<String>,
+    /// Mean of the session's ratings; `null` for a session of tags only.
+    pub mean_rating: Option<f64>,
+    /// At least the binge threshold of events, and not the user's first (onboarding) session
+    /// unless configured otherwise.
+    pub binge: bool,
+    /// The user's first session (MovieLens's onboarding burst).
+    pub first: bool,
+}
+
+/// A user's engagement features, evaluated at event time `as_of`.
+///
+/// Trailing windows are in whole UTC days: `events_7d` counts events on the 7 UTC days ending
+/// with `as_of`'s day (that day included). Events after `as_of` are not counted by windows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserFeatures {
+    /// The event time these features describe (the watermark, or the moment of churn).
+    pub as_of: i64,
+    /// Days from the last activity to `as_of` (fractional; 0 if the last activity is later).
+    pub recency_days: f64,
+    /// Event time of the latest activity.
+    pub last_activity: i64,
+    /// Event time of the first activity (the user's cohort).
+    pub first_seen: i64,
+    /// `YYYY-MM` of `first_seen`, UTC.
+    pub cohort: String,
+    /// Events (ratings + tags) in the trailing 7 UTC days.
+    pub events_7d: u64,
+    /// Events in the trailing 30 UTC days.
+    pub events_30d: u64,
+    /// Events in the trailing 90 UTC days.
+    pub events_90d: u64,
+    /// All events ever.
+    pub events_lifetime: u64,
+    /// Ratings ever.
+    pub ratings: u64,
+    /// Tags ever.
+    pub tags: u64,
+    /// Mean rating; `null` without ratings.
+    pub rating_mean: Option<f64>,
+    /// Population standard deviation of the ratings; `null` without ratings.
+    pub rating_std: Option<f64>,
+    /// Ratings per genre (a movie counts once for each of its genres); genres never rated are
+    /// left out.
+    pub genres: std::collections::BTreeMap<String, u64>,
+    /// The genre with the most ratings (ties: first in catalog order); `null` without ratings.
+    pub favourite_genre: Option<String>,
+    /// Shannon entropy of the genre distribution divided by ln(number of catalog genres):
+    /// 0 = one genre only, 1 = all genres equally.
+    pub genre_diversity: f64,
+    /// Closed sessions.
+    pub sessions: u64,
+    /// Sessions still open at `as_of` (their end + gap is not yet passed).
+    pub open_sessions: u64,
+    /// Mean length of the closed sessions, minutes (last event − first event).
+    pub mean_session_minutes: Option<f64>,
+    /// Closed sessions that were binges.
+    pub binge_sessions: u64,
+    /// Distinct UTC days with activity.
+    pub active_days: u64,
+}
+
+/// Whether a churn alert reports an inactivity episode starting or ending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChurnStatus {
+    /// No activity for the churn period.
+    Churned,
+    /// The first activity after a churn.
+    Reactivated,
+}
+
+/// A churn lifecycle event. Published to [`topics::CHURN_ALERTS`], keyed by user id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChurnAlert {
+    /// Schema version, [`SCHEMA_VERSION`].
+    pub v: u32,
+    /// `"{user_id}-{last_activity}-{status}"`: one inactivity episode has one `churned` and at
+    /// most one `reactivated` alert, and a re-published alert (after a crash) has the same id.
+    pub alert_id: String,
+    /// The user.
+    pub user_id: u32,
+    /// `churned` or `reactivated`.
+    pub status: ChurnStatus,
+    /// Event time of the transition: last activity + churn period for `churned`, the returning
+    /// event's time for `reactivated`.
+    pub at: i64,
+    /// The last activity before the inactivity episode.
+    pub last_activity: i64,
+    /// Days without activity: the churn period for `churned`, the whole gap for `reactivated`.
+    pub inactive_days: f64,
+    /// The user's features at `at` (before the returning event, for `reactivated`).
+    pub features: UserFeatures,
+}
+
+/// Where a record came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourcePosition {
+    /// Topic (or `embedded.ratings` / `embedded.tags` in embedded mode).
+    pub topic: String,
+    /// Partition.
+    pub partition: u32,
+    /// Offset (in embedded mode, the record's replay `seq`).
+    pub offset: u64,
+}
+
+/// A record the processor could not use, with the reason. Published to [`topics::DLQ`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Schema version, [`SCHEMA_VERSION`].
+    pub v: u32,
+    /// Machine-readable reason, e.g. `undecodable_json`, `unknown_movie` (README lists them).
+    pub reason: String,
+    /// Human-readable detail.
+    pub detail: String,
+    /// Where the record was read.
+    pub source: SourcePosition,
+    /// The original key, if it was UTF-8.
+    pub key: Option<String>,
+    /// The original payload, if it was UTF-8 (truncated to 64 KiB for oversized payloads).
+    pub payload: Option<String>,
+    /// The original payload in hex, when it was not UTF-8 (truncated like `payload`).
+    pub payload_hex: Option<String>,
+    /// Size of the original payload in bytes.
+    pub payload_bytes: u64,
+}
+
+/// The JSON Schema of the sessions topic.
+pub const SESSIONS_TOPIC_SCHEMA: &str = include_str!("../json/sessions.schema.json");
+/// The JSON Schema of the churn-alerts topic.
+pub const CHURN_ALERTS_TOPIC_SCHEMA: &str = include_str!("../json/churn-alerts.schema.json");
+/// The JSON Schema of the dead-letter topic.
+pub const DLQ_TOPIC_SCHEMA: &str = include_str!("../json/dlq.schema.json");
 
 /// The JSON Schema of the ratings topic's payloads (ratings and heartbeats).
 pub const RATINGS_TOPIC_SCHEMA: &str = include_str!("../json/ratings.schema.json");

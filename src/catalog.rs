@@ -1,0 +1,133 @@
+//! The movie catalog: which genres each movie belongs to.
+//!
+//! Genres are interned to bit positions in alphabetical order, so a movie's genres are one `u64`
+//! and a user's genre counts are a small array. Alphabetical order makes the mapping depend only
+//! on the set of genre names, which the checkpoint records and checks on restart.
+
+use std::path::Path;
+
+use rustc_hash::FxHashMap;
+use streamflix_replay::movielens::{self, Movie};
+
+/// MovieLens's marker for a movie without genres; not a genre.
+const NO_GENRES: &str = "(no genres listed)";
+
+/// Most genres a catalog may have (one bit each in a `u64`).
+pub const MAX_GENRES: usize = 64;
+
+/// Errors loading the catalog.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// The movies file could not be read.
+    #[error(transparent)]
+    Read(#[from] movielens::Error),
+    /// Too many distinct genres to index.
+    #[error("{path}: {count} distinct genres; at most {MAX_GENRES} are supported")]
+    TooManyGenres {
+        /// The movies file.
+        path: String,
+        /// Distinct genres found.
+        count: usize,
+    },
+}
+
+/// Movie id → genres (and title, for humans).
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    genres: Vec<String>,
+    movies: FxHashMap<u32, (u64, Box<str>)>,
+}
+
+impl Catalog {
+    /// Loads `movies.csv` (or ml-1m `movies.dat`).
+    ///
+    /// # Errors
+    /// The file is missing or unreadable, or has more than [`MAX_GENRES`] genres.
+    pub fn load(path: &Path) -> Result<Catalog, CatalogError> {
+        let (movies, _report) = movielens::read_movies(path)?;
+        Catalog::from_movies(&movies)
+            .map_err(|count| CatalogError::TooManyGenres { path: path.display().to_string(), count })
+    }
+
+    /// Builds the catalog from parsed movies; `Err(n)` if there are more than [`MAX_GENRES`].
+    pub fn from_movies(movies: &[Movie]) -> Result<Catalog, usize> {
+        let mut genres: Vec<String> =
+            movies.iter().flat_map(|m| m.genres.iter()).filter(|g| *g != NO_GENRES).cloned().collect();
+        genres.sort_unstable();
+        genres.dedup();
+        if genres.len() > MAX_GENRES {
+            return Err(genres.len());
+        }
+        let mut map = FxHashMap::default();
+        map.reserve(movies.len());
+        for m in movies {
+            let mask = m
+                .genres
+                .iter()
+                .filter_map(|g| genres.binary_search(g).ok())
+                .fold(0u64, |mask, i| mask | (1 << i));
+            map.insert(m.id, (mask, m.title.clone().into_boxed_str()));
+        }
+        Ok(Catalog { genres, movies: map })
+    }
+
+    /// The movie's genre bits, or `None` for a movie not in the catalog.
+    #[inline]
+    pub fn genres_of(&self, movie: u32) -> Option<u64> {
+        self.movies.get(&movie).map(|(mask, _)| *mask)
+    }
+
+    /// The movie's title.
+    pub fn title(&self, movie: u32) -> Option<&str> {
+        self.movies.get(&movie).map(|(_, t)| &**t)
+    }
+
+    /// Genre names, in bit order.
+    pub fn genre_names(&self) -> &[String] {
+        &self.genres
+    }
+
+    /// Names of the genres in `mask`, in bit order.
+    pub fn names(&self, mask: u64) -> Vec<String> {
+        self.genres.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, g)| g.clone()).collect()
+    }
+
+    /// Movies in the catalog.
+    pub fn len(&self) -> usize {
+        self.movies.len()
+    }
+
+    /// Whether the catalog has no movies.
+    pub fn is_empty(&self) -> bool {
+        self.movies.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn movie(id: u32, genres: &[&str]) -> Movie {
+        Movie {
+            id,
+            title: format!("M{id}"),
+            year: None,
+            genres: genres.iter().map(|g| g.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn genres_are_bits_in_alphabetical_order() {
+        let c = Catalog::from_movies(&[
+            movie(1, &["Drama", "Comedy"]),
+            movie(2, &["(no genres listed)"]),
+            movie(3, &["Action"]),
+        ])
+        .unwrap();
+        assert_eq!(c.genre_names(), ["Action", "Comedy", "Drama"]);
+        assert_eq!(c.genres_of(1), Some(0b110));
+        assert_eq!(c.genres_of(2), Some(0));
+        assert_eq!(c.genres_of(9), None);
+        assert_eq!(c.names(0b101), ["Action", "Drama"]);
+    }
+}

@@ -1,0 +1,465 @@
+//! Durable state in sled: the one path by which the processor's state reaches disk.
+//!
+//! A checkpoint writes, in **one sled batch** (atomic: all of it or none of it survives a crash),
+//! the users changed since the previous checkpoint, the sessions closed and the latest churn
+//! alert of each user that got one, and a meta record holding the per-partition resume positions,
+//! watermarks, counters and the configuration. Resume positions and state therefore always
+//! describe the same point in the input: on start the processor loads the checkpoint and reads
+//! the input from exactly those positions (exactly-once state). Outputs published after the last
+//! checkpoint are published again on restart, with the same ids (at-least-once outputs).
+//!
+//! Keys (one tree, so one batch covers everything):
+//! - `m` → [`Meta`] as JSON;
+//! - `u` + user (u32 BE) → [`STATE_VERSION`] byte + postcard [`UserState`];
+//! - `s` + user (BE) + start (i64 BE, sign-flipped) → closed session, JSON;
+//! - `c` + user (BE) → the user's latest churn alert, JSON.
+//!
+//! The HTTP server reads the same database, so it only ever sees committed state.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use streamflix_schemas::{ChurnAlert, ChurnStatus, SessionSummary};
+
+use crate::config::CoreConfig;
+use crate::processor::{Counters, PartitionState, Processor, UserState};
+
+/// Version of the stored layout and values; bumped (with a migration) on incompatible change.
+pub const STATE_VERSION: u8 = 1;
+
+const META: &[u8] = b"m";
+
+/// Errors of the state store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled failed (I/O, corruption, or the directory is locked by another process).
+    #[error("state store {path}: {source}")]
+    Sled {
+        /// The state directory.
+        path: String,
+        /// What sled said.
+        source: sled::Error,
+    },
+    /// A stored value does not decode.
+    #[error("state store: corrupt {what}: {detail}")]
+    Corrupt {
+        /// Which value.
+        what: String,
+        /// Why.
+        detail: String,
+    },
+    /// The checkpoint was written by an incompatible version or with different settings.
+    #[error("state store {path}: {detail}")]
+    Incompatible {
+        /// The state directory.
+        path: String,
+        /// What differs, and what to do.
+        detail: String,
+    },
+}
+
+/// The checkpoint's header: where the input stands and how the state was computed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Meta {
+    /// [`STATE_VERSION`] at write time.
+    pub version: u8,
+    /// `kafka` or `embedded`: positions mean offsets or replay seqs.
+    pub mode: String,
+    /// The analytics settings the state was computed with.
+    pub config: CoreConfig,
+    /// Catalog genres, by bit (the meaning of stored genre counts).
+    pub genres: Vec<String>,
+    /// Input partitions: resume positions and watermarks.
+    pub partitions: Vec<PartitionState>,
+    /// Global watermark.
+    pub watermark: Option<i64>,
+    /// Running totals.
+    pub counters: Counters,
+    /// Users in the state.
+    pub users: u64,
+    /// Checkpoints written so far.
+    pub checkpoints: u64,
+    /// Wall-clock time of this checkpoint, ms since the epoch (operational only).
+    pub written_at_ms: i64,
+    /// The input was finite and has been consumed to its end.
+    pub finished: bool,
+}
+
+/// A loaded checkpoint: its meta record and every user.
+pub type Loaded = (Meta, FxHashMap<u32, UserState>);
+
+/// What one checkpoint wrote.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CheckpointStats {
+    /// Users written.
+    pub users: usize,
+    /// Sessions written.
+    pub sessions: usize,
+    /// Bytes of keys and values written.
+    pub bytes: u64,
+    /// Time spent, including the fsync.
+    pub duration: Duration,
+}
+
+/// The sled database holding the checkpoint. Cheap to clone (shared handle).
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    path: String,
+}
+
+fn user_key(prefix: u8, user: u32) -> [u8; 5] {
+    let mut k = [prefix, 0, 0, 0, 0];
+    k[1..].copy_from_slice(&user.to_be_bytes());
+    k
+}
+
+fn session_key(user: u32, start: i64) -> [u8; 13] {
+    let mut k = [0u8; 13];
+    k[0] = b's';
+    k[1..5].copy_from_slice(&user.to_be_bytes());
+    // Flip the sign bit so byte order is numeric order for negative times too.
+    k[5..].copy_from_slice(&((start as u64) ^ (1 << 63)).to_be_bytes());
+    k
+}
+
+/// Encodes a user's state as stored.
+pub fn encode_user(st: &UserState) -> Vec<u8> {
+    let mut v = vec![STATE_VERSION];
+    // postcard cannot fail on these types (no maps with non-string keys, no unsized data).
+    v.extend(postcard::to_stdvec(st).expect("UserState serializes"));
+    v
+}
+
+/// Decodes a stored user state.
+///
+/// # Errors
+/// Unknown version byte or undecodable bytes.
+pub fn decode_user(bytes: &[u8]) -> Result<UserState, String> {
+    match bytes.split_first() {
+        Some((&STATE_VERSION, rest)) => postcard::from_bytes(rest).map_err(|e| e.to_string()),
+        Some((v, _)) => Err(format!("state version {v}, this build reads {STATE_VERSION}")),
+        None => Err("empty value".into()),
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the state directory.
+    ///
+    /// # Errors
+    /// sled cannot open it (permissions, corruption, or another process holds its lock).
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let path = dir.display().to_string();
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(256 * 1024 * 1024)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|source| StoreError::Sled { path: path.clone(), source })?;
+        Ok(Store { db, path })
+    }
+
+    fn sled<T>(&self, r: sled::Result<T>) -> Result<T, StoreError> {
+        r.map_err(|source| StoreError::Sled { path: self.path.clone(), source })
+    }
+
+    /// The committed meta record, if a checkpoint exists.
+    ///
+    /// # Errors
+    /// I/O or a corrupt record.
+    pub fn meta(&self) -> Result<Option<Meta>, StoreError> {
+        let Some(bytes) = self.sled(self.db.get(META))? else { return Ok(None) };
+        let meta: Meta = serde_json::from_slice(&bytes)
+            .map_err(|e| StoreError::Corrupt { what: "meta record".into(), detail: e.to_string() })?;
+        Ok(Some(meta))
+    }
+
+    /// Loads the whole checkpoint: meta and every user. `None` if there is none.
+    ///
+    /// # Errors
+    /// I/O, corruption, or a checkpoint from an incompatible version.
+    pub fn load(&self) -> Result<Option<Loaded>, StoreError> {
+        let Some(meta) = self.meta()? else { return Ok(None) };
+        if meta.version != STATE_VERSION {
+            return Err(StoreError::Incompatible {
+                path: self.path.clone(),
+                detail: format!(
+                    "written by state version {}, this build reads {STATE_VERSION}; use a new --state directory",
+                    meta.version
+                ),
+            });
+        }
+        let mut users = FxHashMap::default();
+        users.reserve(meta.users as usize);
+        for kv in self.db.scan_prefix(b"u") {
+            let (k, v) = self.sled(kv)?;
+            let user = u32::from_be_bytes(k[1..5].try_into().map_err(|_| StoreError::Corrupt {
+                what: "user key".into(),
+                detail: format!("{} bytes", k.len()),
+            })?);
+            let st = decode_user(&v)
+                .map_err(|detail| StoreError::Corrupt { what: format!("user {user}"), detail })?;
+            users.insert(user, st);
+        }
+        Ok(Some((meta, users)))
+    }
+
+    /// Writes a checkpoint of `p`: dirty users, closed sessions, latest alerts and the meta
+    /// record, in one atomic batch, then fsyncs.
+    ///
+    /// # Errors
+    /// I/O; the previous checkpoint then stays the committed one.
+    pub fn checkpoint(
+        &self,
+        p: &mut Processor,
+        mode: &str,
+        finished: bool,
+        checkpoints: u64,
+    ) -> Result<CheckpointStats, StoreError> {
+        let started = Instant::now();
+        let dirty = p.take_dirty();
+        let mut batch = sled::Batch::default();
+        let mut bytes = 0u64;
+        for &u in &dirty.users {
+            if let Some(st) = p.users().get(&u) {
+                let v = encode_user(st);
+                bytes += 5 + v.len() as u64;
+                batch.insert(&user_key(b'u', u), v);
+            }
+        }
+        for s in &dirty.sessions {
+            let v = serde_json::to_vec(s).expect("sessions serialize");
+            bytes += 13 + v.len() as u64;
+            batch.insert(&session_key(s.user_id, s.start), v);
+        }
+        for (u, a) in &dirty.alerts {
+            let v = serde_json::to_vec(a).expect("alerts serialize");
+            bytes += 5 + v.len() as u64;
+            batch.insert(&user_key(b'c', *u), v);
+        }
+        let meta = Meta {
+            version: STATE_VERSION,
+            mode: mode.to_string(),
+            config: p.config().clone(),
+            genres: p.catalog().genre_names().to_vec(),
+            partitions: p.partitions().to_vec(),
+            watermark: p.watermark(),
+            counters: p.counters().clone(),
+            users: p.users().len() as u64,
+            checkpoints,
+            written_at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+            finished,
+        };
+        let m = serde_json::to_vec(&meta).expect("meta serializes");
+        bytes += m.len() as u64;
+        batch.insert(META, m);
+        self.sled(self.db.apply_batch(batch))?;
+        self.sled(self.db.flush())?;
+        Ok(CheckpointStats {
+            users: dirty.users.len(),
+            sessions: dirty.sessions.len(),
+            bytes,
+            duration: started.elapsed(),
+        })
+    }
+
+    /// A user's committed state.
+    ///
+    /// # Errors
+    /// I/O or corruption.
+    pub fn user(&self, user: u32) -> Result<Option<UserState>, StoreError> {
+        let Some(v) = self.sled(self.db.get(user_key(b'u', user)))? else { return Ok(None) };
+        decode_user(&v)
+            .map(Some)
+            .map_err(|detail| StoreError::Corrupt { what: format!("user {user}"), detail })
+    }
+
+    /// A user's latest churn alert.
+    ///
+    /// # Errors
+    /// I/O or corruption.
+    pub fn last_alert(&self, user: u32) -> Result<Option<ChurnAlert>, StoreError> {
+        let Some(v) = self.sled(self.db.get(user_key(b'c', user)))? else { return Ok(None) };
+        serde_json::from_slice(&v)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt { what: format!("alert of user {user}"), detail: e.to_string() })
+    }
+
+    /// A user's closed sessions, newest first, at most `limit`.
+    ///
+    /// # Errors
+    /// I/O or corruption.
+    pub fn sessions(&self, user: u32, limit: usize) -> Result<Vec<SessionSummary>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix(user_key(b's', user)).rev().take(limit) {
+            let (_, v) = self.sled(kv)?;
+            out.push(serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                what: format!("session of user {user}"),
+                detail: e.to_string(),
+            })?);
+        }
+        Ok(out)
+    }
+
+    /// Every closed session of every user, in (user, start) order.
+    ///
+    /// # Errors
+    /// I/O or corruption.
+    pub fn all_sessions(&self) -> impl Iterator<Item = Result<SessionSummary, StoreError>> + '_ {
+        self.db.scan_prefix(b"s").map(move |kv| {
+            let (_, v) = self.sled(kv)?;
+            serde_json::from_slice(&v)
+                .map_err(|e| StoreError::Corrupt { what: "session".into(), detail: e.to_string() })
+        })
+    }
+
+    /// Users whose latest alert has `status` (any status if `None`), in user order, at most
+    /// `limit`, starting after user `after`.
+    ///
+    /// # Errors
+    /// I/O or corruption.
+    pub fn alerts(
+        &self,
+        status: Option<ChurnStatus>,
+        limit: usize,
+        after: Option<u32>,
+    ) -> Result<Vec<ChurnAlert>, StoreError> {
+        let start = after.map_or(user_key(b'c', 0).to_vec(), |u| {
+            let mut k = user_key(b'c', u).to_vec();
+            k.push(0);
+            k
+        });
+        let mut out = Vec::new();
+        for kv in self.db.range(start..user_key(b'd', 0).to_vec()) {
+            let (_, v) = self.sled(kv)?;
+            let a: ChurnAlert = serde_json::from_slice(&v)
+                .map_err(|e| StoreError::Corrupt { what: "alert".into(), detail: e.to_string() })?;
+            if status.is_none_or(|s| a.status == s) {
+                out.push(a);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every user's committed state, in user order.
+    pub fn all_users(&self) -> impl Iterator<Item = Result<(u32, UserState), StoreError>> + '_ {
+        self.db.scan_prefix(b"u").map(move |kv| {
+            let (k, v) = self.sled(kv)?;
+            let user = u32::from_be_bytes([k[1], k[2], k[3], k[4]]);
+            let st = decode_user(&v)
+                .map_err(|detail| StoreError::Corrupt { what: format!("user {user}"), detail })?;
+            Ok((user, st))
+        })
+    }
+
+    /// Bytes the database occupies on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+
+    /// Checks that a loaded checkpoint can continue with this run's settings.
+    ///
+    /// # Errors
+    /// [`StoreError::Incompatible`] naming the difference.
+    pub fn check_compatible(
+        &self,
+        meta: &Meta,
+        mode: &str,
+        cfg: &CoreConfig,
+        genres: &[String],
+        partitions: &[(String, u32)],
+    ) -> Result<(), StoreError> {
+        let fail = |detail: String| Err(StoreError::Incompatible { path: self.path.clone(), detail });
+        if meta.mode != mode {
+            return fail(format!(
+                "holds {} state; this is {mode} mode (use another --state directory)",
+                meta.mode
+            ));
+        }
+        if &meta.config != cfg {
+            return fail(format!(
+                "was computed with other settings ({}); restart with the same settings or a new --state directory",
+                serde_json::to_string(&meta.config).unwrap_or_default()
+            ));
+        }
+        if meta.genres != genres {
+            return fail("was computed with a catalog with other genres; use the same movies file".into());
+        }
+        let stored: Vec<(String, u32)> =
+            meta.partitions.iter().map(|p| (p.topic.clone(), p.partition)).collect();
+        if stored != partitions {
+            return fail(format!(
+                "was reading {} partitions ({}…); the input now has {}: partition counts cannot change under a checkpoint",
+                stored.len(),
+                stored.first().map(|(t, _)| t.as_str()).unwrap_or("-"),
+                partitions.len()
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Catalog;
+    use crate::processor::{Output, Source};
+    use std::sync::Arc;
+    use streamflix_replay::movielens::Movie;
+    use streamflix_schemas::{RatingEvent, StreamRecord};
+
+    #[test]
+    fn a_checkpoint_round_trips_the_processor() {
+        let dir = tempfile::tempdir().unwrap();
+        let movies = vec![Movie { id: 1, title: "A".into(), year: None, genres: vec!["Drama".into()] }];
+        let catalog = Arc::new(Catalog::from_movies(&movies).unwrap());
+        let cfg = CoreConfig::default();
+        let mut p = Processor::new(cfg.clone(), catalog.clone(), vec![("r".into(), 0)]);
+        let mut out: Vec<Output> = Vec::new();
+        for (i, ts) in [1_000_000_000i64, 1_000_000_100, 1_000_100_000, 1_000_200_000].into_iter().enumerate()
+        {
+            let r = StreamRecord::Rating(RatingEvent {
+                v: 1,
+                seq: i as u64,
+                user_id: 3,
+                movie_id: 1,
+                rating: 4.5,
+                ts,
+            });
+            p.process_record(
+                Source { index: 0, offset: i as u64, next: i as u64 + 1 },
+                None,
+                &r,
+                None,
+                &mut out,
+            );
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let stats = store.checkpoint(&mut p, "embedded", false, 1).unwrap();
+        assert_eq!(stats.users, 1);
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        let (meta, users) = store.load().unwrap().unwrap();
+        store.check_compatible(&meta, "embedded", &cfg, catalog.genre_names(), &[("r".into(), 0)]).unwrap();
+        assert!(store
+            .check_compatible(&meta, "kafka", &cfg, catalog.genre_names(), &[("r".into(), 0)])
+            .is_err());
+        assert_eq!(meta.partitions[0].position, 4);
+        assert_eq!(&users[&3], &p.users()[&3]);
+        assert_eq!(store.sessions(3, 10).unwrap().len(), 2, "two sessions closed, newest first");
+        assert_eq!(store.sessions(3, 10).unwrap()[0].start, 1_000_100_000);
+        assert_eq!(meta.counters, *p.counters());
+    }
+
+    #[test]
+    fn unknown_state_versions_are_refused() {
+        assert!(decode_user(&[9, 1, 2]).unwrap_err().contains("state version 9"));
+    }
+}

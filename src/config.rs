@@ -1,0 +1,138 @@
+//! Processing settings: what a session, a binge, churn and a bad event mean.
+//!
+//! One typed [`CoreConfig`] is validated once (by [`CoreConfig::validate`]) and then handed to the
+//! pure core. Every duration is in event-time seconds. The checkpoint stores the config it was
+//! written with, and a restart with different semantics is refused instead of silently mixing two
+//! definitions in one state.
+
+use serde::{Deserialize, Serialize};
+
+/// Seconds in a day.
+pub const DAY: i64 = 86_400;
+
+/// 1995-01-01T00:00:00Z: MovieLens data starts in 1995; anything earlier is a bad timestamp.
+pub const MIN_EVENT_TS: i64 = 788_918_400;
+
+/// Semantics of the processor's analytics. `Default` gives the documented defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CoreConfig {
+    /// A pause of at least this many seconds ends a session.
+    pub session_gap: i64,
+    /// Watermark = max event time seen on a partition − this; events older than their
+    /// partition's watermark are late and go to the DLQ.
+    pub allowed_lateness: i64,
+    /// No activity for this many seconds (at the watermark) means churned.
+    pub churn_after: i64,
+    /// A session with at least this many events is a binge.
+    pub binge_min_events: u32,
+    /// Whether a user's first session (MovieLens's onboarding burst) can count as a binge.
+    pub binge_first_session: bool,
+    /// Events more than this many seconds beyond their partition's watermark go to the DLQ
+    /// (catches milliseconds sent as seconds, and clocks far in the future).
+    pub max_future: i64,
+    /// Payloads larger than this many bytes go to the DLQ without being parsed.
+    pub max_payload_bytes: usize,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            session_gap: 30 * 60,
+            allowed_lateness: 5 * 60,
+            churn_after: 30 * DAY,
+            binge_min_events: 5,
+            binge_first_session: false,
+            max_future: 30 * DAY,
+            max_payload_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl CoreConfig {
+    /// Checks the settings make sense together.
+    ///
+    /// # Errors
+    /// A one-line message naming the offending setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.session_gap <= 0 {
+            return Err(format!("session gap must be positive (got {}s)", self.session_gap));
+        }
+        if !(0..=7 * DAY).contains(&self.allowed_lateness) {
+            return Err(format!(
+                "allowed lateness must be between 0 and 7 days (got {}s): the 90-day activity ring \
+                 must cover every event that is not late",
+                self.allowed_lateness
+            ));
+        }
+        if self.churn_after <= self.session_gap + self.allowed_lateness {
+            return Err(format!(
+                "churn period ({}s) must be longer than the session gap plus allowed lateness ({}s)",
+                self.churn_after,
+                self.session_gap + self.allowed_lateness
+            ));
+        }
+        if self.binge_min_events == 0 {
+            return Err("binge threshold must be at least 1 event".into());
+        }
+        if self.max_future <= 0 {
+            return Err(format!("max future must be positive (got {}s)", self.max_future));
+        }
+        if self.max_payload_bytes < 64 {
+            return Err(format!(
+                "max payload size must be at least 64 bytes (got {})",
+                self.max_payload_bytes
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Parses a duration such as `30m`, `90s`, `12h`, `30d` or a plain number of seconds.
+///
+/// # Errors
+/// A message saying what is accepted.
+pub fn parse_duration(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: i64 =
+        num.parse().map_err(|_| format!("invalid duration {s:?}: expected e.g. 90s, 30m, 12h, 30d"))?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => DAY,
+        _ => return Err(format!("invalid duration {s:?}: unit must be s, m, h or d")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("duration {s:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        CoreConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("90").unwrap(), 90);
+        assert_eq!(parse_duration("30m").unwrap(), 1800);
+        assert_eq!(parse_duration("30d").unwrap(), 30 * DAY);
+        assert!(parse_duration("3 weeks").is_err());
+        assert!(parse_duration("-5s").is_err());
+        assert!(parse_duration("m").is_err());
+    }
+
+    #[test]
+    fn nonsense_is_refused() {
+        let bad = CoreConfig { churn_after: 60, ..Default::default() };
+        assert!(bad.validate().unwrap_err().contains("churn period"));
+        let bad = CoreConfig { allowed_lateness: 8 * DAY, ..Default::default() };
+        assert!(bad.validate().is_err());
+    }
+}

@@ -1,0 +1,287 @@
+//! Rolling per-user features (RFM and engagement), maintained per event in O(genres).
+//!
+//! Trailing 7/30/90-day counts come from a ring of 90 day buckets, exact by construction: a
+//! window is "the N UTC days ending with the evaluation day", and the ring holds every day of the
+//! last 90 that has activity. Events can only arrive up to the allowed lateness (≤ 7 days) behind
+//! a user's latest event, so no event ever falls off the back of the ring while it still matters,
+//! and the ring also tells whether an event's day was already active (for `active_days`).
+
+use serde::{Deserialize, Serialize};
+use streamflix_schemas::UserFeatures;
+
+use crate::config::DAY;
+
+/// Days in the ring: the longest trailing window.
+pub const RING_DAYS: usize = 90;
+
+/// Trailing windows reported, in days.
+pub const WINDOWS: [i64; 3] = [7, 30, 90];
+
+/// The UTC day number of an event time.
+#[inline]
+pub fn day_of(ts: i64) -> i64 {
+    ts.div_euclid(DAY)
+}
+
+/// Event counts for the last [`RING_DAYS`] days up to the latest day seen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DayRing {
+    /// Latest day with a bucket (`i64::MIN` when empty).
+    latest: i64,
+    /// `counts[day % RING_DAYS]` for days in `(latest - RING_DAYS, latest]`.
+    counts: Vec<u32>,
+}
+
+impl Default for DayRing {
+    fn default() -> Self {
+        DayRing { latest: i64::MIN, counts: vec![0; RING_DAYS] }
+    }
+}
+
+impl DayRing {
+    fn slot(day: i64) -> usize {
+        day.rem_euclid(RING_DAYS as i64) as usize
+    }
+
+    /// Counts one event on `day`. Returns whether that day had no activity before, or `None` if
+    /// the day is older than the ring (which the lateness bound rules out).
+    pub fn add(&mut self, day: i64) -> Option<bool> {
+        if self.latest == i64::MIN || day > self.latest {
+            let stale = if self.latest == i64::MIN { RING_DAYS as i64 } else { day - self.latest };
+            if stale >= RING_DAYS as i64 {
+                self.counts.iter_mut().for_each(|c| *c = 0);
+            } else {
+                for d in self.latest + 1..=day {
+                    self.counts[Self::slot(d)] = 0;
+                }
+            }
+            self.latest = day;
+        } else if day <= self.latest - RING_DAYS as i64 {
+            return None;
+        }
+        let c = &mut self.counts[Self::slot(day)];
+        *c += 1;
+        Some(*c == 1)
+    }
+
+    /// Events on the `days` UTC days ending with `as_of_day` (which is included).
+    pub fn trailing(&self, as_of_day: i64, days: i64) -> u64 {
+        if self.latest == i64::MIN {
+            return 0;
+        }
+        let lo = (as_of_day - days + 1).max(self.latest - RING_DAYS as i64 + 1);
+        let hi = as_of_day.min(self.latest);
+        (lo..=hi).map(|d| u64::from(self.counts[Self::slot(d)])).sum()
+    }
+}
+
+/// What the processor knows about one user's activity, apart from open sessions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Activity {
+    /// Event time of the first event.
+    pub first_seen: i64,
+    /// Event time of the latest event.
+    pub last: i64,
+    /// Ratings seen.
+    pub ratings: u64,
+    /// Tags seen.
+    pub tags: u64,
+    /// Running mean of ratings (Welford).
+    pub rating_mean: f64,
+    /// Running sum of squared deviations (Welford).
+    pub rating_m2: f64,
+    /// Ratings per catalog genre, by genre bit.
+    pub genre_counts: Vec<u32>,
+    /// Day buckets for trailing counts.
+    pub ring: DayRing,
+    /// Distinct UTC days with activity.
+    pub active_days: u64,
+    /// Closed sessions.
+    pub sessions: u64,
+    /// Sum of closed sessions' lengths, seconds.
+    pub session_seconds: i64,
+    /// Closed sessions that were binges.
+    pub binge_sessions: u64,
+}
+
+impl Activity {
+    /// A user first seen at `ts`, with `genres` catalog genres.
+    pub fn new(ts: i64, genres: usize) -> Self {
+        Activity {
+            first_seen: ts,
+            last: ts,
+            ratings: 0,
+            tags: 0,
+            rating_mean: 0.0,
+            rating_m2: 0.0,
+            genre_counts: vec![0; genres],
+            ring: DayRing::default(),
+            active_days: 0,
+            sessions: 0,
+            session_seconds: 0,
+            binge_sessions: 0,
+        }
+    }
+
+    /// Counts an event at `ts`: a rating (with `genres` of the movie) or a tag.
+    pub fn add(&mut self, ts: i64, rating: Option<f32>, genres: u64) {
+        self.first_seen = self.first_seen.min(ts);
+        self.last = self.last.max(ts);
+        if self.ring.add(day_of(ts)) == Some(true) {
+            self.active_days += 1;
+        }
+        match rating {
+            Some(r) => {
+                self.ratings += 1;
+                let x = f64::from(r);
+                let delta = x - self.rating_mean;
+                self.rating_mean += delta / self.ratings as f64;
+                self.rating_m2 += delta * (x - self.rating_mean);
+                let mut bits = genres;
+                while bits != 0 {
+                    let i = bits.trailing_zeros() as usize;
+                    if i >= self.genre_counts.len() {
+                        self.genre_counts.resize(i + 1, 0);
+                    }
+                    self.genre_counts[i] += 1;
+                    bits &= bits - 1;
+                }
+            }
+            None => self.tags += 1,
+        }
+    }
+
+    /// Events seen (ratings + tags).
+    pub fn events(&self) -> u64 {
+        self.ratings + self.tags
+    }
+
+    /// The features at event time `as_of`, or at the user's last event if that is later (which
+    /// happens while partitions are consumed at different speeds: the watermark trails the
+    /// slowest one). `genre_names` are the catalog's, by bit.
+    pub fn features(&self, as_of: i64, genre_names: &[String], open_sessions: u64) -> UserFeatures {
+        let as_of = as_of.max(self.last);
+        let as_of_day = day_of(as_of);
+        let total: u64 = self.genre_counts.iter().map(|&c| u64::from(c)).sum();
+        let mut favourite: Option<(usize, u32)> = None;
+        let mut entropy = 0.0;
+        for (i, &c) in self.genre_counts.iter().enumerate() {
+            if c == 0 {
+                continue;
+            }
+            if favourite.is_none_or(|(_, best)| c > best) {
+                favourite = Some((i, c));
+            }
+            let p = f64::from(c) / total as f64;
+            entropy -= p * p.ln();
+        }
+        let k = genre_names.len();
+        let name = |i: usize| genre_names.get(i).cloned().unwrap_or_else(|| format!("genre#{i}"));
+        UserFeatures {
+            as_of,
+            recency_days: ((as_of - self.last).max(0)) as f64 / DAY as f64,
+            last_activity: self.last,
+            first_seen: self.first_seen,
+            cohort: streamflix_replay::time::format_date(self.first_seen)[..7].to_string(),
+            events_7d: self.ring.trailing(as_of_day, WINDOWS[0]),
+            events_30d: self.ring.trailing(as_of_day, WINDOWS[1]),
+            events_90d: self.ring.trailing(as_of_day, WINDOWS[2]),
+            events_lifetime: self.events(),
+            ratings: self.ratings,
+            tags: self.tags,
+            rating_mean: (self.ratings > 0).then_some(self.rating_mean),
+            rating_std: (self.ratings > 0).then(|| (self.rating_m2 / self.ratings as f64).max(0.0).sqrt()),
+            genres: self
+                .genre_counts
+                .iter()
+                .enumerate()
+                .filter(|(_, &c)| c > 0)
+                .map(|(i, &c)| (name(i), u64::from(c)))
+                .collect(),
+            favourite_genre: favourite.map(|(i, _)| name(i)),
+            genre_diversity: if k > 1 && total > 0 {
+                (entropy / (k as f64).ln()).clamp(0.0, 1.0)
+            } else {
+                0.0
+            },
+            sessions: self.sessions,
+            open_sessions,
+            mean_session_minutes: (self.sessions > 0)
+                .then(|| self.session_seconds as f64 / self.sessions as f64 / 60.0),
+            binge_sessions: self.binge_sessions,
+            active_days: self.active_days,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn windows_are_whole_utc_days() {
+        let mut ring = DayRing::default();
+        let d0 = 20_000;
+        for d in [d0 - 100, d0 - 89, d0 - 30, d0 - 29, d0 - 7, d0 - 6, d0] {
+            ring.add(d);
+        }
+        assert_eq!(ring.trailing(d0, 7), 2);
+        assert_eq!(ring.trailing(d0, 30), 4);
+        assert_eq!(ring.trailing(d0, 90), 6, "day d0-100 was cleared; d0-89 is the 90th day");
+        assert_eq!(ring.trailing(d0 + 7, 7), 0);
+    }
+
+    #[test]
+    fn features_of_a_small_history() {
+        let names: Vec<String> = ["Action", "Comedy", "Drama"].iter().map(|s| s.to_string()).collect();
+        let mut a = Activity::new(1_000_000_000, 3);
+        a.add(1_000_000_000, Some(4.0), 0b001);
+        a.add(1_000_000_100, Some(2.0), 0b011);
+        a.add(1_000_090_000, None, 0b100);
+        let f = a.features(1_000_090_000 + DAY, &names, 0);
+        assert_eq!((f.ratings, f.tags, f.events_lifetime, f.active_days), (2, 1, 3, 2));
+        assert_eq!(f.rating_mean, Some(3.0));
+        assert_eq!(f.rating_std, Some(1.0));
+        assert_eq!(f.favourite_genre.as_deref(), Some("Action"));
+        assert_eq!(f.genres.get("Comedy"), Some(&1));
+        assert!((f.recency_days - 1.0).abs() < 1e-12);
+        let h = -(2.0f64 / 3.0 * (2.0f64 / 3.0).ln() + 1.0 / 3.0 * (1.0f64 / 3.0).ln());
+        assert!((f.genre_diversity - h / 3f64.ln()).abs() < 1e-12);
+        assert_eq!(f.cohort, "2001-09");
+    }
+
+    proptest! {
+        /// Whatever the history (in order up to a 7-day lateness), every trailing count at every
+        /// evaluation day equals a brute-force recount, and active days equal distinct days.
+        #[test]
+        fn trailing_counts_equal_a_brute_force_recount(
+            steps in proptest::collection::vec((0i64..5 * DAY, 0i64..7 * DAY), 1..300),
+            probes in proptest::collection::vec(0i64..200, 1..10),
+        ) {
+            let mut a = Activity::new(0, 0);
+            let mut clock = 1_500_000_000i64;
+            let mut max_seen = i64::MIN;
+            let mut seen = Vec::new();
+            for (advance, back) in steps {
+                clock += advance;
+                let ts = (clock - back).max(max_seen.saturating_sub(7 * DAY));
+                if seen.is_empty() { a = Activity::new(ts, 0); }
+                a.add(ts, None, 0);
+                max_seen = max_seen.max(ts);
+                seen.push(ts);
+            }
+            let mut days: Vec<i64> = seen.iter().map(|&t| day_of(t)).collect();
+            days.sort_unstable();
+            days.dedup();
+            prop_assert_eq!(a.active_days, days.len() as u64);
+            for p in probes {
+                let as_of = max_seen + p * DAY;
+                for n in WINDOWS {
+                    let want = seen.iter().filter(|&&t| (day_of(as_of) - n + 1..=day_of(as_of)).contains(&day_of(t))).count() as u64;
+                    prop_assert_eq!(a.ring.trailing(day_of(as_of), n), want, "window {} at {}", n, as_of);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! Kafka transport: reads the ratings and tags topics, publishes sessions, alerts, dead letters.
+//!
+//! Offsets live in the checkpoint (see [`crate::checkpoint`]): on start the consumer is assigned
+//! every partition of both input topics at the checkpointed positions (the beginning when there
+//! is no checkpoint). The consumer's `group.id` is used to commit those same positions after each
+//! checkpoint, for lag visibility in Kafka tooling only; they are never read back.
+//!
+//! One instance reads all partitions (explicit assignment, not group rebalancing). State is keyed
+//! by user and users are keyed to partitions, so scaling out means one instance per partition
+//! subset with its own state directory; rebalancing checkpoints between instances is not built.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use streamflix_replay::kafka::{KafkaOptions, QuietEof, TrackingContext};
+
+use crate::output::OutputSink;
+use crate::pipeline::Pipeline;
+use crate::processor::{Output, Source};
+
+/// Topic names for one deployment: `<prefix>.ratings`, `<prefix>.tags`, `<prefix>.sessions`,
+/// `<prefix>.churn-alerts`, `<prefix>.dlq`.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    /// Input: ratings.
+    pub ratings: String,
+    /// Input: tags.
+    pub tags: String,
+    /// Output: closed sessions.
+    pub sessions: String,
+    /// Output: churn alerts.
+    pub alerts: String,
+    /// Output: dead letters.
+    pub dlq: String,
+}
+
+impl Topics {
+    /// The five topics under `prefix`.
+    pub fn with_prefix(prefix: &str) -> Self {
+        Topics {
+            ratings: format!("{prefix}.ratings"),
+            tags: format!("{prefix}.tags"),
+            sessions: format!("{prefix}.sessions"),
+            alerts: format!("{prefix}.churn-alerts"),
+            dlq: format!("{prefix}.dlq"),
+        }
+    }
+}
+
+/// The input partitions, ratings then tags, as the processor indexes them.
+///
+/// # Errors
+/// The broker is unreachable or an input topic does not exist.
+pub fn input_partitions(opts: &KafkaOptions, topics: &Topics) -> anyhow::Result<Vec<(String, u32)>> {
+    let mut out = Vec::new();
+    for t in [&topics.ratings, &topics.tags] {
+        let n = streamflix_replay::kafka::partition_count(opts, t)?.with_context(|| {
+            format!("topic {t} does not exist; create it, or replay data into it with streamflix-replay run")
+        })?;
+        out.extend((0..n).map(|p| (t.clone(), p)));
+    }
+    Ok(out)
+}
+
+/// Publishes outputs to Kafka: key = user id (dead letters: the original key), JSON value,
+/// record timestamp = the output's event time where it has one.
+pub struct KafkaOutputs {
+    producer: ThreadedProducer<TrackingContext>,
+    tracker: Arc<streamflix_replay::kafka::DeliveryTracker>,
+    topics: Topics,
+    payload: Vec<u8>,
+}
+
+impl KafkaOutputs {
+    /// An idempotent producer for the output topics.
+    ///
+    /// # Errors
+    /// librdkafka rejects the configuration.
+    pub fn new(opts: &KafkaOptions, topics: Topics) -> anyhow::Result<Self> {
+        let ctx = TrackingContext::default();
+        let tracker = ctx.0.clone();
+        let producer = opts
+            .client_config(&[
+                ("enable.idempotence", "true"),
+                ("linger.ms", "20"),
+                ("compression.type", "lz4"),
+            ])
+            .create_with_context(ctx)
+            .context("cannot create the Kafka producer")?;
+        Ok(KafkaOutputs { producer, tracker, topics, payload: Vec::with_capacity(1024) })
+    }
+}
+
+impl OutputSink for KafkaOutputs {
+    fn send(&mut self, out: &Output) -> anyhow::Result<()> {
+        self.payload.clear();
+        let (topic, key, ts) = match out {
+            Output::Session(s) => {
+                serde_json::to_writer(&mut self.payload, s)?;
+                (&self.topics.sessions, Some(s.user_id.to_string()), Some(s.end))
+            }
+            Output::Alert(a) => {
+                serde_json::to_writer(&mut self.payload, a)?;
+                (&self.topics.alerts, Some(a.user_id.to_string()), Some(a.at))
+            }
+            Output::Dead(d) => {
+                serde_json::to_writer(&mut self.payload, d)?;
+                (&self.topics.dlq, d.key.clone(), None)
+            }
+        };
+        let mut record = BaseRecord::to(topic).payload(&self.payload);
+        if let Some(k) = &key {
+            record = record.key(k);
+        }
+        if let Some(ts) = ts {
+            record = record.timestamp(ts.saturating_mul(1000));
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((e, _)) => bail!("cannot produce to {topic}: {e}"),
+            }
+        }
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        self.producer.flush(Duration::from_secs(60)).context("flushing the output producer")?;
+        if let Some((n, first)) = self.tracker.failures() {
+            bail!("{n} output records were not delivered (first error: {first})");
+        }
+        Ok(())
+    }
+}
+
+/// How a Kafka run ended.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome {
+    /// Records applied by this run.
+    pub records: u64,
+    /// Wall time.
+    pub seconds: f64,
+    /// Reached the end of every partition (only checked with `exit_when_done`).
+    pub done: bool,
+}
+
+/// Consumes the input topics into `pipeline` until `stop` (or, with `exit_when_done`, until
+/// every partition is read to its end, which also finishes the input: watermark to the last
+/// event).
+///
+/// # Errors
+/// The consumer cannot be created or assigned, or the pipeline failed.
+pub fn run(
+    opts: &KafkaOptions,
+    group_id: &str,
+    pipeline: &mut Pipeline,
+    exit_when_done: bool,
+    stop: &AtomicBool,
+) -> anyhow::Result<Outcome> {
+    let started = Instant::now();
+    let mut cfg = opts.client_config(&[
+        ("group.id", group_id),
+        ("enable.auto.commit", "false"),
+        ("enable.auto.offset.store", "false"),
+        ("enable.partition.eof", "false"),
+        ("auto.offset.reset", "earliest"),
+        ("fetch.max.bytes", "16777216"),
+        ("max.partition.fetch.bytes", "4194304"),
+    ]);
+    // -X properties are usually meant for producers; keep producer-only ones off the consumer.
+    for k in ["enable.idempotence", "linger.ms", "compression.type", "acks", "batch.num.messages"] {
+        cfg.remove(k);
+    }
+    let consumer: BaseConsumer<QuietEof> =
+        cfg.create_with_context(QuietEof).context("cannot create the consumer")?;
+    let parts: Vec<(String, u32, u64)> =
+        pipeline.processor.partitions().iter().map(|p| (p.topic.clone(), p.partition, p.position)).collect();
+    let restored = parts.iter().any(|p| p.2 > 0) || pipeline.store().meta()?.is_some();
+    let mut tpl = TopicPartitionList::new();
+    for (t, p, pos) in &parts {
+        let offset = if restored { Offset::Offset(*pos as i64) } else { Offset::Beginning };
+        tpl.add_partition_offset(t, *p as i32, offset).context("building the assignment")?;
+    }
+    consumer.assign(&tpl).context("cannot assign the input partitions")?;
+    let index_of =
+        |topic: &str, partition: i32| parts.iter().position(|(t, p, _)| t == topic && *p as i32 == partition);
+
+    let mut records = 0u64;
+    let mut committed = pipeline.status.checkpoints.load(Ordering::Relaxed);
+    let mut idle_since: Option<Instant> = None;
+    let mut done = false;
+    while !stop.load(Ordering::Relaxed) {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(msg)) => {
+                idle_since = None;
+                let Some(index) = index_of(msg.topic(), msg.partition()) else { continue };
+                let offset = msg.offset().max(0) as u64;
+                let src = Source { index, offset, next: offset + 1 };
+                pipeline.raw(src, msg.key(), msg.payload().unwrap_or_default())?;
+                records += 1;
+                let n = pipeline.status.checkpoints.load(Ordering::Relaxed);
+                if n != committed {
+                    committed = n;
+                    commit_positions(&consumer, pipeline);
+                }
+            }
+            Some(Err(e)) => tracing::warn!("kafka: {e}"),
+            None => {
+                let idle = *idle_since.get_or_insert_with(Instant::now);
+                if exit_when_done
+                    && idle.elapsed() >= Duration::from_millis(500)
+                    && at_end(&consumer, pipeline)?
+                {
+                    done = true;
+                    break;
+                }
+            }
+        }
+    }
+    if done {
+        pipeline.finish()?;
+    } else {
+        pipeline.checkpoint(false)?;
+    }
+    commit_positions(&consumer, pipeline);
+    Ok(Outcome { records, seconds: started.elapsed().as_secs_f64(), done })
+}
+
+/// Whether every input partition has been read up to its high watermark.
+fn at_end(consumer: &BaseConsumer<QuietEof>, pipeline: &Pipeline) -> anyhow::Result<bool> {
+    for p in pipeline.processor.partitions() {
+        let (_, high) = consumer
+            .fetch_watermarks(&p.topic, p.partition as i32, Duration::from_secs(10))
+            .with_context(|| format!("cannot read the end offset of {}[{}]", p.topic, p.partition))?;
+        if (p.position as i64) < high {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Commits the checkpointed positions to the group, for lag monitoring. Failures only warn.
+fn commit_positions(consumer: &BaseConsumer<QuietEof>, pipeline: &Pipeline) {
+    let mut tpl = TopicPartitionList::new();
+    for p in pipeline.processor.partitions() {
+        if p.position > 0 {
+            let _ = tpl.add_partition_offset(&p.topic, p.partition as i32, Offset::Offset(p.position as i64));
+        }
+    }
+    if tpl.count() > 0 {
+        if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+            tracing::warn!("committing offsets for lag visibility failed: {e}");
+        }
+    }
+}

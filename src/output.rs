@@ -1,0 +1,87 @@
+//! Where the processor's effects go: Kafka topics, JSON-lines files, or nowhere (counted only).
+//!
+//! Every sink is at-least-once: the pipeline flushes it before each checkpoint, and after a crash
+//! the records since the last checkpoint are produced again, with the same `session_id` /
+//! `alert_id`, so consumers deduplicate by id.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use crate::processor::Output;
+
+/// A destination for outputs.
+pub trait OutputSink: Send {
+    /// Queues one output.
+    ///
+    /// # Errors
+    /// The destination failed.
+    fn send(&mut self, out: &Output) -> anyhow::Result<()>;
+
+    /// Blocks until everything queued is durable at the destination.
+    ///
+    /// # Errors
+    /// Some outputs could not be delivered.
+    fn flush(&mut self) -> anyhow::Result<()>;
+}
+
+/// Discards outputs (the processor's counters still count them).
+pub struct NullSink;
+
+impl OutputSink for NullSink {
+    fn send(&mut self, _: &Output) -> anyhow::Result<()> {
+        Ok(())
+    }
+    fn flush(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// Appends outputs as JSON lines to `sessions.jsonl`, `churn-alerts.jsonl` and `dlq.jsonl`.
+pub struct JsonLinesSink {
+    files: [BufWriter<File>; 3],
+}
+
+impl JsonLinesSink {
+    /// Opens (appending) the three files in `dir`, creating it if needed.
+    ///
+    /// # Errors
+    /// The directory or files cannot be created.
+    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let open = |name: &str| -> anyhow::Result<BufWriter<File>> {
+            let path = dir.join(name);
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            Ok(BufWriter::new(f))
+        };
+        Ok(JsonLinesSink {
+            files: [open("sessions.jsonl")?, open("churn-alerts.jsonl")?, open("dlq.jsonl")?],
+        })
+    }
+}
+
+impl OutputSink for JsonLinesSink {
+    fn send(&mut self, out: &Output) -> anyhow::Result<()> {
+        let (i, r) = match out {
+            Output::Session(s) => (0, serde_json::to_writer(&mut self.files[0], s)),
+            Output::Alert(a) => (1, serde_json::to_writer(&mut self.files[1], a)),
+            Output::Dead(d) => (2, serde_json::to_writer(&mut self.files[2], d)),
+        };
+        r?;
+        self.files[i].write_all(b"\n")?;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        for f in &mut self.files {
+            f.flush()?;
+            f.get_ref().sync_data()?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,181 @@
+//! The driver: feeds records to the processor, publishes its outputs, checkpoints on a schedule.
+//!
+//! Transports (Kafka, the embedded channel) call [`Pipeline::record`] per record and
+//! [`Pipeline::checkpoint`] when they stop. A checkpoint first flushes the output sink (so every
+//! output of the state being committed is delivered), then writes state + positions atomically.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use streamflix_schemas::StreamRecord;
+
+use crate::checkpoint::{CheckpointStats, Store};
+use crate::output::OutputSink;
+use crate::processor::{Output, Processor, Source};
+
+/// When to checkpoint: after this many records or this much wall time, whichever comes first.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckpointPolicy {
+    /// Records between checkpoints.
+    pub every_records: u64,
+    /// Wall time between checkpoints.
+    pub every: Duration,
+}
+
+impl Default for CheckpointPolicy {
+    fn default() -> Self {
+        CheckpointPolicy { every_records: 500_000, every: Duration::from_secs(5) }
+    }
+}
+
+/// Live status shared with the HTTP server (which otherwise reads committed state from sled).
+#[derive(Debug, Default)]
+pub struct Status {
+    /// A checkpoint is loaded or written: `/readyz` answers 200.
+    pub ready: AtomicBool,
+    /// Records applied by this process (not restored ones).
+    pub records: AtomicU64,
+    /// Checkpoints written by this process.
+    pub checkpoints: AtomicU64,
+}
+
+/// The processor, its store and its output sink.
+pub struct Pipeline {
+    /// The core.
+    pub processor: Processor,
+    store: Store,
+    sink: Box<dyn OutputSink>,
+    mode: &'static str,
+    policy: CheckpointPolicy,
+    buf: Vec<Output>,
+    since: u64,
+    last: Instant,
+    checkpoints: u64,
+    /// Status for the server.
+    pub status: Arc<Status>,
+    /// Sum over checkpoints written by this process.
+    pub checkpoint_totals: CheckpointStats,
+}
+
+impl Pipeline {
+    /// A pipeline around `processor`. `checkpoints` is the count already in the store.
+    pub fn new(
+        processor: Processor,
+        store: Store,
+        sink: Box<dyn OutputSink>,
+        mode: &'static str,
+        policy: CheckpointPolicy,
+        checkpoints: u64,
+        status: Arc<Status>,
+    ) -> Self {
+        Pipeline {
+            processor,
+            store,
+            sink,
+            mode,
+            policy,
+            buf: Vec::new(),
+            since: 0,
+            last: Instant::now(),
+            checkpoints,
+            status,
+            checkpoint_totals: CheckpointStats::default(),
+        }
+    }
+
+    /// Applies a raw payload (Kafka).
+    ///
+    /// # Errors
+    /// Publishing outputs or checkpointing failed.
+    pub fn raw(&mut self, src: Source, key: Option<&[u8]>, payload: &[u8]) -> anyhow::Result<()> {
+        self.processor.process_bytes(src, key, payload, &mut self.buf);
+        self.after()
+    }
+
+    /// Applies a decoded record (embedded channel).
+    ///
+    /// # Errors
+    /// Publishing outputs or checkpointing failed.
+    pub fn record(&mut self, src: Source, key: Option<&[u8]>, record: &StreamRecord) -> anyhow::Result<()> {
+        self.processor.process_record(src, key, record, None, &mut self.buf);
+        self.after()
+    }
+
+    fn after(&mut self) -> anyhow::Result<()> {
+        self.publish()?;
+        self.since += 1;
+        self.status.records.fetch_add(1, Ordering::Relaxed);
+        if self.since >= self.policy.every_records || self.last.elapsed() >= self.policy.every {
+            self.checkpoint(false)?;
+        }
+        Ok(())
+    }
+
+    fn publish(&mut self) -> anyhow::Result<()> {
+        for o in self.buf.drain(..) {
+            self.sink.send(&o).context("publishing outputs")?;
+        }
+        Ok(())
+    }
+
+    /// End of a finite input: advances the watermark to the last event and checkpoints.
+    ///
+    /// # Errors
+    /// Publishing or checkpointing failed.
+    pub fn finish(&mut self) -> anyhow::Result<()> {
+        self.processor.finish(&mut self.buf);
+        self.publish()?;
+        self.checkpoint(true)
+    }
+
+    /// Flushes outputs, then commits state and positions.
+    ///
+    /// # Errors
+    /// Outputs could not be delivered (nothing is committed then) or sled failed.
+    pub fn checkpoint(&mut self, finished: bool) -> anyhow::Result<()> {
+        self.sink.flush().context("flushing outputs before a checkpoint")?;
+        self.checkpoints += 1;
+        let s = self.store.checkpoint(&mut self.processor, self.mode, finished, self.checkpoints)?;
+        let t = &mut self.checkpoint_totals;
+        t.users += s.users;
+        t.sessions += s.sessions;
+        t.bytes += s.bytes;
+        t.duration += s.duration;
+        self.since = 0;
+        self.last = Instant::now();
+        self.status.checkpoints.fetch_add(1, Ordering::Relaxed);
+        self.status.ready.store(true, Ordering::Relaxed);
+        tracing::debug!(users = s.users, bytes = s.bytes, ms = s.duration.as_millis() as u64, "checkpoint");
+        Ok(())
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+}
+
+/// Opens the processor from `store`: restored from its checkpoint if there is one (after
+/// checking it was computed the same way), fresh otherwise. Returns the processor and the number
+/// of checkpoints already written.
+///
+/// # Errors
+/// The store cannot be read, or holds state computed differently.
+pub fn open_processor(
+    store: &Store,
+    mode: &str,
+    cfg: crate::config::CoreConfig,
+    catalog: Arc<crate::catalog::Catalog>,
+    partitions: Vec<(String, u32)>,
+) -> anyhow::Result<(Processor, u64)> {
+    match store.load()? {
+        None => Ok((Processor::new(cfg, catalog, partitions), 0)),
+        Some((meta, users)) => {
+            store.check_compatible(&meta, mode, &cfg, catalog.genre_names(), &partitions)?;
+            let n = meta.checkpoints;
+            Ok((Processor::restore(cfg, catalog, meta.partitions, meta.watermark, meta.counters, users), n))
+        }
+    }
+}

@@ -1,0 +1,667 @@
+//! The processor core: applies records to per-user state and returns effects. No I/O.
+//!
+//! [`Processor`] owns everything a checkpoint must capture: users (activity, open sessions, churn
+//! state), the per-partition watermarks and resume positions, and the counters. Transports feed it
+//! records with their source position ([`Source`]); it pushes [`Output`]s (closed sessions, churn
+//! alerts, dead letters) into a buffer the caller publishes. Given the same records per partition,
+//! it produces the same state and outputs however the partitions interleave: sessions and churn
+//! are decided in event time, late and future checks use the partition's own watermark, and only
+//! the *timing* of closes and alerts depends on the global watermark.
+
+use std::collections::BTreeMap;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+use serde::{Deserialize, Serialize};
+use streamflix_schemas::SCHEMA_VERSION;
+use streamflix_schemas::{
+    ChurnAlert, DeadLetter, SessionSummary, SourcePosition, StreamRecord, UserFeatures,
+};
+
+use crate::catalog::Catalog;
+use crate::churn::{churned_alert, reactivated_alert, ChurnState, TimeIndex};
+use crate::config::{CoreConfig, MIN_EVENT_TS};
+use crate::features::Activity;
+use crate::sessions::{OpenSession, Sessions};
+use crate::validate::{check_rating, decode, Invalid, Reason};
+
+/// Everything the processor keeps about one user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserState {
+    /// Counts, rating statistics, genres, day ring, session totals.
+    pub activity: Activity,
+    /// Sessions not yet closed by the watermark.
+    pub sessions: Sessions,
+    /// Churn lifecycle.
+    pub churn: ChurnState,
+    /// Key of this user's entry in the session-close index (`None` without open sessions).
+    pub close_key: Option<i64>,
+}
+
+impl UserState {
+    /// Features at `as_of` (see [`Activity::features`]).
+    pub fn features(&self, as_of: i64, genres: &[String]) -> UserFeatures {
+        self.activity.features(as_of, genres, self.sessions.open().len() as u64)
+    }
+}
+
+/// One input partition: a topic (0 = ratings, 1 = tags) and a partition number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionState {
+    /// Topic name, for dead letters and the checkpoint.
+    pub topic: String,
+    /// Partition number.
+    pub partition: u32,
+    /// Highest event time seen (events and heartbeats).
+    pub max_ts: Option<i64>,
+    /// Where to resume: the Kafka offset of the next record, or in embedded mode the replay
+    /// `seq` below which every record of this partition has been applied.
+    pub position: u64,
+}
+
+/// Where a record was read.
+#[derive(Debug, Clone, Copy)]
+pub struct Source {
+    /// Index of the partition in [`Processor::partitions`].
+    pub index: usize,
+    /// Offset of the record (embedded mode: its `seq`).
+    pub offset: u64,
+    /// Resume position after this record.
+    pub next: u64,
+}
+
+/// Something the processor produced for the outside world.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// A closed session, for the sessions topic.
+    Session(SessionSummary),
+    /// A churn alert, for the churn-alerts topic.
+    Alert(ChurnAlert),
+    /// An unusable record, for the dead-letter topic, with its original key.
+    Dead(DeadLetter),
+}
+
+/// Running totals (all restored from the checkpoint).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Ratings applied.
+    pub ratings: u64,
+    /// Tags applied.
+    pub tags: u64,
+    /// Heartbeats applied.
+    pub heartbeats: u64,
+    /// Records sent to the dead-letter topic, by reason name.
+    pub dead_letters: BTreeMap<String, u64>,
+    /// Sessions closed.
+    pub sessions_closed: u64,
+    /// Closed sessions that were binges.
+    pub binge_sessions: u64,
+    /// `churned` alerts.
+    pub churned_alerts: u64,
+    /// `reactivated` alerts.
+    pub reactivated_alerts: u64,
+    /// Users churned right now.
+    pub churned_now: u64,
+}
+
+impl Counters {
+    /// Records that went to the DLQ.
+    pub fn dead_total(&self) -> u64 {
+        self.dead_letters.values().sum()
+    }
+}
+
+/// What changed since the last checkpoint.
+#[derive(Debug, Default)]
+pub struct Dirty {
+    /// Users whose state changed.
+    pub users: FxHashSet<u32>,
+    /// Sessions closed.
+    pub sessions: Vec<SessionSummary>,
+    /// Latest alert per user.
+    pub alerts: FxHashMap<u32, ChurnAlert>,
+}
+
+/// The processor's whole state.
+pub struct Processor {
+    cfg: CoreConfig,
+    catalog: std::sync::Arc<Catalog>,
+    users: FxHashMap<u32, UserState>,
+    churn_index: TimeIndex,
+    close_index: TimeIndex,
+    partitions: Vec<PartitionState>,
+    watermark: Option<i64>,
+    counters: Counters,
+    dirty: Dirty,
+}
+
+impl Processor {
+    /// A processor with no state, reading `partitions` (topic name, partition number).
+    pub fn new(cfg: CoreConfig, catalog: std::sync::Arc<Catalog>, partitions: Vec<(String, u32)>) -> Self {
+        let partitions = partitions
+            .into_iter()
+            .map(|(topic, partition)| PartitionState { topic, partition, max_ts: None, position: 0 })
+            .collect();
+        Processor {
+            cfg,
+            catalog,
+            users: FxHashMap::default(),
+            churn_index: TimeIndex::default(),
+            close_index: TimeIndex::default(),
+            partitions,
+            watermark: None,
+            counters: Counters::default(),
+            dirty: Dirty::default(),
+        }
+    }
+
+    /// Rebuilds a processor from checkpointed parts; the indexes are derived from the users.
+    pub fn restore(
+        cfg: CoreConfig,
+        catalog: std::sync::Arc<Catalog>,
+        partitions: Vec<PartitionState>,
+        watermark: Option<i64>,
+        counters: Counters,
+        users: FxHashMap<u32, UserState>,
+    ) -> Self {
+        let mut churn_index = TimeIndex::default();
+        let mut close_index = TimeIndex::default();
+        for (&u, st) in &users {
+            if let Some(k) = st.churn.index_key {
+                churn_index.insert(k, u);
+            }
+            if let Some(k) = st.close_key {
+                close_index.insert(k, u);
+            }
+        }
+        Processor {
+            cfg,
+            catalog,
+            users,
+            churn_index,
+            close_index,
+            partitions,
+            watermark,
+            counters,
+            dirty: Dirty::default(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &CoreConfig {
+        &self.cfg
+    }
+
+    /// The catalog.
+    pub fn catalog(&self) -> &std::sync::Arc<Catalog> {
+        &self.catalog
+    }
+
+    /// Global watermark: min over partitions of (max event time − allowed lateness), once every
+    /// partition has been seen; after [`Processor::finish`], the last event time.
+    pub fn watermark(&self) -> Option<i64> {
+        self.watermark
+    }
+
+    /// The input partitions with their watermarks and resume positions.
+    pub fn partitions(&self) -> &[PartitionState] {
+        &self.partitions
+    }
+
+    /// Running totals.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// All users.
+    pub fn users(&self) -> &FxHashMap<u32, UserState> {
+        &self.users
+    }
+
+    /// Takes what changed since the last call (for the checkpoint).
+    pub fn take_dirty(&mut self) -> Dirty {
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// Applies a raw payload read at `src`: decodes, validates, applies.
+    pub fn process_bytes(&mut self, src: Source, key: Option<&[u8]>, payload: &[u8], out: &mut Vec<Output>) {
+        match decode(payload, self.cfg.max_payload_bytes) {
+            Ok(record) => self.process_record(src, key, &record, Some(payload), out),
+            Err(invalid) => {
+                self.dead(src, key, Some(payload), None, invalid, out);
+                self.partitions[src.index].position = src.next;
+            }
+        }
+    }
+
+    /// Applies a decoded record read at `src`. `raw` is the original payload, if there was one
+    /// (dead letters carry it; otherwise the record is re-encoded).
+    pub fn process_record(
+        &mut self,
+        src: Source,
+        key: Option<&[u8]>,
+        record: &StreamRecord,
+        raw: Option<&[u8]>,
+        out: &mut Vec<Output>,
+    ) {
+        let result = self.check(src.index, record);
+        self.partitions[src.index].position = src.next;
+        if let Err(invalid) = result {
+            self.dead(src, key, raw, Some(record), invalid, out);
+            return;
+        }
+        let ts = record.ts();
+        let part = &mut self.partitions[src.index];
+        let raised = part.max_ts.is_none_or(|m| ts > m);
+        if raised {
+            part.max_ts = Some(ts);
+        }
+        match record {
+            StreamRecord::Heartbeat(_) => self.counters.heartbeats += 1,
+            StreamRecord::Rating(r) => {
+                self.counters.ratings += 1;
+                let genres = self.catalog.genres_of(r.movie_id).unwrap_or_default();
+                self.apply_event(r.user_id, ts, Some(r.rating), genres, out);
+            }
+            StreamRecord::Tag(t) => {
+                self.counters.tags += 1;
+                let genres = self.catalog.genres_of(t.movie_id).unwrap_or_default();
+                self.apply_event(t.user_id, ts, None, genres, out);
+            }
+        }
+        if raised {
+            let wm = self.partitions.iter().try_fold(i64::MAX, |acc, p| p.max_ts.map(|m| acc.min(m)));
+            if let Some(wm) = wm {
+                self.advance(wm - self.cfg.allowed_lateness, out);
+            }
+        }
+    }
+
+    /// End of a finite input: the watermark moves to the last event time seen, so sessions and
+    /// churn are judged as of the end of the data.
+    pub fn finish(&mut self, out: &mut Vec<Output>) {
+        if let Some(last) = self.partitions.iter().filter_map(|p| p.max_ts).max() {
+            self.advance(last, out);
+        }
+    }
+
+    fn check(&self, index: usize, record: &StreamRecord) -> Result<(), Invalid> {
+        let ts = record.ts();
+        if ts < MIN_EVENT_TS {
+            return Err(Invalid::new(
+                Reason::TimestampBefore1995,
+                format!("event time {ts} is before 1995-01-01 ({MIN_EVENT_TS})"),
+            ));
+        }
+        if let Some(max) = self.partitions[index].max_ts {
+            let wm = max - self.cfg.allowed_lateness;
+            if ts > wm.saturating_add(self.cfg.max_future) {
+                return Err(Invalid::new(
+                    Reason::TimestampTooFarAhead,
+                    format!(
+                        "event time {ts} is {}s beyond the partition's watermark {wm} (limit {}s)",
+                        ts - wm,
+                        self.cfg.max_future
+                    ),
+                ));
+            }
+            if ts < wm && !matches!(record, StreamRecord::Heartbeat(_)) {
+                return Err(Invalid::new(
+                    Reason::LateEvent,
+                    format!("event time {ts} is {}s behind the partition's watermark {wm}", wm - ts),
+                ));
+            }
+        }
+        let (movie, rating) = match record {
+            StreamRecord::Rating(r) => (r.movie_id, Some(r.rating)),
+            StreamRecord::Tag(t) => (t.movie_id, None),
+            StreamRecord::Heartbeat(_) => return Ok(()),
+        };
+        if let Some(r) = rating {
+            check_rating(r)?;
+        }
+        if self.catalog.genres_of(movie).is_none() {
+            return Err(Invalid::new(Reason::UnknownMovie, format!("movie {movie} is not in the catalog")));
+        }
+        Ok(())
+    }
+
+    fn dead(
+        &mut self,
+        src: Source,
+        key: Option<&[u8]>,
+        raw: Option<&[u8]>,
+        record: Option<&StreamRecord>,
+        invalid: Invalid,
+        out: &mut Vec<Output>,
+    ) {
+        *self.counters.dead_letters.entry(invalid.reason.as_str().to_string()).or_default() += 1;
+        let encoded;
+        let payload: &[u8] = match (raw, record) {
+            (Some(raw), _) => raw,
+            (None, Some(r)) => {
+                encoded = serde_json::to_vec(r).unwrap_or_default();
+                &encoded
+            }
+            (None, None) => &[],
+        };
+        const KEEP: usize = 64 * 1024;
+        let kept = &payload[..payload.len().min(KEEP)];
+        let (text, hex) = match std::str::from_utf8(kept) {
+            Ok(s) => (Some(s.to_string()), None),
+            Err(_) => (None, Some(kept.iter().map(|b| format!("{b:02x}")).collect())),
+        };
+        let part = &self.partitions[src.index];
+        out.push(Output::Dead(DeadLetter {
+            v: SCHEMA_VERSION,
+            reason: invalid.reason.as_str().to_string(),
+            detail: invalid.detail,
+            source: SourcePosition {
+                topic: part.topic.clone(),
+                partition: part.partition,
+                offset: src.offset,
+            },
+            key: key.and_then(|k| std::str::from_utf8(k).ok()).map(str::to_string),
+            payload: text,
+            payload_hex: hex,
+            payload_bytes: payload.len() as u64,
+        }));
+    }
+
+    fn apply_event(&mut self, user: u32, ts: i64, rating: Option<f32>, genres: u64, out: &mut Vec<Output>) {
+        let churn_after = self.cfg.churn_after;
+        let genre_count = self.catalog.genre_names().len();
+        let is_new = !self.users.contains_key(&user);
+        if !is_new {
+            let st = &self.users[&user];
+            let last = st.activity.last;
+            if !st.churn.churned && ts - last >= churn_after {
+                // The watermark has not reached last + churn_after yet (it trails the slowest
+                // partition), but in event time this user churned before coming back.
+                if let Some(k) = st.churn.index_key {
+                    self.churn_index.remove(k, user);
+                }
+                self.churn(user, out);
+            }
+            let st = self.users.get_mut(&user).expect("present");
+            if st.churn.churned {
+                let f = st.features(ts, self.catalog.genre_names());
+                let alert = reactivated_alert(user, st.activity.last, ts, f);
+                st.churn.churned = false;
+                self.counters.churned_now -= 1;
+                self.counters.reactivated_alerts += 1;
+                self.dirty.alerts.insert(user, alert.clone());
+                out.push(Output::Alert(alert));
+            }
+        }
+        let st = self.users.entry(user).or_insert_with(|| UserState {
+            activity: Activity::new(ts, genre_count),
+            sessions: Sessions::default(),
+            churn: ChurnState::default(),
+            close_key: None,
+        });
+        st.activity.add(ts, rating, genres);
+        st.sessions.add(ts, rating, genres, self.cfg.session_gap);
+        if st.churn.index_key.is_none() {
+            st.churn.index_key = Some(st.activity.last);
+            self.churn_index.insert(st.activity.last, user);
+        }
+        let next = st.sessions.next_close(self.cfg.session_gap).expect("a session is open");
+        if st.close_key.is_none_or(|k| next < k) {
+            if let Some(k) = st.close_key {
+                self.close_index.remove(k, user);
+            }
+            st.close_key = Some(next);
+            self.close_index.insert(next, user);
+        }
+        self.dirty.users.insert(user);
+    }
+
+    /// Moves the global watermark to `wm` (never backwards): closes due sessions, then churns
+    /// users whose last activity is `churn_after` behind.
+    fn advance(&mut self, wm: i64, out: &mut Vec<Output>) {
+        if self.watermark.is_some_and(|w| wm <= w) {
+            return;
+        }
+        self.watermark = Some(wm);
+        while let Some((_, user)) = self.close_index.pop_due(wm) {
+            self.users.get_mut(&user).expect("indexed user exists").close_key = None;
+            self.close_sessions(user, wm, out);
+        }
+        let churn_after = self.cfg.churn_after;
+        while let Some((_, user)) = self.churn_index.pop_due(wm - churn_after) {
+            let st = self.users.get_mut(&user).expect("indexed user exists");
+            st.churn.index_key = None;
+            let last = st.activity.last;
+            if last + churn_after <= wm {
+                self.churn(user, out);
+            } else {
+                // Active since this entry was made: re-file at the true last activity.
+                st.churn.index_key = Some(last);
+                self.churn_index.insert(last, user);
+            }
+        }
+    }
+
+    /// Closes `user`'s sessions that end (with the gap) by `wm`, publishes them, and re-files the
+    /// user in the close index if sessions remain open.
+    fn close_sessions(&mut self, user: u32, wm: i64, out: &mut Vec<Output>) {
+        let gap = self.cfg.session_gap;
+        let st = self.users.get_mut(&user).expect("user exists");
+        let closed = st.sessions.close_due(wm, gap);
+        for s in closed {
+            let summary = self.summarize(user, &s);
+            self.counters.sessions_closed += 1;
+            self.counters.binge_sessions += summary.binge as u64;
+            self.dirty.sessions.push(summary.clone());
+            out.push(Output::Session(summary));
+        }
+        let st = self.users.get_mut(&user).expect("user exists");
+        if let Some(k) = st.close_key.take() {
+            self.close_index.remove(k, user);
+        }
+        if let Some(next) = st.sessions.next_close(gap) {
+            st.close_key = Some(next);
+            self.close_index.insert(next, user);
+        }
+        self.dirty.users.insert(user);
+    }
+
+    fn summarize(&mut self, user: u32, s: &OpenSession) -> SessionSummary {
+        let st = self.users.get_mut(&user).expect("user exists");
+        let a = &mut st.activity;
+        let first = a.sessions == 0;
+        let binge = s.events >= self.cfg.binge_min_events && (!first || self.cfg.binge_first_session);
+        a.sessions += 1;
+        a.session_seconds += s.end - s.start;
+        a.binge_sessions += binge as u64;
+        SessionSummary {
+            v: SCHEMA_VERSION,
+            session_id: format!("{user}-{}", s.start),
+            user_id: user,
+            start: s.start,
+            end: s.end,
+            events: s.events,
+            ratings: s.ratings,
+            tags: s.tags(),
+            genres: self.catalog.names(s.genres),
+            mean_rating: s.mean_rating(),
+            binge,
+            first,
+        }
+    }
+
+    /// `user` churns at last activity + churn period: its sessions close (all of them end by
+    /// then), and the alert carries its features at that moment.
+    fn churn(&mut self, user: u32, out: &mut Vec<Output>) {
+        let churn_after = self.cfg.churn_after;
+        let at = self.users[&user].activity.last + churn_after;
+        self.close_sessions(user, at, out);
+        let st = self.users.get_mut(&user).expect("user exists");
+        let f = st.features(at, self.catalog.genre_names());
+        let alert = churned_alert(user, st.activity.last, churn_after, f);
+        st.churn.churned = true;
+        st.churn.index_key = None;
+        st.churn.episodes += 1;
+        self.counters.churned_now += 1;
+        self.counters.churned_alerts += 1;
+        self.dirty.alerts.insert(user, alert.clone());
+        self.dirty.users.insert(user);
+        out.push(Output::Alert(alert));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DAY;
+    use proptest::prelude::*;
+    use streamflix_replay::movielens::Movie;
+    use streamflix_schemas::{ChurnStatus, Heartbeat, RatingEvent};
+
+    fn catalog() -> std::sync::Arc<Catalog> {
+        let movies: Vec<Movie> = (1..=10)
+            .map(|id| Movie {
+                id,
+                title: format!("M{id}"),
+                year: None,
+                genres: vec![["Action", "Comedy", "Drama"][id as usize % 3].to_string()],
+            })
+            .collect();
+        std::sync::Arc::new(Catalog::from_movies(&movies).unwrap())
+    }
+
+    fn rating(user: u32, ts: i64) -> StreamRecord {
+        StreamRecord::Rating(RatingEvent { v: 1, seq: 0, user_id: user, movie_id: 1, rating: 4.0, ts })
+    }
+
+    fn processor(parts: u32) -> Processor {
+        // These tests jump weeks between events on partitions without heartbeats.
+        let cfg = CoreConfig { max_future: 1000 * DAY, ..Default::default() };
+        Processor::new(cfg, catalog(), (0..parts).map(|p| ("t".to_string(), p)).collect())
+    }
+
+    fn feed(p: &mut Processor, part: usize, r: &StreamRecord, out: &mut Vec<Output>) {
+        let next = p.partitions[part].position + 1;
+        p.process_record(Source { index: part, offset: next - 1, next }, None, r, None, out);
+    }
+
+    const T0: i64 = 1_000_000_000;
+
+    #[test]
+    fn churn_and_reactivation_have_stable_ids() {
+        let mut p = processor(1);
+        let mut out = Vec::new();
+        feed(&mut p, 0, &rating(1, T0), &mut out);
+        feed(&mut p, 0, &rating(2, T0 + 40 * DAY), &mut out);
+        let alerts: Vec<&ChurnAlert> =
+            out.iter().filter_map(|o| if let Output::Alert(a) = o { Some(a) } else { None }).collect();
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(alerts[0].alert_id, format!("1-{T0}-churned"));
+        assert_eq!(alerts[0].at, T0 + 30 * DAY);
+        assert_eq!(alerts[0].features.recency_days, 30.0);
+        assert_eq!(alerts[0].features.sessions, 1, "sessions close before the alert");
+        out.clear();
+        feed(&mut p, 0, &rating(1, T0 + 41 * DAY), &mut out);
+        let a = out.iter().find_map(|o| if let Output::Alert(a) = o { Some(a) } else { None }).unwrap();
+        assert_eq!(
+            (a.status, a.alert_id.as_str()),
+            (ChurnStatus::Reactivated, format!("1-{T0}-reactivated").as_str())
+        );
+        assert_eq!(p.counters().churned_now, 0);
+    }
+
+    #[test]
+    fn a_lagging_partition_does_not_change_the_outcome() {
+        // User 1 on partition 0 returns after 45 days while partition 1 holds the watermark back:
+        // the churn still happened in event time.
+        let mut p = processor(2);
+        let mut out = Vec::new();
+        feed(&mut p, 1, &StreamRecord::Heartbeat(Heartbeat { v: 1, ts: T0, next_seq: 0 }), &mut out);
+        feed(&mut p, 0, &rating(1, T0), &mut out);
+        feed(&mut p, 0, &rating(1, T0 + 45 * DAY), &mut out);
+        assert!(p.watermark().unwrap() < T0 + 30 * DAY);
+        let ids: Vec<String> = out
+            .iter()
+            .filter_map(|o| if let Output::Alert(a) = o { Some(a.alert_id.clone()) } else { None })
+            .collect();
+        assert_eq!(ids, [format!("1-{T0}-churned"), format!("1-{T0}-reactivated")]);
+    }
+
+    #[test]
+    fn bad_records_become_dead_letters_and_processing_continues() {
+        let mut p = processor(1);
+        let mut out = Vec::new();
+        feed(&mut p, 0, &rating(1, T0), &mut out);
+        let bad = [
+            StreamRecord::Rating(RatingEvent { v: 1, seq: 0, user_id: 1, movie_id: 99, rating: 4.0, ts: T0 }),
+            StreamRecord::Rating(RatingEvent { v: 1, seq: 0, user_id: 1, movie_id: 1, rating: 7.0, ts: T0 }),
+            StreamRecord::Rating(RatingEvent { v: 1, seq: 0, user_id: 1, movie_id: 1, rating: 2.2, ts: T0 }),
+            rating(1, 100),
+            rating(1, T0 + 5000 * DAY),
+            rating(1, T0 - DAY),
+        ];
+        for b in &bad {
+            feed(&mut p, 0, b, &mut out);
+        }
+        feed(&mut p, 0, &rating(1, T0 + 60), &mut out);
+        let reasons: Vec<&str> = out
+            .iter()
+            .filter_map(|o| if let Output::Dead(d) = o { Some(d.reason.as_str()) } else { None })
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                "unknown_movie",
+                "rating_out_of_range",
+                "rating_not_half_step",
+                "timestamp_before_1995",
+                "timestamp_too_far_ahead",
+                "late_event"
+            ]
+        );
+        assert_eq!(p.counters().ratings, 2);
+        assert_eq!(p.users()[&1].activity.ratings, 2);
+        assert_eq!(p.partitions()[0].position, 8, "dead letters advance the position too");
+    }
+
+    proptest! {
+        /// Churn fires exactly once per inactivity episode: the number of `churned` alerts equals
+        /// the number of pauses of at least the churn period (plus one if the user is inactive at
+        /// the end), each paired with a `reactivated` alert except the last, whatever the
+        /// watermark does in between.
+        #[test]
+        fn churn_fires_exactly_once_per_inactivity_episode(
+            gaps in proptest::collection::vec(prop_oneof![0i64..3 * DAY, 25 * DAY..70 * DAY], 1..40),
+            beats in proptest::collection::vec(0i64..80 * DAY, 0..40),
+        ) {
+            let mut p = processor(2);
+            let mut out = Vec::new();
+            let mut ts = T0;
+            let mut times = Vec::new();
+            let mut beats = beats.into_iter();
+            for g in gaps {
+                ts += g;
+                times.push(ts);
+                feed(&mut p, 0, &rating(7, ts), &mut out);
+                // The other partition's clock wanders ahead of or behind partition 0.
+                if let Some(b) = beats.next() {
+                    feed(&mut p, 1, &StreamRecord::Heartbeat(Heartbeat { v: 1, ts: T0 + b, next_seq: 0 }), &mut out);
+                }
+            }
+            p.finish(&mut out);
+            let end = times.iter().copied().max().unwrap().max(p.watermark().unwrap());
+            let pauses = times.windows(2).filter(|w| w[1] - w[0] >= 30 * DAY).count();
+            let inactive_at_end = end - times.last().unwrap() >= 30 * DAY;
+            let alerts: Vec<&ChurnAlert> = out.iter().filter_map(|o| if let Output::Alert(a) = o { Some(a) } else { None }).collect();
+            let churned = alerts.iter().filter(|a| a.status == ChurnStatus::Churned).count();
+            let reactivated = alerts.iter().filter(|a| a.status == ChurnStatus::Reactivated).count();
+            prop_assert_eq!(churned, pauses + inactive_at_end as usize);
+            prop_assert_eq!(reactivated, pauses);
+            let mut ids: Vec<&str> = alerts.iter().map(|a| a.alert_id.as_str()).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            prop_assert_eq!(ids.len(), alerts.len(), "alert ids are unique");
+            prop_assert_eq!(p.counters().churned_now, inactive_at_end as u64);
+        }
+    }
+}

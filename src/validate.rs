@@ -1,0 +1,185 @@
+//! Decoding and validation: every way an incoming record can be unusable, as a value.
+//!
+//! Nothing here panics or drops a record silently: a record is either a usable
+//! [`StreamRecord`] or an [`Invalid`] with a [`Reason`], which the processor turns into a
+//! dead letter (with the source position) and counts.
+
+use serde::de::IgnoredAny;
+use streamflix_schemas::{StreamRecord, SCHEMA_VERSION};
+
+/// Why a record went to the dead-letter topic. The names are stable (metrics, DLQ `reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Reason {
+    /// Larger than the configured maximum; not parsed.
+    OversizedPayload,
+    /// Not JSON at all (or not UTF-8).
+    UndecodableJson,
+    /// JSON, but not a rating, tag or heartbeat (missing or mistyped fields, unknown `type`).
+    SchemaViolation,
+    /// A schema version this processor does not know.
+    UnsupportedVersion,
+    /// Rating below 0.5 or above 5.0 (or not a finite number).
+    RatingOutOfRange,
+    /// Rating inside the range but not a multiple of 0.5.
+    RatingNotHalfStep,
+    /// Movie id not in the catalog.
+    UnknownMovie,
+    /// Event time before 1995-01-01 (MovieLens starts in 1995).
+    TimestampBefore1995,
+    /// Event time further beyond its partition's watermark than `max_future` allows.
+    TimestampTooFarAhead,
+    /// Event time behind its partition's watermark (later than the allowed lateness).
+    LateEvent,
+}
+
+impl Reason {
+    /// Every reason, for exhaustive metrics and docs.
+    pub const ALL: [Reason; 10] = [
+        Reason::OversizedPayload,
+        Reason::UndecodableJson,
+        Reason::SchemaViolation,
+        Reason::UnsupportedVersion,
+        Reason::RatingOutOfRange,
+        Reason::RatingNotHalfStep,
+        Reason::UnknownMovie,
+        Reason::TimestampBefore1995,
+        Reason::TimestampTooFarAhead,
+        Reason::LateEvent,
+    ];
+
+    /// The stable snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::OversizedPayload => "oversized_payload",
+            Reason::UndecodableJson => "undecodable_json",
+            Reason::SchemaViolation => "schema_violation",
+            Reason::UnsupportedVersion => "unsupported_version",
+            Reason::RatingOutOfRange => "rating_out_of_range",
+            Reason::RatingNotHalfStep => "rating_not_half_step",
+            Reason::UnknownMovie => "unknown_movie",
+            Reason::TimestampBefore1995 => "timestamp_before_1995",
+            Reason::TimestampTooFarAhead => "timestamp_too_far_ahead",
+            Reason::LateEvent => "late_event",
+        }
+    }
+
+    /// Index into per-reason counters.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// An unusable record: why, and a human-readable detail.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invalid {
+    /// The reason.
+    pub reason: Reason,
+    /// What exactly was wrong.
+    pub detail: String,
+}
+
+impl Invalid {
+    /// An `Invalid` with `reason` and `detail`.
+    pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
+        Invalid { reason, detail: detail.into() }
+    }
+}
+
+/// Parses a payload into a record, checking size, JSON, shape and version.
+///
+/// # Errors
+/// The [`Invalid`] reason; the payload is not consumed.
+pub fn decode(payload: &[u8], max_bytes: usize) -> Result<StreamRecord, Invalid> {
+    if payload.len() > max_bytes {
+        return Err(Invalid::new(
+            Reason::OversizedPayload,
+            format!("payload is {} bytes; the limit is {max_bytes}", payload.len()),
+        ));
+    }
+    match serde_json::from_slice::<StreamRecord>(payload) {
+        Ok(record) => {
+            let v = match &record {
+                StreamRecord::Rating(r) => r.v,
+                StreamRecord::Tag(t) => t.v,
+                StreamRecord::Heartbeat(h) => h.v,
+            };
+            if v != SCHEMA_VERSION {
+                return Err(Invalid::new(
+                    Reason::UnsupportedVersion,
+                    format!("schema version {v}; this processor reads version {SCHEMA_VERSION}"),
+                ));
+            }
+            Ok(record)
+        }
+        Err(e) => {
+            // Tell "not JSON" from "JSON of the wrong shape" with a second, cheap parse that only
+            // happens for bad records.
+            if serde_json::from_slice::<IgnoredAny>(payload).is_err() {
+                Err(Invalid::new(Reason::UndecodableJson, e.to_string()))
+            } else {
+                Err(Invalid::new(Reason::SchemaViolation, e.to_string()))
+            }
+        }
+    }
+}
+
+/// Checks a rating value: 0.5 to 5.0 in half steps.
+///
+/// # Errors
+/// [`Reason::RatingOutOfRange`] or [`Reason::RatingNotHalfStep`].
+pub fn check_rating(rating: f32) -> Result<(), Invalid> {
+    if !rating.is_finite() || !(0.5..=5.0).contains(&rating) {
+        return Err(Invalid::new(Reason::RatingOutOfRange, format!("rating {rating} is outside 0.5–5.0")));
+    }
+    if (rating * 2.0).fract() != 0.0 {
+        return Err(Invalid::new(
+            Reason::RatingNotHalfStep,
+            format!("rating {rating} is not a multiple of 0.5"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(payload: &str) -> Reason {
+        decode(payload.as_bytes(), 1024).unwrap_err().reason
+    }
+
+    #[test]
+    fn each_kind_of_bad_payload_has_its_reason() {
+        assert_eq!(reason("{not json"), Reason::UndecodableJson);
+        assert_eq!(decode(&[0xff, 0xfe], 1024).unwrap_err().reason, Reason::UndecodableJson);
+        assert_eq!(reason(r#"{"type":"rating","v":1}"#), Reason::SchemaViolation);
+        assert_eq!(reason(r#"{"type":"watch","v":1}"#), Reason::SchemaViolation);
+        assert_eq!(reason(r#"[1,2,3]"#), Reason::SchemaViolation);
+        assert_eq!(
+            reason(
+                r#"{"type":"rating","v":1,"seq":0,"user_id":-4,"movie_id":1,"rating":3.0,"ts":900000000}"#
+            ),
+            Reason::SchemaViolation
+        );
+        assert_eq!(
+            reason(r#"{"type":"rating","v":2,"seq":0,"user_id":4,"movie_id":1,"rating":3.0,"ts":900000000}"#),
+            Reason::UnsupportedVersion
+        );
+        assert_eq!(decode(&[b' '; 2000], 1024).unwrap_err().reason, Reason::OversizedPayload);
+        assert!(decode(
+            br#"{"type":"rating","v":1,"seq":0,"user_id":4,"movie_id":1,"rating":3.5,"ts":900000000}"#,
+            1024
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn ratings_must_be_half_steps_in_range() {
+        assert!(check_rating(0.5).is_ok());
+        assert!(check_rating(5.0).is_ok());
+        assert_eq!(check_rating(0.0).unwrap_err().reason, Reason::RatingOutOfRange);
+        assert_eq!(check_rating(5.5).unwrap_err().reason, Reason::RatingOutOfRange);
+        assert_eq!(check_rating(f32::NAN).unwrap_err().reason, Reason::RatingOutOfRange);
+        assert_eq!(check_rating(3.7).unwrap_err().reason, Reason::RatingNotHalfStep);
+    }
+}
