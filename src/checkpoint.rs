@@ -42,6 +42,12 @@ pub enum StoreError {
         /// What sled said.
         source: sled::Error,
     },
+    /// Another process (a running processor) holds the directory.
+    #[error("state directory {path} is in use by another process (a running processor?); stop it, or read its HTTP API")]
+    Locked {
+        /// The state directory.
+        path: String,
+    },
     /// A stored value does not decode.
     #[error("state store: corrupt {what}: {detail}")]
     Corrupt {
@@ -157,7 +163,13 @@ impl Store {
             .cache_capacity(256 * 1024 * 1024)
             .mode(sled::Mode::HighThroughput)
             .open()
-            .map_err(|source| StoreError::Sled { path: path.clone(), source })?;
+            .map_err(|source| match &source {
+                // sled reports its file lock as an I/O error with this text (and no distinct kind).
+                sled::Error::Io(e) if e.to_string().contains("could not acquire lock") => {
+                    StoreError::Locked { path: path.clone() }
+                }
+                _ => StoreError::Sled { path: path.clone(), source },
+            })?;
         Ok(Store { db, path })
     }
 

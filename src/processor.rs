@@ -292,7 +292,10 @@ impl Processor {
                 format!("event time {ts} is before 1995-01-01 ({MIN_EVENT_TS})"),
             ));
         }
-        if let Some(max) = self.partitions[index].max_ts {
+        let heartbeat = matches!(record, StreamRecord::Heartbeat(_));
+        if let Some(max) = self.partitions[index].max_ts.filter(|_| !heartbeat) {
+            // Heartbeats are exempt: they are the producer's statement of where time is, and
+            // legitimately jump over quiet periods (MovieLens has months without a rating).
             let wm = max - self.cfg.allowed_lateness;
             if ts > wm.saturating_add(self.cfg.max_future) {
                 return Err(Invalid::new(
@@ -304,7 +307,7 @@ impl Processor {
                     ),
                 ));
             }
-            if ts < wm && !matches!(record, StreamRecord::Heartbeat(_)) {
+            if ts < wm {
                 return Err(Invalid::new(
                     Reason::LateEvent,
                     format!("event time {ts} is {}s behind the partition's watermark {wm}", wm - ts),

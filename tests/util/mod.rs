@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod batch;
+
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -90,7 +92,28 @@ impl Drop for Broker {
 
 /// The `streamflix-replay` binary cargo built for this test.
 pub fn replay_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_streamflix-replay"))
+    // Tests of the replay package get the path from Cargo; tests of the processor package find
+    // it beside the processor binary (`cargo test --workspace` builds both).
+    match option_env!("CARGO_BIN_EXE_streamflix-replay") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let p = streamflix_bin().with_file_name("streamflix-replay");
+            assert!(p.exists(), "{} is missing: run `cargo build` (or cargo test --workspace)", p.display());
+            p
+        }
+    }
+}
+
+/// The processor binary (only in the processor package's tests).
+pub fn streamflix_bin() -> PathBuf {
+    match option_env!("CARGO_BIN_EXE_streamflix") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let p = replay_bin().with_file_name("streamflix");
+            assert!(p.exists(), "{} is missing: run `cargo build`", p.display());
+            p
+        }
+    }
 }
 
 /// A temporary directory holding a generated dataset (seed 7, 4,000 movies).
@@ -168,14 +191,24 @@ pub struct ConsumeSummary {
 /// Reads both input topics completely with kafka-python, validating every payload against
 /// `schemas/json/`. Returns the records in (topic, partition, offset) order.
 pub fn consume(brokers: &str, prefix: &str) -> (Vec<Consumed>, ConsumeSummary) {
+    consume_topics(
+        brokers,
+        &[
+            (&format!("{prefix}.ratings"), "ratings.schema.json"),
+            (&format!("{prefix}.tags"), "tags.schema.json"),
+        ],
+    )
+}
+
+/// Reads `(topic, schema file)` pairs with consume.py; records sorted by topic, partition, offset.
+pub fn consume_topics(brokers: &str, topics: &[(&str, &str)]) -> (Vec<Consumed>, ConsumeSummary) {
     let python = tool("STREAMFLIX_PYTHON", "/opt/streamflix-tools/venv/bin/python");
     let dir = tempfile::tempdir().unwrap();
     let out_file = dir.path().join("records.jsonl");
     let out = Command::new(python)
         .arg(repo().join("tests/support/consume.py"))
         .args(["--brokers", brokers, "--out", out_file.to_str().unwrap()])
-        .args(["--topic", &format!("{prefix}.ratings=ratings.schema.json")])
-        .args(["--topic", &format!("{prefix}.tags=tags.schema.json")])
+        .args(topics.iter().flat_map(|(t, s)| ["--topic".to_string(), format!("{t}={s}")]))
         .output()
         .expect("run consume.py");
     assert!(out.status.success(), "consume.py failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -243,4 +276,117 @@ pub fn consumed_events(records: &[Consumed]) -> Vec<SourceEvent> {
         .collect();
     out.sort();
     out
+}
+
+/// A running `streamflix` process whose stdout lines are collected by a thread.
+pub struct Running {
+    pub child: Child,
+    pub lines: std::sync::mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl Running {
+    /// Starts `streamflix args…` with piped stdout.
+    pub fn start(args: &[&str]) -> Running {
+        use std::io::BufRead;
+        let mut child = Command::new(streamflix_bin())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start streamflix");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running { child, lines, seen: Vec::new() }
+    }
+
+    /// Waits (up to 60 s) for a stdout line starting with `prefix`; returns the rest of it.
+    pub fn wait_line(&mut self, prefix: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(l) = self.lines.recv_timeout(Duration::from_millis(100)) {
+                self.seen.push(l.clone());
+                if let Some(rest) = l.strip_prefix(prefix) {
+                    return rest.to_string();
+                }
+            }
+        }
+        panic!("no line starting with {prefix:?}; saw {:#?}", self.seen);
+    }
+
+    /// The HTTP base URL the process printed.
+    pub fn http_base(&mut self) -> String {
+        self.wait_line("http: listening on ")
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap().success();
+        assert!(ok, "kill {sig} failed");
+    }
+
+    /// Waits for exit (up to 120 s); returns the exit status and the remaining stdout.
+    pub fn wait(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                let mut seen = std::mem::take(&mut self.seen);
+                // The reader thread ends with the pipe.
+                while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(500)) {
+                    seen.push(l);
+                }
+                return (st, seen);
+            }
+            assert!(Instant::now() < deadline, "streamflix did not exit; saw {:#?}", self.seen);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs `streamflix args…` to completion.
+pub fn streamflix(args: &[&str]) -> Output {
+    Command::new(streamflix_bin()).args(args).output().expect("run streamflix")
+}
+
+/// `streamflix dump --state DIR what` as parsed JSON lines.
+pub fn dump(state: &Path, what: &str) -> Vec<serde_json::Value> {
+    let out = streamflix(&["dump", "--state", state.to_str().unwrap(), what]);
+    assert!(out.status.success(), "dump failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// Users the generator made inactive at the end (`ground_truth.csv`, `churnedAtEnd`).
+pub fn ground_truth_churned(dir: &Path) -> std::collections::BTreeSet<u32> {
+    let mut r = csv::Reader::from_path(dir.join("ground_truth.csv")).unwrap();
+    let headers = r.headers().unwrap().clone();
+    let col = headers.iter().position(|h| h == "churnedAtEnd").unwrap();
+    r.records()
+        .map(|r| r.unwrap())
+        .filter(|r| matches!(&r[col], "true" | "1"))
+        .map(|r| r[0].parse().unwrap())
+        .collect()
+}
+
+/// Precision and recall of `flagged` against `truth`.
+pub fn precision_recall(
+    flagged: &std::collections::BTreeSet<u32>,
+    truth: &std::collections::BTreeSet<u32>,
+) -> (f64, f64) {
+    let hit = flagged.intersection(truth).count() as f64;
+    (hit / flagged.len().max(1) as f64, hit / truth.len().max(1) as f64)
 }
