@@ -24,12 +24,13 @@ use serde::{Deserialize, Serialize};
 use streamflix_schemas::{ChurnAlert, ChurnStatus, SessionSummary};
 
 use crate::config::CoreConfig;
-use crate::processor::{Counters, PartitionState, Processor, UserState};
+use crate::processor::{Counters, PartitionState, Pending, Processor, UserState};
 
 /// Version of the stored layout and values; bumped (with a migration) on incompatible change.
 pub const STATE_VERSION: u8 = 1;
 
 const META: &[u8] = b"m";
+const PENDING: &[u8] = b"p";
 
 /// Errors of the state store.
 #[derive(Debug, thiserror::Error)]
@@ -93,8 +94,8 @@ pub struct Meta {
     pub finished: bool,
 }
 
-/// A loaded checkpoint: its meta record and every user.
-pub type Loaded = (Meta, FxHashMap<u32, UserState>);
+/// A loaded checkpoint: its meta record, every user, and the pending events.
+pub type Loaded = (Meta, FxHashMap<u32, UserState>, Vec<Pending>);
 
 /// What one checkpoint wrote.
 #[derive(Debug, Clone, Copy, Default)]
@@ -215,7 +216,12 @@ impl Store {
                 .map_err(|detail| StoreError::Corrupt { what: format!("user {user}"), detail })?;
             users.insert(user, st);
         }
-        Ok(Some((meta, users)))
+        let pending = match self.sled(self.db.get(PENDING))? {
+            None => Vec::new(),
+            Some(v) => postcard::from_bytes(&v)
+                .map_err(|e| StoreError::Corrupt { what: "pending events".into(), detail: e.to_string() })?,
+        };
+        Ok(Some((meta, users, pending)))
     }
 
     /// Writes a checkpoint of `p`: dirty users, closed sessions, latest alerts and the meta
@@ -266,6 +272,9 @@ impl Store {
                 .map_or(0, |d| d.as_millis() as i64),
             finished,
         };
+        let pending = postcard::to_stdvec(&p.pending()).expect("pending events serialize");
+        bytes += pending.len() as u64;
+        batch.insert(PENDING, pending);
         let m = serde_json::to_vec(&meta).expect("meta serializes");
         bytes += m.len() as u64;
         batch.insert(META, m);
@@ -458,7 +467,8 @@ mod tests {
         assert_eq!(stats.users, 1);
         drop(store);
         let store = Store::open(dir.path()).unwrap();
-        let (meta, users) = store.load().unwrap().unwrap();
+        let (meta, users, pending) = store.load().unwrap().unwrap();
+        assert_eq!(pending, p.pending());
         store.check_compatible(&meta, "embedded", &cfg, catalog.genre_names(), &[("r".into(), 0)]).unwrap();
         assert!(store
             .check_compatible(&meta, "kafka", &cfg, catalog.genre_names(), &[("r".into(), 0)])

@@ -86,11 +86,7 @@ impl KafkaOutputs {
         let ctx = TrackingContext::default();
         let tracker = ctx.0.clone();
         let producer = opts
-            .client_config(&[
-                ("enable.idempotence", "true"),
-                ("linger.ms", "20"),
-                ("compression.type", "lz4"),
-            ])
+            .client_config(&[("enable.idempotence", "true"), ("linger.ms", "20")])
             .create_with_context(ctx)
             .context("cannot create the Kafka producer")?;
         Ok(KafkaOutputs { producer, tracker, topics, payload: Vec::with_capacity(1024) })

@@ -172,10 +172,19 @@ pub fn open_processor(
 ) -> anyhow::Result<(Processor, u64)> {
     match store.load()? {
         None => Ok((Processor::new(cfg, catalog, partitions), 0)),
-        Some((meta, users)) => {
+        Some((meta, users, pending)) => {
             store.check_compatible(&meta, mode, &cfg, catalog.genre_names(), &partitions)?;
             let n = meta.checkpoints;
-            Ok((Processor::restore(cfg, catalog, meta.partitions, meta.watermark, meta.counters, users), n))
+            let p = Processor::restore(
+                cfg,
+                catalog,
+                meta.partitions,
+                meta.watermark,
+                meta.counters,
+                users,
+                pending,
+            );
+            Ok((p, n))
         }
     }
 }

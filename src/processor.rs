@@ -58,6 +58,49 @@ pub struct PartitionState {
     pub position: u64,
 }
 
+/// An accepted event waiting for the watermark to pass it.
+///
+/// Events are applied in event-time order, not arrival order: a user's ratings and tags travel on
+/// different topics, which a consumer reads at different speeds, and partitions of one topic drift
+/// apart too. Holding each event until the global watermark passes its time, then applying in
+/// `(ts, partition, offset)` order, gives every user their events in time order and makes the
+/// result independent of how the input interleaved.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Pending {
+    /// Event time.
+    pub ts: i64,
+    /// Input partition index.
+    pub index: u32,
+    /// Offset (or seq) in that partition.
+    pub offset: u64,
+    /// The user.
+    pub user: u32,
+    /// The rating, or `None` for a tag.
+    pub rating: Option<f32>,
+    /// Genres of the movie.
+    pub genres: u64,
+}
+
+impl Pending {
+    fn order(&self) -> (i64, u32, u64) {
+        (self.ts, self.index, self.offset)
+    }
+}
+
+impl Eq for Pending {}
+
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Pending {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.order().cmp(&other.order())
+    }
+}
+
 /// Where a record was read.
 #[derive(Debug, Clone, Copy)]
 pub struct Source {
@@ -131,6 +174,7 @@ pub struct Processor {
     partitions: Vec<PartitionState>,
     watermark: Option<i64>,
     counters: Counters,
+    pending: std::collections::BinaryHeap<std::cmp::Reverse<Pending>>,
     dirty: Dirty,
 }
 
@@ -150,6 +194,7 @@ impl Processor {
             partitions,
             watermark: None,
             counters: Counters::default(),
+            pending: Default::default(),
             dirty: Dirty::default(),
         }
     }
@@ -162,6 +207,7 @@ impl Processor {
         watermark: Option<i64>,
         counters: Counters,
         users: FxHashMap<u32, UserState>,
+        pending: Vec<Pending>,
     ) -> Self {
         let mut churn_index = TimeIndex::default();
         let mut close_index = TimeIndex::default();
@@ -182,6 +228,7 @@ impl Processor {
             partitions,
             watermark,
             counters,
+            pending: pending.into_iter().map(std::cmp::Reverse).collect(),
             dirty: Dirty::default(),
         }
     }
@@ -205,6 +252,11 @@ impl Processor {
     /// The input partitions with their watermarks and resume positions.
     pub fn partitions(&self) -> &[PartitionState] {
         &self.partitions
+    }
+
+    /// Accepted events the watermark has not passed yet (part of the checkpoint).
+    pub fn pending(&self) -> Vec<Pending> {
+        self.pending.iter().map(|p| p.0).collect()
     }
 
     /// Running totals.
@@ -255,30 +307,55 @@ impl Processor {
         if raised {
             part.max_ts = Some(ts);
         }
-        match record {
-            StreamRecord::Heartbeat(_) => self.counters.heartbeats += 1,
-            StreamRecord::Rating(r) => {
-                self.counters.ratings += 1;
-                let genres = self.catalog.genres_of(r.movie_id).unwrap_or_default();
-                self.apply_event(r.user_id, ts, Some(r.rating), genres, out);
+        let (user, movie, rating) = match record {
+            StreamRecord::Heartbeat(_) => {
+                self.counters.heartbeats += 1;
+                (None, 0, None)
             }
-            StreamRecord::Tag(t) => {
-                self.counters.tags += 1;
-                let genres = self.catalog.genres_of(t.movie_id).unwrap_or_default();
-                self.apply_event(t.user_id, ts, None, genres, out);
-            }
+            StreamRecord::Rating(r) => (Some(r.user_id), r.movie_id, Some(r.rating)),
+            StreamRecord::Tag(t) => (Some(t.user_id), t.movie_id, None),
+        };
+        if let Some(user) = user {
+            let genres = self.catalog.genres_of(movie).unwrap_or_default();
+            let p = Pending { ts, index: src.index as u32, offset: src.offset, user, rating, genres };
+            self.pending.push(std::cmp::Reverse(p));
         }
         if raised {
             let wm = self.partitions.iter().try_fold(i64::MAX, |acc, p| p.max_ts.map(|m| acc.min(m)));
             if let Some(wm) = wm {
-                self.advance(wm - self.cfg.allowed_lateness, out);
+                self.step(wm - self.cfg.allowed_lateness, out);
             }
         }
+    }
+
+    /// Moves the watermark to `wm`: applies, in order, the pending events before it (no event
+    /// earlier than `wm` can still arrive: it would be late on its partition), then closes
+    /// sessions and churns users due at `wm`.
+    fn step(&mut self, wm: i64, out: &mut Vec<Output>) {
+        if self.watermark.is_some_and(|w| wm <= w) {
+            return;
+        }
+        while self.pending.peek().is_some_and(|p| p.0.ts < wm) {
+            let p = self.pending.pop().expect("peeked").0;
+            self.apply(p, out);
+        }
+        self.advance(wm, out);
+    }
+
+    fn apply(&mut self, p: Pending, out: &mut Vec<Output>) {
+        match p.rating {
+            Some(_) => self.counters.ratings += 1,
+            None => self.counters.tags += 1,
+        }
+        self.apply_event(p.user, p.ts, p.rating, p.genres, out);
     }
 
     /// End of a finite input: the watermark moves to the last event time seen, so sessions and
     /// churn are judged as of the end of the data.
     pub fn finish(&mut self, out: &mut Vec<Output>) {
+        while let Some(std::cmp::Reverse(p)) = self.pending.pop() {
+            self.apply(p, out);
+        }
         if let Some(last) = self.partitions.iter().filter_map(|p| p.max_ts).max() {
             self.advance(last, out);
         }
@@ -550,27 +627,55 @@ mod tests {
 
     const T0: i64 = 1_000_000_000;
 
+    fn alerts(out: &[Output]) -> Vec<&ChurnAlert> {
+        out.iter().filter_map(|o| if let Output::Alert(a) = o { Some(a) } else { None }).collect()
+    }
+
     #[test]
     fn churn_and_reactivation_have_stable_ids() {
         let mut p = processor(1);
         let mut out = Vec::new();
         feed(&mut p, 0, &rating(1, T0), &mut out);
         feed(&mut p, 0, &rating(2, T0 + 40 * DAY), &mut out);
-        let alerts: Vec<&ChurnAlert> =
-            out.iter().filter_map(|o| if let Output::Alert(a) = o { Some(a) } else { None }).collect();
-        assert_eq!(alerts.len(), 1);
-        assert_eq!(alerts[0].alert_id, format!("1-{T0}-churned"));
-        assert_eq!(alerts[0].at, T0 + 30 * DAY);
-        assert_eq!(alerts[0].features.recency_days, 30.0);
-        assert_eq!(alerts[0].features.sessions, 1, "sessions close before the alert");
-        out.clear();
         feed(&mut p, 0, &rating(1, T0 + 41 * DAY), &mut out);
-        let a = out.iter().find_map(|o| if let Output::Alert(a) = o { Some(a) } else { None }).unwrap();
+        p.finish(&mut out);
+        let a = alerts(&out);
+        assert_eq!(a.len(), 2);
         assert_eq!(
-            (a.status, a.alert_id.as_str()),
+            (a[0].status, a[0].alert_id.as_str()),
+            (ChurnStatus::Churned, format!("1-{T0}-churned").as_str())
+        );
+        assert_eq!(a[0].at, T0 + 30 * DAY);
+        assert_eq!(a[0].features.recency_days, 30.0);
+        assert_eq!(a[0].features.sessions, 1, "sessions close before the alert");
+        assert_eq!(
+            (a[1].status, a[1].alert_id.as_str()),
             (ChurnStatus::Reactivated, format!("1-{T0}-reactivated").as_str())
         );
         assert_eq!(p.counters().churned_now, 0);
+    }
+
+    #[test]
+    fn events_apply_in_event_time_order_across_partitions() {
+        // A tag on partition 1 arrives after a rating 40 days later on partition 0: the tag still
+        // counts as activity in between, so nobody churns.
+        let mut p = processor(2);
+        let mut out = Vec::new();
+        feed(&mut p, 0, &rating(1, T0), &mut out);
+        feed(&mut p, 0, &rating(1, T0 + 40 * DAY), &mut out);
+        let tag = StreamRecord::Tag(streamflix_schemas::TagEvent {
+            v: 1,
+            seq: 0,
+            user_id: 1,
+            movie_id: 1,
+            tag: "x".into(),
+            ts: T0 + 20 * DAY,
+        });
+        feed(&mut p, 1, &StreamRecord::Heartbeat(Heartbeat { v: 1, ts: T0, next_seq: 0 }), &mut out);
+        feed(&mut p, 1, &tag, &mut out);
+        p.finish(&mut out);
+        assert!(alerts(&out).is_empty());
+        assert_eq!(p.users()[&1].activity.active_days, 3);
     }
 
     #[test]
@@ -582,7 +687,13 @@ mod tests {
         feed(&mut p, 1, &StreamRecord::Heartbeat(Heartbeat { v: 1, ts: T0, next_seq: 0 }), &mut out);
         feed(&mut p, 0, &rating(1, T0), &mut out);
         feed(&mut p, 0, &rating(1, T0 + 45 * DAY), &mut out);
-        assert!(p.watermark().unwrap() < T0 + 30 * DAY);
+        feed(
+            &mut p,
+            1,
+            &StreamRecord::Heartbeat(Heartbeat { v: 1, ts: T0 + 46 * DAY, next_seq: 0 }),
+            &mut out,
+        );
+        p.finish(&mut out);
         let ids: Vec<String> = out
             .iter()
             .filter_map(|o| if let Output::Alert(a) = o { Some(a.alert_id.clone()) } else { None })
@@ -607,6 +718,7 @@ mod tests {
             feed(&mut p, 0, b, &mut out);
         }
         feed(&mut p, 0, &rating(1, T0 + 60), &mut out);
+        p.finish(&mut out);
         let reasons: Vec<&str> = out
             .iter()
             .filter_map(|o| if let Output::Dead(d) = o { Some(d.reason.as_str()) } else { None })
