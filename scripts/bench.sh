@@ -60,3 +60,15 @@ cat <<TABLE | tee "$dir/results.md"
 | confluent-kafka (librdkafka) producer, same records | ${theirs} events/s |
 | ratio streamflix-replay / confluent-kafka | ${ratio} |
 TABLE
+
+# --- processor ---------------------------------------------------------------------------------
+proc="target/release/streamflix"
+echo "== processor, embedded: 1 M ratings"
+"$bin" generate --out "$dir/p1m" --users 8000 --ratings 1000000 --tags 40000 --quiet --force
+/usr/bin/time -f "   wall %e s, peak RSS %M KB" "$proc" run --data "$dir/p1m" --exit-when-done --no-http 2>&1 | grep -E "processed|wall"
+echo "== processor, embedded: 25 M ratings (ml-25m sizes; reuses the generated set)"
+/usr/bin/time -f "   wall %e s, peak RSS %M KB" "$proc" run --data "$dir/ml25m" --exit-when-done --no-http 2>&1 | grep -E "read and sorted|processed|wall"
+echo "== processor through tansu: 1 M ratings replayed first, then consumed"
+"$bin" run --data "$dir/p1m" --brokers "127.0.0.1:$port" --topic-prefix p --quiet
+/usr/bin/time -f "   wall %e s, peak RSS %M KB" "$proc" process --brokers "127.0.0.1:$port" --topic-prefix p \
+  --movies "$dir/p1m/movies.csv" --state "$dir/pstate" --exit-when-done --no-http 2>&1 | grep -E "processed|wall"
