@@ -31,11 +31,11 @@ pub enum CatalogError {
     },
 }
 
-/// Movie id → genres (and title, for humans).
+/// Movie id → genres.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
     genres: Vec<String>,
-    movies: FxHashMap<u32, (u64, Box<str>)>,
+    movies: FxHashMap<u32, u64>,
 }
 
 impl Catalog {
@@ -66,7 +66,7 @@ impl Catalog {
                 .iter()
                 .filter_map(|g| genres.binary_search(g).ok())
                 .fold(0u64, |mask, i| mask | (1 << i));
-            map.insert(m.id, (mask, m.title.clone().into_boxed_str()));
+            map.insert(m.id, mask);
         }
         Ok(Catalog { genres, movies: map })
     }
@@ -74,12 +74,7 @@ impl Catalog {
     /// The movie's genre bits, or `None` for a movie not in the catalog.
     #[inline]
     pub fn genres_of(&self, movie: u32) -> Option<u64> {
-        self.movies.get(&movie).map(|(mask, _)| *mask)
-    }
-
-    /// The movie's title.
-    pub fn title(&self, movie: u32) -> Option<&str> {
-        self.movies.get(&movie).map(|(_, t)| &**t)
+        self.movies.get(&movie).copied()
     }
 
     /// Genre names, in bit order.
@@ -90,16 +85,6 @@ impl Catalog {
     /// Names of the genres in `mask`, in bit order.
     pub fn names(&self, mask: u64) -> Vec<String> {
         self.genres.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, g)| g.clone()).collect()
-    }
-
-    /// Movies in the catalog.
-    pub fn len(&self) -> usize {
-        self.movies.len()
-    }
-
-    /// Whether the catalog has no movies.
-    pub fn is_empty(&self) -> bool {
-        self.movies.is_empty()
     }
 }
 

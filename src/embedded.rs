@@ -63,7 +63,6 @@ pub fn run(
     }
     let (tx, rx) = sync_channel::<Outgoing>(16 * 1024);
     let mut records = 0u64;
-    let mut key = String::new();
     let result = std::thread::scope(|s| {
         let replay = s.spawn(|| {
             let mut sink = ChannelSink::new(tx, partitions);
@@ -81,13 +80,8 @@ pub fn run(
                 StreamRecord::Heartbeat(h) => h.next_seq,
             };
             let src = Source { index, offset, next: out.record.next_seq() };
-            key.clear();
-            if let Some(k) = out.key {
-                use std::fmt::Write;
-                let _ = write!(key, "{k}");
-            }
-            let k = out.key.map(|_| key.as_bytes());
-            if let Err(e) = pipeline.record(src, k, &out.record) {
+            // No Kafka key in-process: a dead letter's payload names the user.
+            if let Err(e) = pipeline.record(src, None, &out.record) {
                 failed = Some(e);
                 break;
             }

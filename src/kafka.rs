@@ -163,28 +163,25 @@ pub fn run(
     stop: &AtomicBool,
 ) -> anyhow::Result<Outcome> {
     let started = Instant::now();
-    let mut cfg = opts.client_config(&[
-        ("group.id", group_id),
-        ("enable.auto.commit", "false"),
-        ("enable.auto.offset.store", "false"),
-        ("enable.partition.eof", "false"),
-        ("auto.offset.reset", "earliest"),
-        ("fetch.max.bytes", "16777216"),
-        ("max.partition.fetch.bytes", "4194304"),
-    ]);
-    // -X properties are usually meant for producers; keep producer-only ones off the consumer.
-    for k in ["enable.idempotence", "linger.ms", "compression.type", "acks", "batch.num.messages"] {
-        cfg.remove(k);
-    }
+    let cfg = opts.consumer_config(
+        group_id,
+        &[
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("fetch.max.bytes", "16777216"),
+            ("max.partition.fetch.bytes", "4194304"),
+        ],
+    );
     let consumer: BaseConsumer<QuietEof> =
         cfg.create_with_context(QuietEof).context("cannot create the consumer")?;
     let parts: Vec<(String, u32, u64)> =
         pipeline.processor.partitions().iter().map(|p| (p.topic.clone(), p.partition, p.position)).collect();
-    let restored = parts.iter().any(|p| p.2 > 0) || pipeline.store().meta()?.is_some();
+    // A fresh state has positions 0: `auto.offset.reset=earliest` covers logs that no longer
+    // start at offset 0.
     let mut tpl = TopicPartitionList::new();
     for (t, p, pos) in &parts {
-        let offset = if restored { Offset::Offset(*pos as i64) } else { Offset::Beginning };
-        tpl.add_partition_offset(t, *p as i32, offset).context("building the assignment")?;
+        tpl.add_partition_offset(t, *p as i32, Offset::Offset(*pos as i64))
+            .context("building the assignment")?;
     }
     consumer.assign(&tpl).context("cannot assign the input partitions")?;
     let index_of =

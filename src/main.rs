@@ -51,10 +51,6 @@ enum Command {
         seed: u64,
         #[command(flatten)]
         embedded: EmbeddedArgs,
-        #[command(flatten)]
-        serve: ServeArgs,
-        #[command(flatten)]
-        core: CoreArgs,
     },
     /// Process a MovieLens directory in embedded mode (replay and processor in one process, no
     /// broker). With --state, a restart continues from the last checkpoint. Serves the HTTP API
@@ -65,10 +61,6 @@ enum Command {
         data: PathBuf,
         #[command(flatten)]
         embedded: EmbeddedArgs,
-        #[command(flatten)]
-        serve: ServeArgs,
-        #[command(flatten)]
-        core: CoreArgs,
     },
     /// Consume <prefix>.ratings and <prefix>.tags from Kafka; publish <prefix>.sessions,
     /// <prefix>.churn-alerts and <prefix>.dlq; checkpoint to --state; serve the HTTP API.
@@ -119,9 +111,13 @@ enum DumpWhat {
     Meta,
 }
 
-/// Embedded-mode input options.
+/// Embedded-mode options: input, serving, semantics.
 #[derive(Args, Debug)]
 struct EmbeddedArgs {
+    #[command(flatten)]
+    serve: ServeArgs,
+    #[command(flatten)]
+    core: CoreArgs,
     /// State directory (sled). Default: a temporary directory, deleted at exit.
     #[arg(long, env = "STREAMFLIX_STATE")]
     state: Option<PathBuf>,
@@ -235,8 +231,10 @@ fn main() -> ExitCode {
 /// thread (which is the main thread: processing is CPU-bound and synchronous).
 struct Services {
     rt: tokio::runtime::Runtime,
+    /// Read by the synchronous processing loops.
     stop: Arc<AtomicBool>,
-    stopped: Arc<tokio::sync::Notify>,
+    /// The same, for async waiters.
+    stopped: tokio::sync::watch::Sender<bool>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     addr: Option<SocketAddr>,
 }
@@ -249,7 +247,7 @@ impl Services {
             .build()
             .context("cannot start the async runtime")?;
         let stop = Arc::new(AtomicBool::new(false));
-        let stopped = Arc::new(tokio::sync::Notify::new());
+        let stopped = tokio::sync::watch::Sender::new(false);
         {
             let (stop, stopped) = (stop.clone(), stopped.clone());
             rt.spawn(async move {
@@ -268,7 +266,7 @@ impl Services {
                 }
                 eprintln!("stopping: finishing the current record, checkpointing, flushing outputs…");
                 stop.store(true, Ordering::SeqCst);
-                stopped.notify_waiters();
+                stopped.send_replace(true);
                 // A second signal means: now.
                 let _ = tokio::signal::ctrl_c().await;
                 std::process::exit(130);
@@ -282,12 +280,9 @@ impl Services {
             })?;
             let addr = listener.local_addr()?;
             let state = AppState { store: store.clone(), status: status.clone() };
-            let stop2 = stop.clone();
-            let stopped2 = stopped.clone();
+            let mut stopped = stopped.subscribe();
             let shutdown = async move {
-                while !stop2.load(Ordering::SeqCst) {
-                    let _ = tokio::time::timeout(Duration::from_millis(200), stopped2.notified()).await;
-                }
+                let _ = stopped.wait_for(|s| *s).await;
             };
             let handle = rt.spawn(server::serve(listener, state, shutdown));
             println!("http: listening on http://{addr}");
@@ -301,16 +296,14 @@ impl Services {
         if let Some(addr) = self.addr {
             if !exit_now && !self.stop.load(Ordering::SeqCst) {
                 println!("serving http://{addr} (try /stats, /churn, /users/{{id}}); Ctrl-C to stop");
-                let (stop, stopped) = (self.stop.clone(), self.stopped.clone());
+                let mut stopped = self.stopped.subscribe();
                 self.rt.block_on(async move {
-                    while !stop.load(Ordering::SeqCst) {
-                        let _ = tokio::time::timeout(Duration::from_millis(200), stopped.notified()).await;
-                    }
+                    let _ = stopped.wait_for(|s| *s).await;
                 });
             }
         }
         self.stop.store(true, Ordering::SeqCst);
-        self.stopped.notify_waiters();
+        self.stopped.send_replace(true);
         if let Some(h) = self.server.take() {
             self.rt.block_on(h).context("http server task")?.context("http server")?;
         }
@@ -320,8 +313,8 @@ impl Services {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Demo { data, users, ratings, seed, embedded, serve, core } => {
-            let cfg = core.config()?;
+        Command::Demo { data, users, ratings, seed, embedded } => {
+            embedded.core.config()?; // refuse bad settings before generating
             let tmp;
             let dir = match data {
                 Some(d) => d,
@@ -344,11 +337,9 @@ fn run(cli: Cli) -> Result<()> {
                     tmp.path().to_path_buf()
                 }
             };
-            run_embedded(&dir, cfg, &embedded, &serve, true)
+            run_embedded(&dir, &embedded, true)
         }
-        Command::Run { data, embedded, serve, core } => {
-            run_embedded(&data, core.config()?, &embedded, &serve, false)
-        }
+        Command::Run { data, embedded } => run_embedded(&data, &embedded, false),
         Command::Process { brokers, topic_prefix, movies, state, group_id, kafka_property, serve, core } => {
             let cfg = core.config()?;
             let catalog = Arc::new(Catalog::load(&movies)?);
@@ -392,7 +383,8 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn run_embedded(dir: &Path, cfg: CoreConfig, e: &EmbeddedArgs, serve: &ServeArgs, demo: bool) -> Result<()> {
+fn run_embedded(dir: &Path, e: &EmbeddedArgs, demo: bool) -> Result<()> {
+    let (cfg, serve) = (e.core.config()?, &e.serve);
     let movies = streamflix_replay::movielens::find(dir, "movies")
         .with_context(|| format!("no movies.csv or movies.dat in {}", dir.display()))?;
     let catalog = Arc::new(Catalog::load(&movies)?);

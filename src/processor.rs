@@ -1,12 +1,13 @@
 //! The processor core: applies records to per-user state and returns effects. No I/O.
 //!
 //! [`Processor`] owns everything a checkpoint must capture: users (activity, open sessions, churn
-//! state), the per-partition watermarks and resume positions, and the counters. Transports feed it
-//! records with their source position ([`Source`]); it pushes [`Output`]s (closed sessions, churn
-//! alerts, dead letters) into a buffer the caller publishes. Given the same records per partition,
-//! it produces the same state and outputs however the partitions interleave: sessions and churn
-//! are decided in event time, late and future checks use the partition's own watermark, and only
-//! the *timing* of closes and alerts depends on the global watermark.
+//! state), the per-partition watermarks and resume positions, the events waiting for the
+//! watermark ([`Pending`]) and the counters. Transports feed it records with their source position
+//! ([`Source`]); it pushes [`Output`]s (closed sessions, churn alerts, dead letters) into a buffer
+//! the caller publishes. Given the same records per partition, it produces the same state and
+//! outputs however the partitions interleave: validation uses the partition's own watermark,
+//! events are applied in event-time order once the global watermark passes them, and churn is
+//! decided in event time.
 
 use std::collections::BTreeMap;
 
@@ -44,7 +45,7 @@ impl UserState {
     }
 }
 
-/// One input partition: a topic (0 = ratings, 1 = tags) and a partition number.
+/// One input partition: where it stands in the input and in event time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionState {
     /// Topic name, for dead letters and the checkpoint.
@@ -279,8 +280,8 @@ impl Processor {
         match decode(payload, self.cfg.max_payload_bytes) {
             Ok(record) => self.process_record(src, key, &record, Some(payload), out),
             Err(invalid) => {
-                self.dead(src, key, Some(payload), None, invalid, out);
                 self.partitions[src.index].position = src.next;
+                self.dead(src, key, Some(payload), None, invalid, out);
             }
         }
     }
@@ -332,9 +333,6 @@ impl Processor {
     /// earlier than `wm` can still arrive: it would be late on its partition), then closes
     /// sessions and churns users due at `wm`.
     fn step(&mut self, wm: i64, out: &mut Vec<Output>) {
-        if self.watermark.is_some_and(|w| wm <= w) {
-            return;
-        }
         while self.pending.peek().is_some_and(|p| p.0.ts < wm) {
             let p = self.pending.pop().expect("peeked").0;
             self.apply(p, out);
@@ -455,8 +453,9 @@ impl Processor {
             let st = &self.users[&user];
             let last = st.activity.last;
             if !st.churn.churned && ts - last >= churn_after {
-                // The watermark has not reached last + churn_after yet (it trails the slowest
-                // partition), but in event time this user churned before coming back.
+                // Events before the watermark are applied before it closes and churns (see
+                // `step`), so the return can come first; in event time this user churned before
+                // coming back.
                 if let Some(k) = st.churn.index_key {
                     self.churn_index.remove(k, user);
                 }
@@ -694,10 +693,7 @@ mod tests {
             &mut out,
         );
         p.finish(&mut out);
-        let ids: Vec<String> = out
-            .iter()
-            .filter_map(|o| if let Output::Alert(a) = o { Some(a.alert_id.clone()) } else { None })
-            .collect();
+        let ids: Vec<&str> = alerts(&out).iter().map(|a| a.alert_id.as_str()).collect();
         assert_eq!(ids, [format!("1-{T0}-churned"), format!("1-{T0}-reactivated")]);
     }
 
@@ -767,7 +763,7 @@ mod tests {
             let end = times.iter().copied().max().unwrap().max(p.watermark().unwrap());
             let pauses = times.windows(2).filter(|w| w[1] - w[0] >= 30 * DAY).count();
             let inactive_at_end = end - times.last().unwrap() >= 30 * DAY;
-            let alerts: Vec<&ChurnAlert> = out.iter().filter_map(|o| if let Output::Alert(a) = o { Some(a) } else { None }).collect();
+            let alerts = alerts(&out);
             let churned = alerts.iter().filter(|a| a.status == ChurnStatus::Churned).count();
             let reactivated = alerts.iter().filter(|a| a.status == ChurnStatus::Reactivated).count();
             prop_assert_eq!(churned, pauses + inactive_at_end as usize);

@@ -33,20 +33,6 @@ pub enum Reason {
 }
 
 impl Reason {
-    /// Every reason, for exhaustive metrics and docs.
-    pub const ALL: [Reason; 10] = [
-        Reason::OversizedPayload,
-        Reason::UndecodableJson,
-        Reason::SchemaViolation,
-        Reason::UnsupportedVersion,
-        Reason::RatingOutOfRange,
-        Reason::RatingNotHalfStep,
-        Reason::UnknownMovie,
-        Reason::TimestampBefore1995,
-        Reason::TimestampTooFarAhead,
-        Reason::LateEvent,
-    ];
-
     /// The stable snake_case name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -61,11 +47,6 @@ impl Reason {
             Reason::TimestampTooFarAhead => "timestamp_too_far_ahead",
             Reason::LateEvent => "late_event",
         }
-    }
-
-    /// Index into per-reason counters.
-    pub fn index(self) -> usize {
-        self as usize
     }
 }
 

@@ -85,13 +85,7 @@ fn http_answers_bad_requests_with_json_errors() {
     ]);
     let base = run.http_base();
     run.wait_line("serving http://");
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let get = |path: &str| {
-        let mut resp = agent.get(&format!("{base}{path}")).call().unwrap();
-        let status = resp.status().as_u16();
-        let body: serde_json::Value = resp.body_mut().read_json().unwrap();
-        (status, body)
-    };
+    let get = |path: &str| get_json(&format!("{base}{path}")).unwrap();
     let (status, stats) = get("/stats");
     assert_eq!(status, 200);
     assert_eq!(stats["ratings"], 3_000);

@@ -16,36 +16,19 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use util::*;
 
-fn replay_into(data: &Path, brokers: &str, prefix: &str) {
-    replay_ok(&[
-        "run",
-        "--data",
-        data.to_str().unwrap(),
-        "--brokers",
-        brokers,
-        "--topic-prefix",
-        prefix,
-        "--quiet",
-    ]);
+fn replay_into(data: &Path, brokers: &str, prefix: &str, extra: &[&str]) {
+    let mut args =
+        vec!["run", "--data", data.to_str().unwrap(), "--brokers", brokers, "--topic-prefix", prefix];
+    args.push("--quiet");
+    args.extend_from_slice(extra);
+    replay_ok(&args);
 }
 
-/// Replays with one record per batch: tansu 0.6 answers a fetch from an offset inside a batch
-/// with the *next* batch, silently skipping the rest of that one (README, limits), so a processor
-/// restarted at a checkpointed offset would miss records. Real Kafka returns the whole batch.
-fn replay_unbatched(data: &Path, brokers: &str, prefix: &str) {
-    replay_ok(&[
-        "run",
-        "--data",
-        data.to_str().unwrap(),
-        "--brokers",
-        brokers,
-        "--topic-prefix",
-        prefix,
-        "--quiet",
-        "-X",
-        "batch.num.messages=1",
-    ]);
-}
+/// Replay settings for one record per batch: tansu 0.6 answers a fetch from an offset inside a
+/// batch with the *next* batch, silently skipping the rest of that one (README, limits), so a
+/// processor restarted at a checkpointed offset would miss records. Real Kafka returns the whole
+/// batch.
+const ONE_RECORD_PER_BATCH: &[&str] = &["-X", "batch.num.messages=1"];
 
 fn process_args<'a>(brokers: &'a str, prefix: &'a str, movies: &'a str, state: &'a str) -> Vec<&'a str> {
     vec![
@@ -100,7 +83,7 @@ fn read_outputs(
 fn processing_through_the_broker_equals_the_batch_computation() {
     let broker = Broker::start();
     let data = generated(600, 60_000, 2_400);
-    replay_into(data.path(), &broker.addr, "g");
+    replay_into(data.path(), &broker.addr, "g", &[]);
     let state = tempfile::tempdir().unwrap();
     let movies = data.path().join("movies.csv");
     let args = process_args(&broker.addr, "g", movies.to_str().unwrap(), state.path().to_str().unwrap());
@@ -141,9 +124,7 @@ fn processing_through_the_broker_equals_the_batch_computation() {
 }
 
 fn committed_events(base: &str) -> Option<u64> {
-    let mut resp = ureq::get(&format!("{base}/stats")).call().ok()?;
-    let v: Value = resp.body_mut().read_json().ok()?;
-    v["events"].as_u64()
+    get_json(&format!("{base}/stats")).ok()?.1["events"].as_u64()
 }
 
 fn jsonl_by_id(path: &Path, id_field: &str) -> BTreeMap<String, Value> {
@@ -159,7 +140,7 @@ fn sigkill_at_five_points_then_restart_equals_an_uninterrupted_run() {
     let broker = Broker::start();
     let data = generated(2_000, 200_000, 8_000);
     let started = Instant::now();
-    replay_unbatched(data.path(), &broker.addr, "b");
+    replay_into(data.path(), &broker.addr, "b", ONE_RECORD_PER_BATCH);
     eprintln!("replayed 208,000 events one record per batch: {:.1}s", started.elapsed().as_secs_f64());
     let movies = data.path().join("movies.csv");
     let movies = movies.to_str().unwrap();

@@ -100,19 +100,25 @@ impl KafkaOptions {
     }
 
     fn consumer_with(&self, settings: &[(&str, &str)]) -> Result<BaseConsumer<QuietEof>, KafkaSetupError> {
-        let mut cfg = self.client_config(&[]);
-        cfg.set("group.id", "streamflix-replay-inspect");
-        cfg.set("enable.auto.commit", "false");
-        cfg.set("enable.partition.eof", "false");
-        // -X properties are meant for the producer; keep the common producer-only ones off this
-        // read-only consumer (librdkafka would warn about each).
-        for k in ["enable.idempotence", "linger.ms", "compression.type", "acks", "batch.num.messages"] {
-            cfg.remove(k);
-        }
+        let mut cfg = self.consumer_config("streamflix-replay-inspect", &[]);
         for (k, v) in settings {
             cfg.set(*k, *v);
         }
         cfg.create_with_context(QuietEof).map_err(client_err("cannot create a Kafka consumer"))
+    }
+
+    /// Settings for a consumer in `group` that never commits on its own and reports no EOF
+    /// events, plus `defaults`; the user's `-X` properties still win. `-X` properties are mostly
+    /// meant for producers: the common producer-only ones are kept off consumers (librdkafka
+    /// would warn about each).
+    pub fn consumer_config(&self, group: &str, defaults: &[(&str, &str)]) -> ClientConfig {
+        let base = [("group.id", group), ("enable.auto.commit", "false"), ("enable.partition.eof", "false")];
+        let all: Vec<(&str, &str)> = base.iter().chain(defaults).copied().collect();
+        let mut cfg = self.client_config(&all);
+        for k in ["enable.idempotence", "linger.ms", "compression.type", "acks", "batch.num.messages"] {
+            cfg.remove(k);
+        }
+        cfg
     }
 }
 

@@ -256,7 +256,7 @@ pub struct DeadLetter {
     pub detail: String,
     /// Where the record was read.
     pub source: SourcePosition,
-    /// The original key, if it was UTF-8.
+    /// The original Kafka key, if it was UTF-8 (`null` in embedded mode, which has no Kafka record).
     pub key: Option<String>,
     /// The original payload, if it was UTF-8 (truncated to 64 KiB for oversized payloads).
     pub payload: Option<String>,

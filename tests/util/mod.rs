@@ -390,3 +390,11 @@ pub fn precision_recall(
     let hit = flagged.intersection(truth).count() as f64;
     (hit / flagged.len().max(1) as f64, hit / truth.len().max(1) as f64)
 }
+
+/// GET `url`: status and JSON body, whatever the status.
+pub fn get_json(url: &str) -> Result<(u16, serde_json::Value), ureq::Error> {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut resp = agent.get(url).call()?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.body_mut().read_json()?))
+}
