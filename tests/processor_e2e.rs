@@ -162,7 +162,10 @@ fn sigkill_at_five_points_then_restart_equals_an_uninterrupted_run() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let mut kills = Vec::new();
-    for threshold in [25_000u64, 60_000, 95_000, 130_000, 170_000] {
+    // Each kill comes a different while after a checkpoint, so the restart re-does uncommitted
+    // work (and re-publishes its outputs), not only resumes from a fresh checkpoint.
+    for (threshold, after_ms) in [(25_000u64, 40), (55_000, 150), (85_000, 90), (115_000, 220), (145_000, 10)]
+    {
         let mut args = process_args(&broker.addr, "b", movies, sb.path().to_str().unwrap());
         args.extend(["--checkpoint-every", "5000", "--http", "127.0.0.1:0"]);
         let mut run = Running::start(&args);
@@ -170,12 +173,17 @@ fn sigkill_at_five_points_then_restart_equals_an_uninterrupted_run() {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             assert!(run.child.try_wait().unwrap().is_none(), "exited before reaching {threshold} events");
-            if committed_events(&base).is_some_and(|n| n >= threshold) {
+            // Past the threshold and past where the previous run was killed: events are applied in
+            // bursts when the watermark moves, so one run can overshoot the next threshold.
+            let target = threshold.max(kills.last().map_or(0, |k| k + 1));
+            if committed_events(&base).is_some_and(|n| n >= target) {
                 break;
             }
             assert!(Instant::now() < deadline, "no progress to {threshold}");
             std::thread::sleep(Duration::from_millis(10));
         }
+        std::thread::sleep(Duration::from_millis(after_ms));
+        assert!(run.child.try_wait().unwrap().is_none(), "finished before the kill after {threshold}");
         run.signal("-KILL");
         let (status, _) = run.wait();
         assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9));
