@@ -5,11 +5,13 @@
 //! ([`checkpoint`]), the transports ([`kafka`], [`embedded`]), the outputs ([`output`]), the HTTP
 //! server ([`server`]) and the driver loop that ties them together ([`pipeline`]).
 
+pub mod als;
 pub mod catalog;
 pub mod checkpoint;
 pub mod churn;
 pub mod config;
 pub mod embedded;
+pub mod eval;
 pub mod features;
 pub mod kafka;
 pub mod output;

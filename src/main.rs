@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use streamflix::als::AlsConfig;
 use streamflix::catalog::Catalog;
 use streamflix::checkpoint::Store;
 use streamflix::config::{parse_duration, CoreConfig};
@@ -88,6 +89,10 @@ enum Command {
         #[command(flatten)]
         core: CoreArgs,
     },
+    /// Evaluate the ALS recommender on a MovieLens directory (or a given split) and print JSON:
+    /// batch RMSE/MAE on a seeded random 80/20 split, and streaming (prequential) RMSE/MAE,
+    /// recall@10 and update latency after training on the first 80 % by time.
+    Eval(EvalArgs),
     /// Print committed state from a state directory as JSON lines.
     Dump {
         /// State directory.
@@ -97,6 +102,57 @@ enum Command {
         #[arg(value_enum, default_value = "users")]
         what: DumpWhat,
     },
+}
+
+/// Options of `streamflix eval`.
+#[derive(Args, Debug)]
+struct EvalArgs {
+    /// MovieLens directory (ratings and movies).
+    #[arg(long, required_unless_present_all = ["train", "test", "movies"], conflicts_with_all = ["train", "test"])]
+    data: Option<PathBuf>,
+    /// Training ratings (ratings.csv format), with --test and --movies instead of --data.
+    #[arg(long, requires_all = ["test", "movies"])]
+    train: Option<PathBuf>,
+    /// Test ratings (ratings.csv format).
+    #[arg(long, requires_all = ["train", "movies"])]
+    test: Option<PathBuf>,
+    /// Movie catalog; ratings of movies not in it are dropped, as the processor does.
+    #[arg(long)]
+    movies: Option<PathBuf>,
+    #[command(flatten)]
+    als: AlsArgs,
+    /// Batch ALS iterations.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    iters: u32,
+    /// Seed of the random split and the recall sample.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Ratings ≥ 4 sampled for recall@10.
+    #[arg(long, default_value_t = 1_000)]
+    recall_sample: usize,
+}
+
+/// Recommender settings (stored with the state; a restart must use the same).
+#[derive(Args, Debug, Clone)]
+struct AlsArgs {
+    /// ALS rank (factors per user and movie).
+    #[arg(long, env = "STREAMFLIX_ALS_RANK", default_value_t = 32)]
+    rank: usize,
+    /// ALS regularisation λ, scaled by rating counts as in Spark MLlib.
+    #[arg(long, env = "STREAMFLIX_ALS_LAMBDA", default_value_t = 0.1)]
+    lambda: f32,
+    /// A full incremental ALS sweep spans this many events (at least as many as there are
+    /// ratings); 0 disables sweeps.
+    #[arg(long, env = "STREAMFLIX_ALS_SWEEP_EVERY", default_value_t = 1_000_000)]
+    sweep_every: u64,
+}
+
+impl AlsArgs {
+    fn config(&self) -> Result<AlsConfig> {
+        let cfg = AlsConfig { rank: self.rank, lambda: self.lambda, sweep_every: self.sweep_every };
+        cfg.validate().map_err(anyhow::Error::msg)?;
+        Ok(cfg)
+    }
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -379,8 +435,97 @@ fn run(cli: Cli) -> Result<()> {
             print_summary(&pipeline, outcome.records, outcome.seconds);
             services.finish(serve.exit_when_done)
         }
+        Command::Eval(args) => eval(&args),
         Command::Dump { state, what } => dump(&state, what),
     }
+}
+
+fn read_ratings(path: &Path) -> Result<Vec<streamflix_replay::movielens::Rating>> {
+    let (ratings, report) = streamflix_replay::movielens::read_ratings(path)?;
+    for line in report.describe() {
+        eprintln!("warning: {line}");
+    }
+    Ok(ratings)
+}
+
+fn eval(args: &EvalArgs) -> Result<()> {
+    use streamflix::eval::{batch, random_split, streaming, time_split, EvalConfig, Report};
+    let cfg = EvalConfig {
+        als: args.als.config()?,
+        iters: args.iters as usize,
+        seed: args.seed,
+        recall_sample: args.recall_sample,
+    };
+    let started = Instant::now();
+    let (movies, given) = match (&args.data, &args.train, &args.test) {
+        (Some(dir), _, _) => {
+            let movies = match &args.movies {
+                Some(m) => m.clone(),
+                None => streamflix_replay::movielens::find(dir, "movies")
+                    .with_context(|| format!("no movies.csv or movies.dat in {}", dir.display()))?,
+            };
+            let ratings = streamflix_replay::movielens::find(dir, "ratings")
+                .with_context(|| format!("no ratings.csv or ratings.dat in {}", dir.display()))?;
+            (movies, (read_ratings(&ratings)?, None))
+        }
+        (None, Some(train), Some(test)) => {
+            let movies = args.movies.clone().context("--movies is required with --train/--test")?;
+            (movies, (read_ratings(train)?, Some(read_ratings(test)?)))
+        }
+        _ => bail!("give --data DIR, or --train FILE --test FILE --movies FILE"),
+    };
+    let catalog = Catalog::load(&movies)?;
+    let known = |r: &streamflix_replay::movielens::Rating| catalog.genres_of(r.movie).is_some();
+    let (first, second) = given;
+    let total = first.len() + second.as_ref().map_or(0, Vec::len);
+    let (first, second): (Vec<_>, Option<Vec<_>>) =
+        (first.into_iter().filter(known).collect(), second.map(|s| s.into_iter().filter(known).collect()));
+    let kept = first.len() + second.as_ref().map_or(0, Vec::len);
+    if kept < total {
+        eprintln!("warning: {} ratings of movies not in {} dropped", total - kept, movies.display());
+    }
+    eprintln!("read {kept} ratings in {:.1}s", started.elapsed().as_secs_f64());
+    let ((btrain, btest, split), (strain, stest)) = match second {
+        Some(test) => ((first.clone(), test.clone(), "given train/test files".to_string()), (first, test)),
+        None => {
+            let (a, b) = random_split(&first, cfg.seed);
+            let (c, d) = time_split(&first, 0.8);
+            ((a, b, format!("random 80/20, seed {}", cfg.seed)), (c, d))
+        }
+    };
+    if btrain.is_empty() || btest.is_empty() {
+        bail!("not enough ratings to evaluate ({kept})");
+    }
+    eprintln!(
+        "batch: fitting rank {} λ {} × {} iterations on {} ratings…",
+        cfg.als.rank,
+        cfg.als.lambda,
+        cfg.iters,
+        btrain.len()
+    );
+    let (_, b) = batch(&cfg, &btrain, &btest, &split);
+    eprintln!(
+        "batch: RMSE {:.4} MAE {:.4} on {} pairs ({:.1}s fit)",
+        b.errors.rmse, b.errors.mae, b.errors.scored, b.fit_seconds
+    );
+    eprintln!("streaming: training on {} ratings, then streaming {}…", strain.len(), stest.len());
+    let s = streaming(&cfg, &strain, &stest);
+    eprintln!(
+        "streaming: RMSE {:.4} (frozen batch on the same events {:.4}), p99 update {:.1}µs",
+        s.on_batch_events.rmse, s.batch_on_same_events.rmse, s.update_latency.p99_us
+    );
+    let report = Report {
+        ratings: kept as u64,
+        rank: cfg.als.rank,
+        lambda: cfg.als.lambda,
+        iters: cfg.iters,
+        rmse: b.errors.rmse,
+        mae: b.errors.mae,
+        batch: b,
+        streaming: s,
+    };
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
 }
 
 fn run_embedded(dir: &Path, e: &EmbeddedArgs, demo: bool) -> Result<()> {

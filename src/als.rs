@@ -1,0 +1,804 @@
+//! Alternating least squares for explicit ratings, trained in batch or one event at a time.
+//!
+//! The model: rating(u, i) ≈ xᵤ · vᵢ with rank-k factors, minimising
+//! Σ (r − xᵤ·vᵢ)² + λ (Σᵤ nᵤ‖xᵤ‖² + Σᵢ nᵢ‖vᵢ‖²), where nᵤ, nᵢ are rating counts: the
+//! regularisation is weighted by each user's and item's count exactly as Spark MLlib's ALS does
+//! ("ALS-WR"), so the same λ means the same thing in both.
+//!
+//! Each side (users, items) keeps, per entity, the **sufficient statistics** of its least-squares
+//! problem: the Gram matrix G = Σ vvᵀ (packed lower triangle, f32), the right-hand side
+//! b = Σ r·v and the count n. The factor is the solution of (G + λnI) x = b.
+//!
+//! - **Per event** ([`Als::observe`]): the rating adds one outer product to the user's statistics
+//!   (with the item's current factor), the user's factor is re-solved (Cholesky, O(k³)), then the
+//!   same for the item with the user's new factor. Nothing re-reads a history.
+//! - **Sweeps** correct the drift of statistics accumulated with factors that have since moved:
+//!   an entity is re-solved exactly from its ratings and the other side's current factors. The
+//!   streaming sweep is incremental: a few entities after each event (users first, then items),
+//!   paced so a full sweep spans `max(sweep_every, ratings)` events. It never stops ingestion, and
+//!   because it is driven by the event sequence (not by a clock or a thread), the model after a
+//!   given sequence of ratings is always the same, which the checkpoint relies on.
+//! - **Batch** ([`Als::train`]): full alternating sweeps over all users, then all items, on two
+//!   threads; each half-sweep solves its side exactly, so the loss never increases.
+//!
+//! New users and items get a small deterministic pseudo-random factor (seeded by their id) on
+//! first sight, so two newcomers meeting in one rating do not stay at zero.
+
+use ndarray::{ArrayView1, ArrayView2};
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+/// Largest supported rank.
+pub const MAX_RANK: usize = 128;
+
+/// ALS settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlsConfig {
+    /// Rank k of the factors.
+    pub rank: usize,
+    /// Regularisation λ (scaled by each entity's rating count, as in Spark MLlib).
+    pub lambda: f32,
+    /// Streaming: a full incremental sweep spans this many events (at least as many as there are
+    /// ratings). 0 disables sweeps.
+    pub sweep_every: u64,
+}
+
+impl Default for AlsConfig {
+    fn default() -> Self {
+        AlsConfig { rank: 32, lambda: 0.1, sweep_every: 1_000_000 }
+    }
+}
+
+impl AlsConfig {
+    /// Checks the settings.
+    ///
+    /// # Errors
+    /// A one-line message naming the bad setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=MAX_RANK).contains(&self.rank) {
+            return Err(format!("ALS rank must be between 1 and {MAX_RANK} (got {})", self.rank));
+        }
+        if !(self.lambda.is_finite() && self.lambda > 0.0) {
+            return Err(format!("ALS lambda must be a positive number (got {})", self.lambda));
+        }
+        Ok(())
+    }
+}
+
+/// One side of the factorisation (users or items).
+#[derive(Debug, Clone, Default)]
+pub struct Side {
+    index: FxHashMap<u32, u32>,
+    ids: Vec<u32>,
+    /// Factors, row-major n × k.
+    factors: Vec<f32>,
+    /// Packed lower-triangular Gram matrices, n × k(k+1)/2.
+    gram: Vec<f32>,
+    /// Right-hand sides, n × k.
+    rhs: Vec<f32>,
+    /// Ratings per entity.
+    count: Vec<u32>,
+    /// Ratings per entity: (index on the other side, rating), in arrival order.
+    ratings: Vec<Vec<(u32, f32)>>,
+}
+
+impl Side {
+    /// Entities on this side.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// No entities yet.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Dense index of external id `id`.
+    pub fn index_of(&self, id: u32) -> Option<usize> {
+        self.index.get(&id).map(|&i| i as usize)
+    }
+
+    /// External id of dense index `i`.
+    pub fn id(&self, i: usize) -> u32 {
+        self.ids[i]
+    }
+
+    /// Ratings seen for entity `i`: (other side's index, rating).
+    pub fn ratings(&self, i: usize) -> &[(u32, f32)] {
+        &self.ratings[i]
+    }
+
+    fn factor(&self, i: usize, k: usize) -> &[f32] {
+        &self.factors[i * k..(i + 1) * k]
+    }
+
+    /// All factors as an n × k matrix.
+    pub fn matrix(&self, k: usize) -> ArrayView2<'_, f32> {
+        ArrayView2::from_shape((self.len(), k), &self.factors).expect("n × k factors")
+    }
+
+    fn get_or_insert(&mut self, id: u32, k: usize, salt: u64) -> usize {
+        if let Some(&i) = self.index.get(&id) {
+            return i as usize;
+        }
+        let i = self.ids.len();
+        self.index.insert(id, i as u32);
+        self.ids.push(id);
+        let mut s = (u64::from(id) ^ salt).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        for _ in 0..k {
+            // splitmix64 → uniform in [-0.5, 0.5), scaled so ‖x‖ ≈ 0.1·√(k/12)·… small.
+            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = s;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            let u = (z >> 11) as f64 / (1u64 << 53) as f64 - 0.5;
+            self.factors.push((u * 0.2) as f32);
+        }
+        self.gram.extend(std::iter::repeat_n(0.0, k * (k + 1) / 2));
+        self.rhs.extend(std::iter::repeat_n(0.0, k));
+        self.count.push(0);
+        self.ratings.push(Vec::new());
+        i
+    }
+}
+
+/// Where the incremental streaming sweep stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct SweepCursor {
+    /// 0 = users, 1 = items.
+    side: u8,
+    next: usize,
+    /// Work (rating visits) the sweep may still spend; grows with every event.
+    credit: f64,
+}
+
+/// The model and its statistics.
+#[derive(Debug, Clone)]
+pub struct Als {
+    cfg: AlsConfig,
+    users: Side,
+    items: Side,
+    sweep: SweepCursor,
+    sweeps_done: u64,
+    ratings: u64,
+    scratch: Vec<f64>,
+    work: Vec<f32>,
+}
+
+/// Entity sides, for [`Als::side`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    /// Users.
+    Users,
+    /// Items (movies).
+    Items,
+}
+
+const USER_SALT: u64 = 0x5553_4552;
+const ITEM_SALT: u64 = 0x4954_454d;
+
+impl Als {
+    /// An empty model.
+    pub fn new(cfg: AlsConfig) -> Als {
+        let k = cfg.rank;
+        Als {
+            cfg,
+            users: Side::default(),
+            items: Side::default(),
+            sweep: SweepCursor::default(),
+            sweeps_done: 0,
+            ratings: 0,
+            scratch: vec![0.0; k * k + 2 * k],
+            work: vec![0.0; 3 * k],
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &AlsConfig {
+        &self.cfg
+    }
+
+    /// Rank k.
+    pub fn rank(&self) -> usize {
+        self.cfg.rank
+    }
+
+    /// One side of the model.
+    pub fn side(&self, which: Which) -> &Side {
+        match which {
+            Which::Users => &self.users,
+            Which::Items => &self.items,
+        }
+    }
+
+    /// Ratings observed (streaming and batch).
+    pub fn ratings(&self) -> u64 {
+        self.ratings
+    }
+
+    /// Complete streaming sweeps so far.
+    pub fn sweeps_done(&self) -> u64 {
+        self.sweeps_done
+    }
+
+    /// A user's factor.
+    pub fn user_factor(&self, user: u32) -> Option<&[f32]> {
+        self.users.index_of(user).map(|i| self.users.factor(i, self.cfg.rank))
+    }
+
+    /// An item's factor.
+    pub fn item_factor(&self, item: u32) -> Option<&[f32]> {
+        self.items.index_of(item).map(|i| self.items.factor(i, self.cfg.rank))
+    }
+
+    /// Predicted rating, clamped to MovieLens's 0.5–5.0; `None` if the user or item is unknown.
+    pub fn predict(&self, user: u32, item: u32) -> Option<f32> {
+        let x = self.user_factor(user)?;
+        let v = self.item_factor(item)?;
+        Some(dot(x, v).clamp(0.5, 5.0))
+    }
+
+    /// Adds ratings without solving (batch loading before [`Als::train`]).
+    pub fn add(&mut self, user: u32, item: u32, rating: f32) {
+        let k = self.cfg.rank;
+        let u = self.users.get_or_insert(user, k, USER_SALT);
+        let i = self.items.get_or_insert(item, k, ITEM_SALT);
+        self.users.ratings[u].push((i as u32, rating));
+        self.items.ratings[i].push((u as u32, rating));
+        self.users.count[u] += 1;
+        self.items.count[i] += 1;
+        self.ratings += 1;
+    }
+
+    /// Learns from one rating: updates the user's statistics and re-solves the user, then the
+    /// item with the user's new factor; then advances the incremental sweep.
+    pub fn observe(&mut self, user: u32, item: u32, rating: f32) {
+        let k = self.cfg.rank;
+        let lambda = f64::from(self.cfg.lambda);
+        let u = self.users.get_or_insert(user, k, USER_SALT);
+        let i = self.items.get_or_insert(item, k, ITEM_SALT);
+        self.users.ratings[u].push((i as u32, rating));
+        self.items.ratings[i].push((u as u32, rating));
+        self.ratings += 1;
+
+        let v: [f32; MAX_RANK] = copy_factor(&self.items, i, k);
+        accumulate(&mut self.users, u, &v[..k], rating, k);
+        solve_entity(&mut self.users, u, lambda, k, &mut self.scratch, &mut self.work);
+        let x: [f32; MAX_RANK] = copy_factor(&self.users, u, k);
+        accumulate(&mut self.items, i, &x[..k], rating, k);
+        solve_entity(&mut self.items, i, lambda, k, &mut self.scratch, &mut self.work);
+
+        self.sweep_step();
+    }
+
+    fn sweep_step(&mut self) {
+        if self.cfg.sweep_every == 0 {
+            return;
+        }
+        // One sweep visits every rating twice (once per side) plus k per entity solve; spread it
+        // over max(sweep_every, ratings) events.
+        let work = 2.0 * self.ratings as f64 + (self.cfg.rank * (self.users.len() + self.items.len())) as f64;
+        self.sweep.credit += work / self.cfg.sweep_every.max(self.ratings) as f64;
+        let k = self.cfg.rank;
+        let lambda = f64::from(self.cfg.lambda);
+        while self.sweep.credit > 0.0 {
+            let (this, other) = match self.sweep.side {
+                0 => (&mut self.users, &self.items),
+                _ => (&mut self.items, &self.users),
+            };
+            if self.sweep.next >= this.len() {
+                if self.sweep.side == 0 {
+                    self.sweep.side = 1;
+                    self.sweep.next = 0;
+                    continue;
+                }
+                self.sweeps_done += 1;
+                self.sweep = SweepCursor::default();
+                break;
+            }
+            let e = self.sweep.next;
+            self.sweep.credit -= (this.ratings[e].len() + k) as f64;
+            resolve_exact(this, e, &other.factors, lambda, k, &mut self.scratch);
+            self.sweep.next += 1;
+        }
+    }
+
+    /// Batch training: `iters` full alternating sweeps (all users, then all items), each entity
+    /// solved exactly. Calls `after_half(loss)` after each half-sweep when given.
+    pub fn train(&mut self, iters: usize, mut after_half: Option<&mut dyn FnMut(f64)>) {
+        for _ in 0..iters {
+            self.solve_side(Which::Users);
+            if let Some(f) = after_half.as_mut() {
+                f(self.loss());
+            }
+            self.solve_side(Which::Items);
+            if let Some(f) = after_half.as_mut() {
+                f(self.loss());
+            }
+        }
+    }
+
+    /// Solves every entity of one side exactly (two threads).
+    pub fn solve_side(&mut self, which: Which) {
+        let k = self.cfg.rank;
+        let lambda = f64::from(self.cfg.lambda);
+        let (this, other) = match which {
+            Which::Users => (&mut self.users, &self.items),
+            Which::Items => (&mut self.items, &self.users),
+        };
+        let n = this.len();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+        let chunk = n.div_ceil(threads).max(1);
+        let kp = k * (k + 1) / 2;
+        let other_factors = &other.factors;
+        std::thread::scope(|s| {
+            let parts = this
+                .factors
+                .chunks_mut(chunk * k)
+                .zip(this.gram.chunks_mut(chunk * kp))
+                .zip(this.rhs.chunks_mut(chunk * k))
+                .zip(this.ratings.chunks(chunk));
+            for (((f, g), b), r) in parts {
+                s.spawn(move || {
+                    let mut scratch = vec![0.0; k * k + 2 * k];
+                    for e in 0..r.len() {
+                        let (x, gram, rhs) = (
+                            &mut f[e * k..(e + 1) * k],
+                            &mut g[e * kp..(e + 1) * kp],
+                            &mut b[e * k..(e + 1) * k],
+                        );
+                        exact(x, gram, rhs, &r[e], other_factors, lambda, k, &mut scratch);
+                    }
+                });
+            }
+        });
+    }
+
+    /// The training objective over all ratings seen.
+    pub fn loss(&self) -> f64 {
+        let k = self.cfg.rank;
+        let lambda = f64::from(self.cfg.lambda);
+        let mut loss = 0.0;
+        for u in 0..self.users.len() {
+            let x = self.users.factor(u, k);
+            for &(i, r) in &self.users.ratings[u] {
+                let e = f64::from(r) - f64::from(dot(x, self.items.factor(i as usize, k)));
+                loss += e * e;
+            }
+        }
+        for side in [&self.users, &self.items] {
+            for e in 0..side.len() {
+                let x = side.factor(e, k);
+                loss += lambda * side.ratings[e].len() as f64 * f64::from(dot(x, x));
+            }
+        }
+        loss
+    }
+
+    /// The exact regularised least-squares factor for a user with `ratings` (item id, rating)
+    /// given the current item factors (unknown items are skipped). Does not change the model.
+    pub fn fold_in(&self, ratings: &[(u32, f32)]) -> Vec<f32> {
+        let k = self.cfg.rank;
+        let mut a = vec![0.0f64; k * k];
+        let mut y = vec![0.0f64; k];
+        let mut n = 0usize;
+        for &(id, r) in ratings {
+            let Some(i) = self.items.index_of(id) else { continue };
+            let v = self.items.factor(i, k);
+            for p in 0..k {
+                for q in 0..=p {
+                    a[p * k + q] += f64::from(v[p]) * f64::from(v[q]);
+                }
+                y[p] += f64::from(r) * f64::from(v[p]);
+            }
+            n += 1;
+        }
+        if n == 0 {
+            return vec![0.0; k];
+        }
+        for p in 0..k {
+            a[p * k + p] += f64::from(self.cfg.lambda) * n as f64;
+        }
+        if !solve_spd(&mut a, &mut y, k) {
+            return vec![0.0; k];
+        }
+        y.iter().map(|&v| v as f32).collect()
+    }
+
+    /// Scores of every item for a user factor `x` (unclamped dot products), by item index.
+    pub fn scores(&self, x: &[f32]) -> ndarray::Array1<f32> {
+        self.items.matrix(self.cfg.rank).dot(&ArrayView1::from(x))
+    }
+}
+
+fn copy_factor(side: &Side, e: usize, k: usize) -> [f32; MAX_RANK] {
+    let mut v = [0.0; MAX_RANK];
+    v[..k].copy_from_slice(side.factor(e, k));
+    v
+}
+
+fn accumulate(side: &mut Side, e: usize, v: &[f32], r: f32, k: usize) {
+    let kp = k * (k + 1) / 2;
+    rank_one(&mut side.gram[e * kp..(e + 1) * kp], v);
+    for (b, &x) in side.rhs[e * k..(e + 1) * k].iter_mut().zip(v) {
+        *b += r * x;
+    }
+    side.count[e] += 1;
+}
+
+/// G += v vᵀ on the packed lower triangle (row i holds columns 0..=i).
+fn rank_one(g: &mut [f32], v: &[f32]) {
+    let mut off = 0;
+    for (i, &vi) in v.iter().enumerate() {
+        for (gij, &vj) in g[off..off + i + 1].iter_mut().zip(&v[..=i]) {
+            *gij += vi * vj;
+        }
+        off += i + 1;
+    }
+}
+
+/// Below this many ratings an entity's per-event update is an exact Cholesky solve. From it on,
+/// one rating changes the system little, and [`CG_STEPS`] conjugate-gradient steps warm-started
+/// from the current factor track its solution in O(k²) (sweeps then remove what is left).
+pub const EXACT_BELOW: u32 = 16;
+/// Conjugate-gradient steps per update at or above [`EXACT_BELOW`] ratings.
+pub const CG_STEPS: usize = 2;
+
+fn solve_entity(side: &mut Side, e: usize, lambda: f64, k: usize, scratch: &mut [f64], work: &mut [f32]) {
+    let kp = k * (k + 1) / 2;
+    let reg = lambda * f64::from(side.count[e]);
+    let (g, b) = (&side.gram[e * kp..(e + 1) * kp], &side.rhs[e * k..(e + 1) * k]);
+    let x = &mut side.factors[e * k..(e + 1) * k];
+    if side.count[e] < EXACT_BELOW {
+        cholesky_solve(g, b, reg, k, scratch, x);
+    } else {
+        conjugate_gradient(g, b, reg as f32, k, x, work);
+    }
+}
+
+/// y = (G + reg·I) x for the packed lower-triangular G: each stored row contributes a dot product
+/// to yᵢ and an axpy to y₀..yᵢ₋₁, both over contiguous memory.
+fn sym_mul(g: &[f32], reg: f32, x: &[f32], y: &mut [f32]) {
+    let k = x.len();
+    y.fill(0.0);
+    let mut off = 0;
+    for i in 0..k {
+        let row = &g[off..off + i];
+        let xi = x[i];
+        for (yj, &gij) in y[..i].iter_mut().zip(row) {
+            *yj += gij * xi;
+        }
+        y[i] += dot(row, &x[..i]) + (g[off + i] + reg) * xi;
+        off += i + 1;
+    }
+}
+
+/// [`CG_STEPS`] conjugate-gradient steps on (G + reg·I) x = b from the current `x`.
+fn conjugate_gradient(g: &[f32], b: &[f32], reg: f32, k: usize, x: &mut [f32], work: &mut [f32]) {
+    let (r, rest) = work.split_at_mut(k);
+    let (p, rest) = rest.split_at_mut(k);
+    let ap = &mut rest[..k];
+    sym_mul(g, reg, x, ap);
+    for i in 0..k {
+        r[i] = b[i] - ap[i];
+        p[i] = r[i];
+    }
+    let mut rr = dot(r, r);
+    for _ in 0..CG_STEPS {
+        if rr.is_nan() || rr <= 1e-20 {
+            return;
+        }
+        sym_mul(g, reg, p, ap);
+        let pap = dot(p, ap);
+        if pap.is_nan() || pap <= 0.0 {
+            return;
+        }
+        let alpha = rr / pap;
+        for i in 0..k {
+            x[i] += alpha * p[i];
+            r[i] -= alpha * ap[i];
+        }
+        let next = dot(r, r);
+        let beta = next / rr;
+        for i in 0..k {
+            p[i] = r[i] + beta * p[i];
+        }
+        rr = next;
+    }
+}
+
+fn resolve_exact(side: &mut Side, e: usize, other: &[f32], lambda: f64, k: usize, scratch: &mut [f64]) {
+    let kp = k * (k + 1) / 2;
+    let x = &mut side.factors[e * k..(e + 1) * k];
+    let g = &mut side.gram[e * kp..(e + 1) * kp];
+    let b = &mut side.rhs[e * k..(e + 1) * k];
+    exact(x, g, b, &side.ratings[e], other, lambda, k, scratch);
+    side.count[e] = side.ratings[e].len() as u32;
+}
+
+/// Recomputes the statistics of one entity from its ratings and the other side's factors, and
+/// solves for its factor.
+#[allow(clippy::too_many_arguments)]
+fn exact(
+    x: &mut [f32],
+    g: &mut [f32],
+    b: &mut [f32],
+    ratings: &[(u32, f32)],
+    other: &[f32],
+    lambda: f64,
+    k: usize,
+    scratch: &mut [f64],
+) {
+    g.fill(0.0);
+    b.fill(0.0);
+    for &(j, r) in ratings {
+        let v = &other[j as usize * k..(j as usize + 1) * k];
+        rank_one(g, v);
+        for (bb, &vv) in b.iter_mut().zip(v) {
+            *bb += r * vv;
+        }
+    }
+    let reg = lambda * ratings.len() as f64;
+    if ratings.is_empty() {
+        return;
+    }
+    cholesky_solve(g, b, reg, k, scratch, x);
+}
+
+/// Solves (G + reg·I) x = b for the packed lower-triangular G, in f64. Leaves `x` unchanged if
+/// the system is not positive definite (cannot happen with reg > 0) or the result not finite.
+fn cholesky_solve(g: &[f32], b: &[f32], reg: f64, k: usize, scratch: &mut [f64], x: &mut [f32]) {
+    let (l, rest) = scratch.split_at_mut(k * k);
+    let (y, _) = rest.split_at_mut(k);
+    let mut off = 0;
+    for i in 0..k {
+        for j in 0..=i {
+            l[i * k + j] = f64::from(g[off + j]);
+        }
+        l[i * k + i] += reg;
+        y[i] = f64::from(b[i]);
+        off += i + 1;
+    }
+    if solve_spd(l, y, k) {
+        for (xi, yi) in x.iter_mut().zip(&y[..k]) {
+            *xi = *yi as f32;
+        }
+    }
+}
+
+/// Solves A x = y in place (A symmetric positive definite, lower triangle in `l`, row-major
+/// k × k; overwritten by its Cholesky factor). Returns false, leaving `y` unspecified, if A is
+/// not positive definite or the solution is not finite.
+fn solve_spd(l: &mut [f64], y: &mut [f64], k: usize) -> bool {
+    for j in 0..k {
+        let rj = &l[j * k..j * k + j];
+        let s = l[j * k + j] - dot64(rj, rj);
+        if s.is_nan() || s <= 0.0 {
+            return false;
+        }
+        let d = s.sqrt();
+        l[j * k + j] = d;
+        for i in j + 1..k {
+            let (upper, lower) = l.split_at_mut(i * k);
+            let p = dot64(&lower[..j], &upper[j * k..j * k + j]);
+            lower[j] = (lower[j] - p) / d;
+        }
+    }
+    for i in 0..k {
+        let s = dot64(&l[i * k..i * k + i], &y[..i]);
+        y[i] = (y[i] - s) / l[i * k + i];
+    }
+    for i in (0..k).rev() {
+        let mut s = y[i];
+        for j in i + 1..k {
+            s -= l[j * k + i] * y[j];
+        }
+        y[i] = s / l[i * k + i];
+    }
+    y[..k].iter().all(|v| v.is_finite())
+}
+
+/// f32 dot product with eight independent sums (vectorises).
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for t in 0..8 {
+            acc[t] += x[t] * y[t];
+        }
+    }
+    let mut s = acc.iter().sum::<f32>();
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
+}
+
+/// f64 dot product with four independent sums (lets the compiler use vector registers).
+#[inline]
+fn dot64(a: &[f64], b: &[f64]) -> f64 {
+    let mut acc = [0.0f64; 4];
+    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for t in 0..4 {
+            acc[t] += x[t] * y[t];
+        }
+    }
+    let mut s = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic pseudo-random numbers in [0, 1).
+    fn rng(seed: u64) -> impl FnMut() -> f64 {
+        let mut s = seed;
+        move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
+    /// Users with a taste vector rating items with a trait vector (rank 3), rounded to half stars.
+    fn synthetic(users: u32, items: u32, per_user: u32, seed: u64) -> Vec<(u32, u32, f32)> {
+        let mut r = rng(seed);
+        let item_traits: Vec<[f64; 3]> = (0..items).map(|_| [r(), r(), r()]).collect();
+        let mut out = Vec::new();
+        for u in 0..users {
+            let taste = [r() * 2.0, r() * 2.0, r() * 2.0];
+            let mut seen = std::collections::HashSet::new();
+            while seen.len() < per_user as usize {
+                let i = (r() * f64::from(items)) as u32;
+                if seen.insert(i) {
+                    let t = &item_traits[i as usize];
+                    let v = 1.0 + taste[0] * t[0] + taste[1] * t[1] + taste[2] * t[2] + (r() - 0.5);
+                    out.push((u, i, ((v * 2.0).round() / 2.0).clamp(0.5, 5.0) as f32));
+                }
+            }
+        }
+        out
+    }
+
+    fn small_cfg() -> AlsConfig {
+        AlsConfig { rank: 8, lambda: 0.1, sweep_every: 1000 }
+    }
+
+    #[test]
+    fn a_full_sweep_never_increases_the_training_loss() {
+        let mut als = Als::new(small_cfg());
+        for (u, i, r) in synthetic(300, 200, 25, 7) {
+            als.add(u, i, r);
+        }
+        let mut losses = vec![als.loss()];
+        als.train(6, Some(&mut |l| losses.push(l)));
+        for w in losses.windows(2) {
+            assert!(w[1] <= w[0] * (1.0 + 1e-6), "loss went up: {losses:?}");
+        }
+        assert!(losses[losses.len() - 1] < losses[0] * 0.2, "training learned little: {losses:?}");
+    }
+
+    #[test]
+    fn factors_stay_finite_under_extreme_inputs() {
+        for (label, value) in [("all 0.5", Some(0.5f32)), ("all 5.0", Some(5.0)), ("mixed", None)] {
+            let mut als = Als::new(AlsConfig { rank: 32, lambda: 0.1, sweep_every: 5000 });
+            // One user rates 10 000 movies; a few others rate a handful.
+            for m in 0..10_000u32 {
+                let r = value.unwrap_or(if m % 2 == 0 { 0.5 } else { 5.0 });
+                als.observe(1, m, r);
+            }
+            for u in 2..50u32 {
+                for m in 0..20u32 {
+                    als.observe(u, m * 7 + u, value.unwrap_or(if (m + u) % 3 == 0 { 5.0 } else { 0.5 }));
+                }
+            }
+            als.train(2, None);
+            for which in [Which::Users, Which::Items] {
+                let side = als.side(which);
+                assert!(side.factors.iter().all(|v| v.is_finite()), "{label}: non-finite factor");
+                assert!(side.gram.iter().all(|v| v.is_finite()), "{label}: non-finite statistics");
+            }
+            let p = als.predict(1, 3).unwrap();
+            assert!((0.5..=5.0).contains(&p), "{label}: prediction {p}");
+            if let Some(v) = value {
+                assert!((p - v).abs() < 0.6, "{label}: predicts {p} for a user who always gives {v}");
+            }
+        }
+    }
+
+    /// Gaussian elimination with partial pivoting: an independent dense solver.
+    fn gauss(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
+        let n = b.len();
+        for c in 0..n {
+            let p = (c..n).max_by(|&x, &y| a[x][c].abs().total_cmp(&a[y][c].abs())).unwrap();
+            a.swap(c, p);
+            b.swap(c, p);
+            for r in c + 1..n {
+                let f = a[r][c] / a[c][c];
+                let pivot = a[c].clone();
+                for (arj, pj) in a[r][c..].iter_mut().zip(&pivot[c..]) {
+                    *arj -= f * pj;
+                }
+                b[r] -= f * b[c];
+            }
+        }
+        let mut x = vec![0.0; n];
+        for r in (0..n).rev() {
+            let s: f64 = (r + 1..n).map(|j| a[r][j] * x[j]).sum();
+            x[r] = (b[r] - s) / a[r][r];
+        }
+        x
+    }
+
+    #[test]
+    fn fold_in_equals_the_exact_least_squares_solution() {
+        let cfg = AlsConfig { rank: 16, lambda: 0.07, sweep_every: 0 };
+        let mut als = Als::new(cfg.clone());
+        for (u, i, r) in synthetic(200, 150, 30, 11) {
+            als.add(u, i, r);
+        }
+        als.train(3, None);
+        let mut r = rng(5);
+        let ratings: Vec<(u32, f32)> =
+            (0..40).map(|j| (j * 3 + 1, ((r() * 9.0).round() / 2.0 + 0.5) as f32)).collect();
+        let x = als.fold_in(&ratings);
+        // min Σ (r − x·v)² + λ n ‖x‖²  ⇔  (VᵀV + λ n I) x = Vᵀ r
+        let k = cfg.rank;
+        let mut a = vec![vec![0.0; k]; k];
+        let mut b = vec![0.0; k];
+        for &(id, rating) in &ratings {
+            let v = als.item_factor(id).unwrap();
+            for p in 0..k {
+                for q in 0..k {
+                    a[p][q] += f64::from(v[p]) * f64::from(v[q]);
+                }
+                b[p] += f64::from(rating) * f64::from(v[p]);
+            }
+        }
+        for (p, row) in a.iter_mut().enumerate() {
+            row[p] += f64::from(cfg.lambda) * ratings.len() as f64;
+        }
+        let want = gauss(a, b);
+        for (got, want) in x.iter().zip(&want) {
+            assert!((f64::from(*got) - want).abs() < 1e-6, "fold-in {x:?} vs exact {want:?}");
+        }
+    }
+
+    #[test]
+    fn streaming_updates_track_batch_quality() {
+        let data = synthetic(400, 300, 40, 3);
+        let (train, test): (Vec<_>, Vec<_>) = data.iter().enumerate().partition(|(n, _)| n % 5 != 0);
+        let rmse = |als: &Als| {
+            let (mut se, mut n) = (0.0, 0);
+            for (_, &(u, i, r)) in &test {
+                if let Some(p) = als.predict(u, i) {
+                    se += f64::from(p - r).powi(2);
+                    n += 1;
+                }
+            }
+            (se / f64::from(n)).sqrt()
+        };
+        let mut batch = Als::new(small_cfg());
+        for (_, &(u, i, r)) in &train {
+            batch.add(u, i, r);
+        }
+        batch.train(10, None);
+        let mut stream = Als::new(small_cfg());
+        for (_, &(u, i, r)) in &train {
+            stream.observe(u, i, r);
+        }
+        let (b, s) = (rmse(&batch), rmse(&stream));
+        assert!(stream.sweeps_done() > 0);
+        assert!(s < b * 1.15, "streaming RMSE {s} vs batch {b}");
+    }
+}

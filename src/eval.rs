@@ -1,0 +1,287 @@
+//! `streamflix eval`: how good the recommender is, in batch and as a stream.
+//!
+//! - **Batch**: full ALS on a seeded random 80/20 split; RMSE and MAE over test pairs whose user
+//!   and movie are in the training set (the others have no factors).
+//! - **Streaming** (prequential): ALS trained in batch on the first 80 % of ratings by time, then
+//!   for every later rating, in time order: predict, score, learn ([`Als::observe`]). Scored are
+//!   events whose user and movie were seen before them. For comparison, the batch model of the
+//!   first 80 %, frozen, is scored on the events whose user and movie it knows, and the stream on
+//!   the very same events. Also: recall@10 of ratings ≥ 4 on a sample (was the movie in the
+//!   user's top 10 of unrated movies just before they rated it?), and per-update latency.
+
+use std::time::Instant;
+
+use serde::Serialize;
+use streamflix_replay::movielens::Rating;
+
+use crate::als::{Als, AlsConfig, Which};
+
+/// Settings of an evaluation.
+#[derive(Debug, Clone)]
+pub struct EvalConfig {
+    /// The model.
+    pub als: AlsConfig,
+    /// Batch iterations.
+    pub iters: usize,
+    /// Seed of the random split and the recall sample.
+    pub seed: u64,
+    /// Ratings ≥ 4 sampled for recall@10.
+    pub recall_sample: usize,
+}
+
+/// Error of a model on scored pairs.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct Errors {
+    /// Pairs scored.
+    pub scored: u64,
+    /// Root mean squared error.
+    pub rmse: f64,
+    /// Mean absolute error.
+    pub mae: f64,
+}
+
+#[derive(Default)]
+struct Acc {
+    n: u64,
+    se: f64,
+    ae: f64,
+}
+
+impl Acc {
+    fn add(&mut self, predicted: f32, actual: f32) {
+        let e = f64::from(predicted - actual);
+        self.n += 1;
+        self.se += e * e;
+        self.ae += e.abs();
+    }
+    fn errors(&self) -> Errors {
+        let n = self.n.max(1) as f64;
+        Errors { scored: self.n, rmse: (self.se / n).sqrt(), mae: self.ae / n }
+    }
+}
+
+/// The batch result.
+#[derive(Debug, Clone, Serialize)]
+pub struct BatchResult {
+    /// How the data was split.
+    pub split: String,
+    /// Training ratings.
+    pub train: u64,
+    /// Test ratings (scored or not).
+    pub test: u64,
+    /// Errors on the scorable test pairs.
+    #[serde(flatten)]
+    pub errors: Errors,
+    /// Wall time of the fit (all iterations), seconds.
+    pub fit_seconds: f64,
+}
+
+/// Per-update latency, microseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50_us: f64,
+    /// 99th percentile.
+    pub p99_us: f64,
+    /// Worst.
+    pub max_us: f64,
+}
+
+/// The streaming result.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamResult {
+    /// Ratings the batch model was trained on before streaming.
+    pub train: u64,
+    /// Ratings streamed (predicted, scored, learned).
+    pub events: u64,
+    /// Prequential errors over streamed events whose user and movie were seen before them.
+    #[serde(flatten)]
+    pub errors: Errors,
+    /// The stream's errors on the events the frozen batch model could score.
+    pub on_batch_events: Errors,
+    /// The frozen batch model (first 80 % by time) on the same events.
+    pub batch_on_same_events: Errors,
+    /// `on_batch_events.rmse / batch_on_same_events.rmse` (below 1: the stream is better).
+    pub rmse_ratio: f64,
+    /// Recall@10 of ratings ≥ 4 on the sample.
+    pub recall_at_10: f64,
+    /// Ratings ≥ 4 sampled for recall.
+    pub recall_sample: u64,
+    /// Time per update (user and movie re-solved, sweep step).
+    pub update_latency: Latency,
+    /// Updates per second of the streaming phase (one thread).
+    pub updates_per_second: f64,
+    /// Full incremental sweeps completed while streaming.
+    pub sweeps: u64,
+}
+
+/// The whole report printed by `streamflix eval`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Ratings read.
+    pub ratings: u64,
+    /// Rank.
+    pub rank: usize,
+    /// λ.
+    pub lambda: f32,
+    /// Batch iterations.
+    pub iters: usize,
+    /// Batch RMSE (same as `batch.rmse`).
+    pub rmse: f64,
+    /// Batch MAE (same as `batch.mae`).
+    pub mae: f64,
+    /// The batch result.
+    pub batch: BatchResult,
+    /// The streaming result.
+    pub streaming: StreamResult,
+}
+
+fn mix(seed: u64, n: u64) -> u64 {
+    let mut z = seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Splits ratings 80/20 at random (seeded): (train, test).
+pub fn random_split(ratings: &[Rating], seed: u64) -> (Vec<Rating>, Vec<Rating>) {
+    ratings.iter().partition(|r| mix(seed, (u64::from(r.user) << 32) | u64::from(r.movie)) % 5 != 0)
+}
+
+/// Fits full ALS on `train` and scores `test`.
+pub fn batch(cfg: &EvalConfig, train: &[Rating], test: &[Rating], split: &str) -> (Als, BatchResult) {
+    let started = Instant::now();
+    let mut als = Als::new(cfg.als.clone());
+    for r in train {
+        als.add(r.user, r.movie, r.rating);
+    }
+    als.train(cfg.iters, None);
+    let fit_seconds = started.elapsed().as_secs_f64();
+    let mut acc = Acc::default();
+    for r in test {
+        if let Some(p) = als.predict(r.user, r.movie) {
+            acc.add(p, r.rating);
+        }
+    }
+    let result = BatchResult {
+        split: split.to_string(),
+        train: train.len() as u64,
+        test: test.len() as u64,
+        errors: acc.errors(),
+        fit_seconds,
+    };
+    (als, result)
+}
+
+fn percentile(sorted: &[u32], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    f64::from(sorted[i]) / 1000.0
+}
+
+/// Trains on `train` in batch, then streams `test` in time order (prequential).
+pub fn streaming(cfg: &EvalConfig, train: &[Rating], test: &[Rating]) -> StreamResult {
+    let (mut als, _) = batch(cfg, train, &[], "");
+    let frozen = als.clone();
+    let mut test: Vec<Rating> = test.to_vec();
+    test.sort_by_key(|r| (r.ts, r.user, r.movie));
+    let high = test.iter().filter(|r| r.rating >= 4.0).count().max(1);
+    let every = (high / cfg.recall_sample.max(1)).max(1) as u64;
+    let (mut all, mut mine, mut theirs) = (Acc::default(), Acc::default(), Acc::default());
+    let (mut sampled, mut hits, mut high_seen) = (0u64, 0u64, 0u64);
+    let mut nanos: Vec<u32> = Vec::with_capacity(test.len());
+    let sweeps_before = als.sweeps_done();
+    let mut update_time = 0.0;
+    for r in &test {
+        if let Some(p) = als.predict(r.user, r.movie) {
+            all.add(p, r.rating);
+            if let Some(q) = frozen.predict(r.user, r.movie) {
+                mine.add(p, r.rating);
+                theirs.add(q, r.rating);
+            }
+        }
+        if r.rating >= 4.0 && als.user_factor(r.user).is_some() && als.item_factor(r.movie).is_some() {
+            high_seen += 1;
+            if high_seen % every == 0 && (sampled as usize) < cfg.recall_sample {
+                sampled += 1;
+                if in_top_n(&als, r.user, r.movie, 10) {
+                    hits += 1;
+                }
+            }
+        }
+        let t = Instant::now();
+        als.observe(r.user, r.movie, r.rating);
+        let dt = t.elapsed();
+        update_time += dt.as_secs_f64();
+        nanos.push(dt.as_nanos().min(u128::from(u32::MAX)) as u32);
+    }
+    nanos.sort_unstable();
+    let (a, b) = (mine.errors(), theirs.errors());
+    StreamResult {
+        train: train.len() as u64,
+        events: test.len() as u64,
+        errors: all.errors(),
+        on_batch_events: a,
+        batch_on_same_events: b,
+        rmse_ratio: if b.rmse > 0.0 { a.rmse / b.rmse } else { 0.0 },
+        recall_at_10: if sampled > 0 { hits as f64 / sampled as f64 } else { 0.0 },
+        recall_sample: sampled,
+        update_latency: Latency {
+            p50_us: percentile(&nanos, 0.5),
+            p99_us: percentile(&nanos, 0.99),
+            max_us: nanos.last().map_or(0.0, |&n| f64::from(n) / 1000.0),
+        },
+        updates_per_second: if update_time > 0.0 { test.len() as f64 / update_time } else { 0.0 },
+        sweeps: als.sweeps_done() - sweeps_before,
+    }
+}
+
+/// Whether `movie` is among the user's top `n` movies they have not rated yet.
+fn in_top_n(als: &Als, user: u32, movie: u32, n: usize) -> bool {
+    let items = als.side(Which::Items);
+    let (Some(u), Some(target)) = (als.side(Which::Users).index_of(user), items.index_of(movie)) else {
+        return false;
+    };
+    let x = als.user_factor(user).expect("known user");
+    let scores = als.scores(x);
+    let rated: rustc_hash::FxHashSet<u32> =
+        als.side(Which::Users).ratings(u).iter().map(|&(i, _)| i).collect();
+    let t = scores[target];
+    let better = scores
+        .iter()
+        .enumerate()
+        .filter(|&(i, &s)| i != target && !rated.contains(&(i as u32)) && s > t)
+        .take(n)
+        .count();
+    better < n
+}
+
+/// Splits ratings by time: the first `fraction` (by `(ts, user, movie)`) and the rest.
+pub fn time_split(ratings: &[Rating], fraction: f64) -> (Vec<Rating>, Vec<Rating>) {
+    let mut sorted = ratings.to_vec();
+    sorted.sort_by_key(|r| (r.ts, r.user, r.movie));
+    let cut = (sorted.len() as f64 * fraction).round() as usize;
+    let rest = sorted.split_off(cut);
+    (sorted, rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_are_deterministic_and_complete() {
+        let ratings: Vec<Rating> = (0..1000u32)
+            .map(|n| Rating { ts: i64::from(n) * 7 % 1000, user: n % 37, movie: n, rating: 3.0 })
+            .collect();
+        let (a, b) = random_split(&ratings, 1);
+        assert_eq!(a.len() + b.len(), 1000);
+        assert!((150..250).contains(&b.len()), "about 20 %: {}", b.len());
+        assert_eq!(random_split(&ratings, 1).1, b);
+        let (early, late) = time_split(&ratings, 0.8);
+        assert_eq!((early.len(), late.len()), (800, 200));
+        assert!(early.iter().map(|r| r.ts).max() <= late.iter().map(|r| r.ts).min());
+    }
+}
