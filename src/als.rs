@@ -124,16 +124,24 @@ impl Side {
         let i = self.ids.len();
         self.index.insert(id, i as u32);
         self.ids.push(id);
+        // Spark's initialisation: a random direction (normal components), unit length.
         let mut s = (u64::from(id) ^ salt).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        for _ in 0..k {
-            // splitmix64 → uniform in [-0.5, 0.5), scaled so ‖x‖ ≈ 0.1·√(k/12)·… small.
+        let mut uniform = move || {
             s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
             let mut z = s;
             z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
             z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
             z ^= z >> 31;
-            let u = (z >> 11) as f64 / (1u64 << 53) as f64 - 0.5;
-            self.factors.push((u * 0.2) as f32);
+            ((z >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        };
+        let start = self.factors.len();
+        for _ in 0..k {
+            let (u1, u2) = (uniform(), uniform());
+            self.factors.push(((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32);
+        }
+        let norm = dot(&self.factors[start..], &self.factors[start..]).sqrt().max(f32::MIN_POSITIVE);
+        for f in &mut self.factors[start..] {
+            *f /= norm;
         }
         self.gram.extend(std::iter::repeat_n(0.0, k * (k + 1) / 2));
         self.rhs.extend(std::iter::repeat_n(0.0, k));
@@ -702,7 +710,7 @@ mod tests {
                     als.observe(u, m * 7 + u, value.unwrap_or(if (m + u) % 3 == 0 { 5.0 } else { 0.5 }));
                 }
             }
-            als.train(2, None);
+            als.train(10, None);
             for which in [Which::Users, Which::Items] {
                 let side = als.side(which);
                 assert!(side.factors.iter().all(|v| v.is_finite()), "{label}: non-finite factor");

@@ -31,11 +31,12 @@ pub enum CatalogError {
     },
 }
 
-/// Movie id → genres.
+/// Movie id → genres and title.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
     genres: Vec<String>,
     movies: FxHashMap<u32, u64>,
+    titles: FxHashMap<u32, Box<str>>,
 }
 
 impl Catalog {
@@ -60,6 +61,7 @@ impl Catalog {
         }
         let mut map = FxHashMap::default();
         map.reserve(movies.len());
+        let titles = movies.iter().map(|m| (m.id, m.title.clone().into_boxed_str())).collect();
         for m in movies {
             let mask = m
                 .genres
@@ -68,13 +70,28 @@ impl Catalog {
                 .fold(0u64, |mask, i| mask | (1 << i));
             map.insert(m.id, mask);
         }
-        Ok(Catalog { genres, movies: map })
+        Ok(Catalog { genres, movies: map, titles })
     }
 
     /// The movie's genre bits, or `None` for a movie not in the catalog.
     #[inline]
     pub fn genres_of(&self, movie: u32) -> Option<u64> {
         self.movies.get(&movie).copied()
+    }
+
+    /// The movie's title as in the movies file.
+    pub fn title(&self, movie: u32) -> Option<&str> {
+        self.titles.get(&movie).map(|t| &**t)
+    }
+
+    /// Bit of the genre called `name`.
+    pub fn genre_bit(&self, name: &str) -> Option<u64> {
+        self.genres.iter().position(|g| g.eq_ignore_ascii_case(name)).map(|i| 1 << i)
+    }
+
+    /// Every movie id with its genre bits (unordered).
+    pub fn movies(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        self.movies.iter().map(|(&m, &g)| (m, g))
     }
 
     /// Genre names, in bit order.

@@ -11,8 +11,15 @@
 //! Keys (one tree, so one batch covers everything):
 //! - `m` → [`Meta`] as JSON;
 //! - `u` + user (u32 BE) → [`STATE_VERSION`] byte + postcard [`UserState`];
-//! - `s` + user (BE) + start (i64 BE, sign-flipped) → closed session, JSON;
-//! - `c` + user (BE) → the user's latest churn alert, JSON.
+//! - `s` + user (BE) + start (i64 BE, sign-flipped) → [`STATE_VERSION`] byte + postcard closed
+//!   session;
+//! - `c` + user (BE) → the user's latest churn alert, JSON;
+//! - `p` → the pending (accepted, not yet applied) events, postcard;
+//! - `l` + checkpoint number (u64 BE) → the ratings applied since the previous checkpoint, in
+//!   order, [`LoggedRating::SIZE`] bytes each: the recommender's log. The ALS model is a
+//!   deterministic function of this sequence (its sweeps are paced by events, not by a clock), so
+//!   loading replays the log into a fresh model and gets exactly the model of an uninterrupted
+//!   run. The log holds every rating once (20 bytes each), the data a full sweep needs anyway.
 //!
 //! The HTTP server reads the same database, so it only ever sees committed state.
 
@@ -24,10 +31,10 @@ use serde::{Deserialize, Serialize};
 use streamflix_schemas::{ChurnAlert, ChurnStatus, SessionSummary};
 
 use crate::config::CoreConfig;
-use crate::processor::{Counters, PartitionState, Pending, Processor, UserState};
+use crate::processor::{Counters, LoggedRating, PartitionState, Pending, Processor, UserState};
 
 /// Version of the stored layout and values; bumped (with a migration) on incompatible change.
-pub const STATE_VERSION: u8 = 1;
+pub const STATE_VERSION: u8 = 2;
 
 const META: &[u8] = b"m";
 const PENDING: &[u8] = b"p";
@@ -94,8 +101,8 @@ pub struct Meta {
     pub finished: bool,
 }
 
-/// A loaded checkpoint: its meta record, every user, and the pending events.
-pub type Loaded = (Meta, FxHashMap<u32, UserState>, Vec<Pending>);
+/// A loaded checkpoint: its meta record, every user, the pending events and the rating log.
+pub type Loaded = (Meta, FxHashMap<u32, UserState>, Vec<Pending>, Vec<LoggedRating>);
 
 /// What one checkpoint wrote.
 #[derive(Debug, Clone, Copy, Default)]
@@ -149,6 +156,22 @@ pub fn decode_user(bytes: &[u8]) -> Result<UserState, String> {
         Some((&STATE_VERSION, rest)) => postcard::from_bytes(rest).map_err(|e| e.to_string()),
         Some((v, _)) => Err(format!("state version {v}, this build reads {STATE_VERSION}")),
         None => Err("empty value".into()),
+    }
+}
+
+/// Encodes a closed session as stored.
+pub fn encode_session(s: &SessionSummary) -> Vec<u8> {
+    let mut v = vec![STATE_VERSION];
+    v.extend(postcard::to_stdvec(s).expect("SessionSummary serializes"));
+    v
+}
+
+fn decode_session(bytes: &[u8]) -> Result<SessionSummary, StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt { what: "session".into(), detail };
+    match bytes.split_first() {
+        Some((&STATE_VERSION, rest)) => postcard::from_bytes(rest).map_err(|e| corrupt(e.to_string())),
+        Some((v, _)) => Err(corrupt(format!("state version {v}, this build reads {STATE_VERSION}"))),
+        None => Err(corrupt("empty value".into())),
     }
 }
 
@@ -221,7 +244,27 @@ impl Store {
             Some(v) => postcard::from_bytes(&v)
                 .map_err(|e| StoreError::Corrupt { what: "pending events".into(), detail: e.to_string() })?,
         };
-        Ok(Some((meta, users, pending)))
+        let ratings = self.rating_log()?;
+        Ok(Some((meta, users, pending, ratings)))
+    }
+
+    /// Every rating applied up to the committed checkpoint, in the order applied.
+    ///
+    /// # Errors
+    /// I/O or a corrupt log chunk.
+    pub fn rating_log(&self) -> Result<Vec<LoggedRating>, StoreError> {
+        let mut ratings = Vec::new();
+        for kv in self.db.scan_prefix(b"l") {
+            let (_, v) = self.sled(kv)?;
+            if v.len() % LoggedRating::SIZE != 0 {
+                return Err(StoreError::Corrupt {
+                    what: "rating log".into(),
+                    detail: format!("a chunk of {} bytes", v.len()),
+                });
+            }
+            ratings.extend(v.chunks_exact(LoggedRating::SIZE).map(LoggedRating::decode));
+        }
+        Ok(ratings)
     }
 
     /// Writes a checkpoint of `p`: dirty users, closed sessions, latest alerts and the meta
@@ -248,7 +291,7 @@ impl Store {
             }
         }
         for s in &dirty.sessions {
-            let v = serde_json::to_vec(s).expect("sessions serialize");
+            let v = encode_session(s);
             bytes += 13 + v.len() as u64;
             batch.insert(&session_key(s.user_id, s.start), v);
         }
@@ -272,6 +315,16 @@ impl Store {
                 .map_or(0, |d| d.as_millis() as i64),
             finished,
         };
+        if !dirty.ratings.is_empty() {
+            let mut log = Vec::with_capacity(dirty.ratings.len() * LoggedRating::SIZE);
+            for r in &dirty.ratings {
+                r.encode(&mut log);
+            }
+            bytes += log.len() as u64;
+            let mut key = vec![b'l'];
+            key.extend_from_slice(&checkpoints.to_be_bytes());
+            batch.insert(key, log);
+        }
         let pending = postcard::to_stdvec(&p.pending()).expect("pending events serialize");
         bytes += pending.len() as u64;
         batch.insert(PENDING, pending);
@@ -318,10 +371,7 @@ impl Store {
         let mut out = Vec::new();
         for kv in self.db.scan_prefix(user_key(b's', user)).rev().take(limit) {
             let (_, v) = self.sled(kv)?;
-            out.push(serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                what: format!("session of user {user}"),
-                detail: e.to_string(),
-            })?);
+            out.push(decode_session(&v)?);
         }
         Ok(out)
     }
@@ -333,8 +383,7 @@ impl Store {
     pub fn all_sessions(&self) -> impl Iterator<Item = Result<SessionSummary, StoreError>> + '_ {
         self.db.scan_prefix(b"s").map(move |kv| {
             let (_, v) = self.sled(kv)?;
-            serde_json::from_slice(&v)
-                .map_err(|e| StoreError::Corrupt { what: "session".into(), detail: e.to_string() })
+            decode_session(&v)
         })
     }
 
@@ -467,7 +516,9 @@ mod tests {
         assert_eq!(stats.users, 1);
         drop(store);
         let store = Store::open(dir.path()).unwrap();
-        let (meta, users, pending) = store.load().unwrap().unwrap();
+        let (meta, users, pending, log) = store.load().unwrap().unwrap();
+        assert_eq!(log.len() as u64, p.counters().ratings, "every applied rating is in the log");
+        assert_eq!(log.len() + pending.len(), 4);
         assert_eq!(pending, p.pending());
         store.check_compatible(&meta, "embedded", &cfg, catalog.genre_names(), &[("r".into(), 0)]).unwrap();
         assert!(store

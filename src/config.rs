@@ -32,6 +32,8 @@ pub struct CoreConfig {
     pub max_future: i64,
     /// Payloads larger than this many bytes go to the DLQ without being parsed.
     pub max_payload_bytes: usize,
+    /// The recommender's settings.
+    pub als: crate::als::AlsConfig,
 }
 
 impl Default for CoreConfig {
@@ -44,6 +46,7 @@ impl Default for CoreConfig {
             binge_first_session: false,
             max_future: 30 * DAY,
             max_payload_bytes: 64 * 1024,
+            als: crate::als::AlsConfig::default(),
         }
     }
 }
@@ -77,6 +80,7 @@ impl CoreConfig {
         if self.max_future <= 0 {
             return Err(format!("max future must be positive (got {}s)", self.max_future));
         }
+        self.als.validate()?;
         if self.max_payload_bytes < 64 {
             return Err(format!(
                 "max payload size must be at least 64 bytes (got {})",

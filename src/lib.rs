@@ -17,6 +17,7 @@ pub mod kafka;
 pub mod output;
 pub mod pipeline;
 pub mod processor;
+pub mod recommend;
 pub mod server;
 pub mod sessions;
 pub mod validate;

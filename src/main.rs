@@ -15,7 +15,7 @@ use streamflix::checkpoint::Store;
 use streamflix::config::{parse_duration, CoreConfig};
 use streamflix::output::{JsonLinesSink, NullSink, OutputSink};
 use streamflix::pipeline::{open_processor, CheckpointPolicy, Pipeline, Status};
-use streamflix::server::{self, AppState};
+use streamflix::server::{self, AppState, ModelHandle};
 use streamflix_replay::dataset::Dataset;
 use streamflix_replay::engine::ReplayConfig;
 use streamflix_replay::generate::{generate, GenerateConfig};
@@ -165,6 +165,9 @@ enum DumpWhat {
     Alerts,
     /// The checkpoint's meta record.
     Meta,
+    /// The ALS model rebuilt from the checkpoint's rating log: one line per user and movie with
+    /// its factor, then a summary line.
+    Model,
 }
 
 /// Embedded-mode options: input, serving, semantics.
@@ -232,6 +235,8 @@ struct CoreArgs {
     /// Payloads larger than this (bytes) go to the DLQ.
     #[arg(long, env = "STREAMFLIX_MAX_PAYLOAD_BYTES", default_value_t = 65_536)]
     max_payload_bytes: usize,
+    #[command(flatten)]
+    als: AlsArgs,
 }
 
 impl CoreArgs {
@@ -244,6 +249,7 @@ impl CoreArgs {
             binge_first_session: self.binge_first_session,
             max_future: self.max_future,
             max_payload_bytes: self.max_payload_bytes,
+            als: self.als.config()?,
         };
         cfg.validate().map_err(anyhow::Error::msg)?;
         Ok(cfg)
@@ -296,7 +302,12 @@ struct Services {
 }
 
 impl Services {
-    fn start(serve: &ServeArgs, store: &Store, status: &Arc<Status>) -> Result<Services> {
+    fn start(
+        serve: &ServeArgs,
+        store: &Store,
+        status: &Arc<Status>,
+        model: &ModelHandle,
+    ) -> Result<Services> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -335,7 +346,7 @@ impl Services {
                 format!("cannot listen on {} (pass --http with another address, or --no-http)", serve.http)
             })?;
             let addr = listener.local_addr()?;
-            let state = AppState { store: store.clone(), status: status.clone() };
+            let state = AppState { store: store.clone(), status: status.clone(), model: model.clone() };
             let mut stopped = stopped.subscribe();
             let shutdown = async move {
                 let _ = stopped.wait_for(|s| *s).await;
@@ -406,7 +417,7 @@ fn run(cli: Cli) -> Result<()> {
             let (processor, checkpoints) = open_processor(&store, "kafka", cfg, catalog, partitions.clone())?;
             let status = Arc::new(Status::default());
             status.ready.store(checkpoints > 0, Ordering::Relaxed);
-            let services = Services::start(&serve, &store, &status)?;
+            let services = Services::start(&serve, &store, &status, processor.model())?;
             let n = partitions.iter().filter(|(t, _)| *t == topics.ratings).count() as u32;
             let outs = [topics.sessions.as_str(), topics.alerts.as_str(), topics.dlq.as_str()];
             services
@@ -557,7 +568,7 @@ fn run_embedded(dir: &Path, e: &EmbeddedArgs, demo: bool) -> Result<()> {
     }
     let status = Arc::new(Status::default());
     status.ready.store(checkpoints > 0, Ordering::Relaxed);
-    let services = Services::start(serve, &store, &status)?;
+    let services = Services::start(serve, &store, &status, processor.model())?;
     let sink: Box<dyn OutputSink> = match &e.out {
         Some(d) => Box::new(JsonLinesSink::open(d)?),
         None => Box::new(NullSink),
@@ -681,6 +692,23 @@ fn dump(state: &Path, what: DumpWhat) -> Result<()> {
                 for a in store.alerts(None, usize::MAX, None)? {
                     writeln!(out, "{}", serde_json::to_string(&a)?)?;
                 }
+            }
+            DumpWhat::Model => {
+                use streamflix::als::{Als, Which};
+                let mut als = Als::new(meta.config.als.clone());
+                for r in store.rating_log()? {
+                    als.observe(r.user, r.movie, r.rating);
+                }
+                for (which, name) in [(Which::Users, "user"), (Which::Items, "movie")] {
+                    let side = als.side(which);
+                    let m = side.matrix(als.rank());
+                    for i in 0..side.len() {
+                        let v = serde_json::json!({ name: side.id(i), "ratings": side.ratings(i).len(), "factor": m.row(i).to_vec() });
+                        writeln!(out, "{v}")?;
+                    }
+                }
+                let summary = serde_json::json!({ "ratings": als.ratings(), "sweeps": als.sweeps_done() });
+                writeln!(out, "{summary}")?;
             }
         }
         out.flush()?;

@@ -166,17 +166,19 @@ pub fn open_processor(
 ) -> anyhow::Result<(Processor, u64)> {
     match store.load()? {
         None => Ok((Processor::new(cfg, catalog, partitions), 0)),
-        Some((meta, users, pending)) => {
+        Some((meta, users, pending, ratings)) => {
             store.check_compatible(&meta, mode, &cfg, catalog.genre_names(), &partitions)?;
             let n = meta.checkpoints;
+            let model = Processor::replay_model(&cfg, &catalog, &ratings);
+            drop(ratings);
             let p = Processor::restore(
                 cfg,
-                catalog,
                 meta.partitions,
                 meta.watermark,
                 meta.counters,
                 users,
                 pending,
+                model,
             );
             Ok((p, n))
         }

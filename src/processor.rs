@@ -18,10 +18,13 @@ use streamflix_schemas::{
     ChurnAlert, DeadLetter, SessionSummary, SourcePosition, StreamRecord, UserFeatures,
 };
 
+use std::sync::{Arc, RwLock};
+
 use crate::catalog::Catalog;
 use crate::churn::{churned_alert, reactivated_alert, ChurnState, TimeIndex};
 use crate::config::{CoreConfig, MIN_EVENT_TS};
 use crate::features::Activity;
+use crate::recommend::Recommender;
 use crate::sessions::{OpenSession, Sessions};
 use crate::validate::{check_rating, decode, Invalid, Reason};
 
@@ -76,6 +79,8 @@ pub struct Pending {
     pub offset: u64,
     /// The user.
     pub user: u32,
+    /// The movie.
+    pub movie: u32,
     /// The rating, or `None` for a tag.
     pub rating: Option<f32>,
     /// Genres of the movie.
@@ -163,6 +168,46 @@ pub struct Dirty {
     pub sessions: Vec<SessionSummary>,
     /// Latest alert per user.
     pub alerts: FxHashMap<u32, ChurnAlert>,
+    /// Ratings applied, in order (the recommender's log).
+    pub ratings: Vec<LoggedRating>,
+}
+
+/// A rating as the recommender saw it: the checkpoint keeps them all, in the order they were
+/// applied, and a restart rebuilds the identical model from them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoggedRating {
+    /// The user.
+    pub user: u32,
+    /// The movie.
+    pub movie: u32,
+    /// The rating.
+    pub rating: f32,
+    /// Event time.
+    pub ts: i64,
+}
+
+impl LoggedRating {
+    /// Bytes per encoded rating.
+    pub const SIZE: usize = 20;
+
+    /// Appends the fixed-size little-endian encoding.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.user.to_le_bytes());
+        out.extend_from_slice(&self.movie.to_le_bytes());
+        out.extend_from_slice(&self.rating.to_le_bytes());
+        out.extend_from_slice(&self.ts.to_le_bytes());
+    }
+
+    /// Decodes one rating from exactly [`LoggedRating::SIZE`] bytes.
+    pub fn decode(b: &[u8]) -> LoggedRating {
+        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        LoggedRating {
+            user: u32_at(0),
+            movie: u32_at(4),
+            rating: f32::from_bits(u32_at(8)),
+            ts: i64::from_le_bytes(b[12..20].try_into().expect("8 bytes")),
+        }
+    }
 }
 
 /// The processor's whole state.
@@ -177,6 +222,7 @@ pub struct Processor {
     counters: Counters,
     pending: std::collections::BinaryHeap<std::cmp::Reverse<Pending>>,
     dirty: Dirty,
+    model: Arc<RwLock<Recommender>>,
 }
 
 impl Processor {
@@ -186,6 +232,7 @@ impl Processor {
             .into_iter()
             .map(|(topic, partition)| PartitionState { topic, partition, max_ts: None, position: 0 })
             .collect();
+        let model = Arc::new(RwLock::new(Recommender::new(cfg.als.clone(), catalog.clone())));
         Processor {
             cfg,
             catalog,
@@ -197,19 +244,31 @@ impl Processor {
             counters: Counters::default(),
             pending: Default::default(),
             dirty: Dirty::default(),
+            model,
         }
     }
 
-    /// Rebuilds a processor from checkpointed parts; the indexes are derived from the users.
+    /// The recommender rebuilt from the rating log (see [`crate::checkpoint`]).
+    pub fn replay_model(cfg: &CoreConfig, catalog: &Arc<Catalog>, ratings: &[LoggedRating]) -> Recommender {
+        let mut model = Recommender::new(cfg.als.clone(), catalog.clone());
+        for r in ratings {
+            model.observe(r.user, r.movie, r.rating, r.ts);
+        }
+        model
+    }
+
+    /// Rebuilds a processor from checkpointed parts (the catalog is the model's); the indexes are
+    /// derived from the users.
     pub fn restore(
         cfg: CoreConfig,
-        catalog: std::sync::Arc<Catalog>,
         partitions: Vec<PartitionState>,
         watermark: Option<i64>,
         counters: Counters,
         users: FxHashMap<u32, UserState>,
         pending: Vec<Pending>,
+        model: Recommender,
     ) -> Self {
+        let catalog = model.shared_catalog();
         let mut churn_index = TimeIndex::default();
         let mut close_index = TimeIndex::default();
         for (&u, st) in &users {
@@ -231,6 +290,7 @@ impl Processor {
             counters,
             pending: pending.into_iter().map(std::cmp::Reverse).collect(),
             dirty: Dirty::default(),
+            model: Arc::new(RwLock::new(model)),
         }
     }
 
@@ -268,6 +328,11 @@ impl Processor {
     /// All users.
     pub fn users(&self) -> &FxHashMap<u32, UserState> {
         &self.users
+    }
+
+    /// The recommender, shared with the HTTP server (which reads the live model).
+    pub fn model(&self) -> &Arc<RwLock<Recommender>> {
+        &self.model
     }
 
     /// Takes what changed since the last call (for the checkpoint).
@@ -318,7 +383,7 @@ impl Processor {
         };
         if let Some(user) = user {
             let genres = self.catalog.genres_of(movie).unwrap_or_default();
-            let p = Pending { ts, index: src.index as u32, offset: src.offset, user, rating, genres };
+            let p = Pending { ts, index: src.index as u32, offset: src.offset, user, movie, rating, genres };
             self.pending.push(std::cmp::Reverse(p));
         }
         if raised {
@@ -342,7 +407,13 @@ impl Processor {
 
     fn apply(&mut self, p: Pending, out: &mut Vec<Output>) {
         match p.rating {
-            Some(_) => self.counters.ratings += 1,
+            Some(rating) => {
+                self.counters.ratings += 1;
+                // A poisoned lock means a reader panicked; the model itself is intact.
+                let mut model = self.model.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+                model.observe(p.user, p.movie, rating, p.ts);
+                self.dirty.ratings.push(LoggedRating { user: p.user, movie: p.movie, rating, ts: p.ts });
+            }
             None => self.counters.tags += 1,
         }
         self.apply_event(p.user, p.ts, p.rating, p.genres, out);

@@ -1,7 +1,10 @@
-//! HTTP API over the committed state.
+//! HTTP API over the committed state, and recommendations from the live model.
 //!
-//! Handlers read the sled checkpoint, never the processor's in-memory state, so every answer is
-//! state that would survive a crash, and the processor thread is never blocked by a reader.
+//! State handlers read the sled checkpoint, never the processor's in-memory state, so every answer
+//! is state that would survive a crash, and the processor thread is never blocked by a reader.
+//! Recommendation handlers read the live ALS model (it learns with every applied rating; after a
+//! crash it is rebuilt to the last checkpoint, so a few seconds of learning may be redone). They
+//! hold its read lock for one scoring pass (about a millisecond per 60 k movies).
 //! Features are evaluated at the committed watermark. Errors are JSON: `{"error": "..."}` with a
 //! 4xx status for bad requests and unknown ids, 500 for a store failure, 503 before the first
 //! checkpoint.
@@ -9,7 +12,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -21,6 +24,10 @@ use streamflix_schemas::ChurnStatus;
 
 use crate::checkpoint::{Meta, Store, StoreError};
 use crate::pipeline::Status;
+use crate::recommend::{GroupStrategy, Recommender};
+
+/// The live recommender, shared with the processor.
+pub type ModelHandle = Arc<RwLock<Recommender>>;
 
 /// What handlers share.
 #[derive(Clone)]
@@ -29,6 +36,8 @@ pub struct AppState {
     pub store: Store,
     /// Live status (readiness).
     pub status: Arc<Status>,
+    /// The live recommender.
+    pub model: ModelHandle,
 }
 
 /// An error response: status + `{"error": message}`.
@@ -62,10 +71,15 @@ pub fn router(state: AppState) -> Router {
         .route("/users/{id}", get(user))
         .route("/users/{id}/sessions", get(sessions))
         .route("/churn", get(churn))
+        .route("/users/{id}/recommendations", get(recommendations))
+        .route("/movies/{id}/similar", get(similar))
+        .route("/groups/recommendations", get(group))
         .fallback(|| async {
             ApiError(
                 StatusCode::NOT_FOUND,
-                "no such route; see /stats, /users/{id}, /users/{id}/sessions, /churn".into(),
+                "no such route; see /stats, /users/{id}, /users/{id}/sessions, /users/{id}/recommendations, \
+                 /movies/{id}/similar, /groups/recommendations, /churn"
+                    .into(),
             )
         })
         .with_state(state)
@@ -106,6 +120,22 @@ async fn stats(State(s): State<AppState>) -> ApiResult {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
+    let recommender = {
+        let model = model(&s);
+        let (als, st) = (model.als(), model.stats());
+        json!({
+            "ratings": als.ratings(),
+            "users": als.side(crate::als::Which::Users).len(),
+            "movies": als.side(crate::als::Which::Items).len(),
+            "rank": als.rank(),
+            "sweeps": als.sweeps_done(),
+            "prequential_scored": st.scored,
+            "prequential_rmse": st.rmse(),
+            "prequential_mae": st.mae(),
+            "update_latency_p50_us_at_most": st.latency_quantile_us(0.5),
+            "update_latency_p99_us_at_most": st.latency_quantile_us(0.99),
+        })
+    };
     Ok(Json(json!({
         "watermark": m.watermark,
         "watermark_utc": iso(m.watermark),
@@ -128,6 +158,7 @@ async fn stats(State(s): State<AppState>) -> ApiResult {
         "mode": m.mode,
         "partitions": m.partitions,
         "config": m.config,
+        "recommender": recommender,
     })))
 }
 
@@ -210,5 +241,149 @@ async fn churn(State(s): State<AppState>, Query(q): Query<HashMap<String, String
         "churned_now": m.counters.churned_now,
         "users": alerts,
         "next_after": next,
+    })))
+}
+
+fn model(s: &AppState) -> std::sync::RwLockReadGuard<'_, Recommender> {
+    // A poisoned lock means a reader panicked; the model itself is intact.
+    s.model.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn count(q: &HashMap<String, String>, name: &str, default: usize, max: usize) -> Result<usize, ApiError> {
+    match q.get(name) {
+        None => Ok(default),
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(bad(format!("{name} must be an integer from 1 to {max}, got {v:?}"))),
+        },
+    }
+}
+
+fn flag(q: &HashMap<String, String>, name: &str, default: bool) -> Result<bool, ApiError> {
+    match q.get(name).map(String::as_str) {
+        None => Ok(default),
+        Some("true" | "1" | "yes") => Ok(true),
+        Some("false" | "0" | "no") => Ok(false),
+        Some(v) => Err(bad(format!("{name} must be true or false, got {v:?}"))),
+    }
+}
+
+/// Genres the committed state has seen the user touch (ratings and tags), as a mask.
+fn stored_genres(s: &AppState, m: &Meta, user: u32) -> Result<Option<u64>, ApiError> {
+    let Some(st) = s.store.user(user)? else { return Ok(None) };
+    let f = st.features(m.watermark.unwrap_or(st.activity.last), &m.genres);
+    Ok(Some(
+        f.genres.iter().filter(|(_, &c)| c > 0).fold(0u64, |mask, (g, _)| {
+            m.genres.iter().position(|n| n == g).map_or(mask, |i| mask | (1 << i))
+        }),
+    ))
+}
+
+async fn recommendations(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let id = user_id(&id)?;
+    check_params(&q, &["n", "genre", "exclude_rated"])?;
+    let n = count(&q, "n", 10, 1000)?;
+    let exclude_rated = flag(&q, "exclude_rated", true)?;
+    let m = committed(&s.store)?;
+    let stored = stored_genres(&s, &m, id)?;
+    let model = model(&s);
+    let genre = match q.get("genre") {
+        None => None,
+        Some(g) => Some(model.catalog().genre_bit(g).ok_or_else(|| {
+            bad(format!("unknown genre {g:?}; genres: {}", model.catalog().genre_names().join(", ")))
+        })?),
+    };
+    if stored.is_none() && model.ratings_of(id) == 0 {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("user {id} not seen")));
+    }
+    let recs = model.for_user(id, n, genre, exclude_rated, stored.unwrap_or(0));
+    Ok(Json(json!({ "user_id": id, "ratings": model.ratings_of(id), "recommendations": recs })))
+}
+
+async fn similar(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let id: u32 =
+        id.parse().map_err(|_| bad(format!("movie id must be a non-negative integer, got {id:?}")))?;
+    check_params(&q, &["n"])?;
+    let n = count(&q, "n", 10, 1000)?;
+    let model = model(&s);
+    let Some(genres) = model.catalog().genres_of(id) else {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("movie {id} is not in the catalog")));
+    };
+    let recs = match model.similar(id, n) {
+        Some(r) => r,
+        None => model.popular_in(
+            genres,
+            n,
+            id,
+            format!(
+                "movie {id} has no ratings yet; most-rated titles of the last 30 event-days in its genres"
+            ),
+        ),
+    };
+    Ok(Json(json!({
+        "movie_id": id,
+        "title": model.catalog().title(id),
+        "genres": model.catalog().names(genres),
+        "similar": recs,
+    })))
+}
+
+async fn group(State(s): State<AppState>, Query(q): Query<HashMap<String, String>>) -> ApiResult {
+    check_params(&q, &["users", "strategy", "weights", "n"])?;
+    let n = count(&q, "n", 10, 1000)?;
+    let users: Vec<u32> = q
+        .get("users")
+        .ok_or_else(|| bad("users is required: a comma-separated list of 2 to 20 user ids"))?
+        .split(',')
+        .map(|u| user_id(u.trim()))
+        .collect::<Result<_, _>>()?;
+    if !(2..=20).contains(&users.len()) {
+        return Err(bad(format!("a group has 2 to 20 users, got {}", users.len())));
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(d) = users.iter().find(|u| !seen.insert(**u)) {
+        return Err(bad(format!("user {d} is listed twice")));
+    }
+    let strategy = match q.get("strategy").map(String::as_str) {
+        None | Some("average") => GroupStrategy::Average,
+        Some("least_misery") => GroupStrategy::LeastMisery,
+        Some(other) => return Err(bad(format!("strategy must be average or least_misery, got {other:?}"))),
+    };
+    let weights: Vec<f64> = match q.get("weights") {
+        None => vec![1.0; users.len()],
+        Some(w) => {
+            let w: Vec<f64> = w
+                .split(',')
+                .map(|x| x.trim().parse::<f64>().ok().filter(|v| v.is_finite() && *v > 0.0))
+                .collect::<Option<_>>()
+                .ok_or_else(|| bad(format!("weights must be positive numbers, got {w:?}")))?;
+            if w.len() != users.len() {
+                return Err(bad(format!("{} weights for {} users", w.len(), users.len())));
+            }
+            w
+        }
+    };
+    committed(&s.store)?;
+    for &u in &users {
+        if s.store.user(u)?.is_none() && model(&s).ratings_of(u) == 0 {
+            return Err(ApiError(StatusCode::NOT_FOUND, format!("user {u} not seen")));
+        }
+    }
+    let model = model(&s);
+    let members: Vec<(u32, f64)> = users.iter().copied().zip(weights.iter().copied()).collect();
+    let recs = model.for_group(&members, strategy, n);
+    Ok(Json(json!({
+        "users": users,
+        "weights": weights,
+        "taste_genres": users.iter().map(|&u| model.catalog().names(model.taste(u))).collect::<Vec<_>>(),
+        "recommendations": recs,
     })))
 }

@@ -158,3 +158,212 @@ fn a_state_directory_refuses_other_settings() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("other settings"));
 }
+
+/// Favourite, second and disliked genre ("" when none), and ratings.
+type Taste = (String, String, String, u32);
+
+/// Ground-truth tastes by user.
+fn tastes(dir: &std::path::Path) -> std::collections::BTreeMap<u32, Taste> {
+    let mut r = csv::Reader::from_path(dir.join("ground_truth.csv")).unwrap();
+    let h = r.headers().unwrap().clone();
+    let col = |name: &str| h.iter().position(|x| x == name).unwrap();
+    let (fav, sec, dis, n) = (col("favoriteGenre"), col("secondGenre"), col("dislikedGenre"), col("ratings"));
+    r.records()
+        .map(|r| r.unwrap())
+        .map(|r| {
+            (
+                r[0].parse().unwrap(),
+                (r[fav].to_string(), r[sec].to_string(), r[dis].to_string(), r[n].parse().unwrap()),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn recommendations_follow_known_tastes_and_groups_without_common_ground_fall_back() {
+    // 1,000 movies: about 80 ratings each, enough for every movie's factor to mean something.
+    let data = tempfile::tempdir().unwrap();
+    let d = data.path().to_str().unwrap();
+    replay_ok(&[
+        "generate",
+        "--out",
+        d,
+        "--users",
+        "400",
+        "--movies",
+        "1000",
+        "--ratings",
+        "80000",
+        "--tags",
+        "0",
+        "--seed",
+        "7",
+        "--quiet",
+    ]);
+    let state = tempfile::tempdir().unwrap();
+    let mut run = Running::start(&[
+        "run",
+        "--data",
+        data.path().to_str().unwrap(),
+        "--state",
+        state.path().to_str().unwrap(),
+        "--http",
+        "127.0.0.1:0",
+    ]);
+    let base = run.http_base();
+    run.wait_line("serving http://");
+    let get = |path: &str| get_json(&format!("{base}{path}")).unwrap();
+
+    // Share of each genre in the catalog: the rate at which a taste-blind list would contain it.
+    let movies = csv::Reader::from_path(data.path().join("movies.csv"))
+        .unwrap()
+        .records()
+        .map(|r| r.unwrap()[2].to_string())
+        .collect::<Vec<_>>();
+    let base_rate =
+        |g: &str| movies.iter().filter(|m| m.split('|').any(|x| x == g)).count() as f64 / movies.len() as f64;
+
+    // Each user's whole ranking (n = every movie): how often a favourite-genre movie ranks above
+    // one outside the genre (AUC; 0.5 = taste-blind), and the favourite's share of the top 20.
+    let truth = tastes(data.path());
+    let (mut users, mut above, mut share, mut base, mut auc_sum) = (0, 0, 0.0, 0.0, 0.0);
+    for (&user, (fav, _, _, n)) in truth.iter().filter(|(_, t)| t.3 >= 60).take(60) {
+        let (status, body) = get(&format!("/users/{user}/recommendations?n=1000"));
+        assert_eq!(status, 200, "{body}");
+        let recs = &body["recommendations"];
+        assert_eq!(recs["strategy"], "als", "user {user} with {n} ratings: {body}");
+        let in_fav: Vec<bool> = recs["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["genres"].as_array().unwrap().iter().any(|g| g == fav.as_str()))
+            .collect();
+        assert!(in_fav.len() >= 500, "{} ranked", in_fav.len());
+        // AUC: over (favourite, other) pairs, the share where the favourite ranks higher.
+        let (mut fav_above, mut pairs_won) = (0u64, 0u64);
+        for &f in &in_fav {
+            if f {
+                fav_above += 1;
+            } else {
+                pairs_won += fav_above;
+            }
+        }
+        let nf = fav_above;
+        let no = in_fav.len() as u64 - nf;
+        let auc = pairs_won as f64 / (nf * no).max(1) as f64;
+        let hits = in_fav.iter().take(20).filter(|&&f| f).count();
+        let (s, b) = (hits as f64 / 20.0, base_rate(fav));
+        users += 1;
+        above += usize::from(auc > 0.5);
+        auc_sum += auc;
+        share += s;
+        base += b;
+    }
+    let (share, base, auc) = (share / f64::from(users), base / f64::from(users), auc_sum / f64::from(users));
+    eprintln!(
+        "recommendations: favourite genre ranked above other genres with AUC {auc:.3} (above 0.5 for {above}/{users} users); \
+         {:.1} % of top-20 slots (catalog share {:.1} %)",
+        share * 100.0,
+        base * 100.0
+    );
+    assert!(users >= 40, "{users} users checked");
+    assert!(auc >= 0.7, "mean AUC {auc}");
+    assert!(
+        above as f64 >= 0.9 * f64::from(users),
+        "{above}/{users} users rank their favourite genre higher"
+    );
+    assert!(share >= 1.5 * base, "favourite genre share of the top 20 {share} vs catalog {base}");
+
+    // A genre filter keeps only that genre.
+    let (&user, (fav, ..)) = truth.iter().find(|(_, t)| t.3 >= 60).unwrap();
+    let (_, body) = get(&format!("/users/{user}/recommendations?n=5&genre=Horror&exclude_rated=false"));
+    assert!(
+        body["recommendations"]["items"].as_array().unwrap().iter().all(|i| i["genres"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g == "Horror")),
+        "{body}"
+    );
+
+    // Two users with disjoint tastes (no shared favourite, second or disliked genre) get the
+    // documented fallback; two with the same favourite get ALS group scores in that genre.
+    let warm: Vec<(&u32, &Taste)> = truth.iter().filter(|(_, t)| t.3 >= 100).collect();
+    let genres = |t: &Taste| {
+        [t.0.clone(), t.1.clone(), t.2.clone()].into_iter().filter(|g| !g.is_empty()).collect::<BTreeSet<_>>()
+    };
+    let (a, b) = warm
+        .iter()
+        .flat_map(|a| warm.iter().map(move |b| (a, b)))
+        .find(|(a, b)| a.0 < b.0 && genres(a.1).is_disjoint(&genres(b.1)))
+        .expect("two users with disjoint tastes");
+    let (status, body) = get(&format!("/groups/recommendations?users={},{}&n=10", a.0, b.0));
+    assert_eq!(status, 200, "{body}");
+    let recs = &body["recommendations"];
+    assert_eq!(recs["strategy"], "popular_in_genres", "{body}");
+    assert!(recs["reason"].as_str().unwrap().contains("no common ground"), "{body}");
+    assert!(!recs["items"].as_array().unwrap().is_empty(), "the fallback still recommends: {body}");
+
+    let (a, b) = warm
+        .iter()
+        .flat_map(|a| warm.iter().map(move |b| (a, b)))
+        .find(|(a, b)| a.0 < b.0 && a.1 .0 == b.1 .0)
+        .expect("two users with the same favourite genre");
+    for strategy in ["average", "least_misery"] {
+        let (status, body) = get(&format!(
+            "/groups/recommendations?users={},{}&strategy={strategy}&weights=2,1&n=10",
+            a.0, b.0
+        ));
+        assert_eq!(status, 200, "{body}");
+        let recs = &body["recommendations"];
+        assert_eq!(recs["strategy"], strategy, "{body}");
+        assert!(recs["genres"].as_array().unwrap().iter().any(|g| g == a.1 .0.as_str()), "{body}");
+        for item in recs["items"].as_array().unwrap() {
+            let m: Vec<f64> =
+                item["members"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+            let want = if strategy == "average" { (2.0 * m[0] + m[1]) / 3.0 } else { m[0].min(m[1]) };
+            assert!((item["score"].as_f64().unwrap() - want).abs() < 1e-4, "{strategy}: {item}");
+        }
+    }
+
+    // Similar titles: the movie itself is not among them; cosine similarities.
+    let movie = get(&format!("/users/{user}/recommendations?n=1&genre={fav}&exclude_rated=false")).1
+        ["recommendations"]["items"][0]["movie_id"]
+        .as_u64()
+        .unwrap();
+    let (status, body) = get(&format!("/movies/{movie}/similar?n=5"));
+    assert_eq!(status, 200, "{body}");
+    let items = body["similar"]["items"].as_array().unwrap();
+    assert_eq!(items.len(), 5);
+    assert!(
+        items.iter().all(|i| i["movie_id"] != movie && i["score"].as_f64().unwrap().abs() <= 1.0001),
+        "{body}"
+    );
+
+    let (_, stats) = get("/stats");
+    let model = &stats["recommender"];
+    assert_eq!(model["ratings"], 80_000, "{stats}");
+    assert!(model["prequential_rmse"].as_f64().unwrap() > 0.0, "{stats}");
+
+    for (path, want) in [
+        ("/users/4000000/recommendations", 404),
+        ("/users/1/recommendations?n=0", 400),
+        ("/users/1/recommendations?genre=Opera", 400),
+        ("/users/1/recommendations?exclude_rated=perhaps", 400),
+        ("/movies/99999999/similar", 404),
+        ("/movies/x/similar", 400),
+        ("/groups/recommendations", 400),
+        ("/groups/recommendations?users=1", 400),
+        ("/groups/recommendations?users=1,1", 400),
+        ("/groups/recommendations?users=1,2&strategy=median", 400),
+        ("/groups/recommendations?users=1,2&weights=1", 400),
+        ("/groups/recommendations?users=1,2&weights=1,-1", 400),
+        ("/groups/recommendations?users=1,4000000", 404),
+    ] {
+        let (status, body) = get(path);
+        assert_eq!(status, want, "{path}: {body}");
+        assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{path}: {body}");
+    }
+    run.signal("-TERM");
+    assert!(run.wait().0.success());
+}

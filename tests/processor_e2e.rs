@@ -197,8 +197,9 @@ fn sigkill_at_five_points_then_restart_equals_an_uninterrupted_run() {
     args.extend(["--checkpoint-every", "5000"]);
     process_ok(&args);
 
-    // Final state, user by user, and every committed record.
-    for what in ["users", "sessions", "alerts"] {
+    // Final state, user by user, and every committed record; the ALS model (rebuilt from the
+    // checkpoint's rating log) factor by factor.
+    for what in ["users", "sessions", "alerts", "model"] {
         let (a, b) = (dump(sa.path(), what), dump(sb.path(), what));
         assert_eq!(a.len(), b.len(), "{what}");
         assert!(a == b, "{what} differ after crashes");
