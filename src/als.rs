@@ -198,7 +198,7 @@ impl Als {
             sweeps_done: 0,
             ratings: 0,
             scratch: vec![0.0; k * k + 2 * k],
-            work: vec![0.0; 3 * k],
+            work: vec![0.0; k * k + 3 * k],
         }
     }
 
@@ -465,29 +465,36 @@ fn solve_entity(side: &mut Side, e: usize, lambda: f64, k: usize, scratch: &mut 
     }
 }
 
-/// y = (G + reg·I) x for the packed lower-triangular G: each stored row contributes a dot product
-/// to yᵢ and an axpy to y₀..yᵢ₋₁, both over contiguous memory.
-fn sym_mul(g: &[f32], reg: f32, x: &[f32], y: &mut [f32]) {
-    let k = x.len();
-    y.fill(0.0);
+/// Unpacks G + reg·I (G packed lower-triangular) into a full row-major k × k matrix.
+fn unpack(g: &[f32], reg: f32, k: usize, a: &mut [f32]) {
     let mut off = 0;
     for i in 0..k {
-        let row = &g[off..off + i];
-        let xi = x[i];
-        for (yj, &gij) in y[..i].iter_mut().zip(row) {
-            *yj += gij * xi;
+        let row = &g[off..=off + i];
+        a[i * k..i * k + i + 1].copy_from_slice(row);
+        for (j, &v) in row[..i].iter().enumerate() {
+            a[j * k + i] = v;
         }
-        y[i] += dot(row, &x[..i]) + (g[off + i] + reg) * xi;
+        a[i * k + i] += reg;
         off += i + 1;
+    }
+}
+
+/// y = A x for the full row-major k × k matrix A.
+fn mat_vec(a: &[f32], x: &[f32], y: &mut [f32]) {
+    let k = x.len();
+    for (yi, row) in y.iter_mut().zip(a.chunks_exact(k)) {
+        *yi = dot(row, x);
     }
 }
 
 /// [`CG_STEPS`] conjugate-gradient steps on (G + reg·I) x = b from the current `x`.
 fn conjugate_gradient(g: &[f32], b: &[f32], reg: f32, k: usize, x: &mut [f32], work: &mut [f32]) {
-    let (r, rest) = work.split_at_mut(k);
+    let (a, rest) = work.split_at_mut(k * k);
+    let (r, rest) = rest.split_at_mut(k);
     let (p, rest) = rest.split_at_mut(k);
     let ap = &mut rest[..k];
-    sym_mul(g, reg, x, ap);
+    unpack(g, reg, k, a);
+    mat_vec(a, x, ap);
     for i in 0..k {
         r[i] = b[i] - ap[i];
         p[i] = r[i];
@@ -497,7 +504,7 @@ fn conjugate_gradient(g: &[f32], b: &[f32], reg: f32, k: usize, x: &mut [f32], w
         if rr.is_nan() || rr <= 1e-20 {
             return;
         }
-        sym_mul(g, reg, p, ap);
+        mat_vec(a, p, ap);
         let pap = dot(p, ap);
         if pap.is_nan() || pap <= 0.0 {
             return;

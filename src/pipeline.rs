@@ -52,9 +52,10 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// A pipeline around `processor`. `checkpoints` is the count already in the store.
+    /// A pipeline around `processor`, whose model then learns on its own thread.
+    /// `checkpoints` is the count already in the store.
     pub fn new(
-        processor: Processor,
+        mut processor: Processor,
         store: Store,
         sink: Box<dyn OutputSink>,
         mode: &'static str,
@@ -62,6 +63,7 @@ impl Pipeline {
         checkpoints: u64,
         status: Arc<Status>,
     ) -> Self {
+        processor.learn_in_background();
         Pipeline {
             processor,
             store,
@@ -121,7 +123,9 @@ impl Pipeline {
     pub fn finish(&mut self) -> anyhow::Result<()> {
         self.processor.finish(&mut self.buf);
         self.publish()?;
-        self.checkpoint(true)
+        self.checkpoint(true)?;
+        self.processor.sync_model(true);
+        Ok(())
     }
 
     /// Flushes outputs, then commits state and positions.
@@ -130,6 +134,7 @@ impl Pipeline {
     /// Outputs could not be delivered (nothing is committed then) or sled failed.
     pub fn checkpoint(&mut self, finished: bool) -> anyhow::Result<()> {
         self.sink.flush().context("flushing outputs before a checkpoint")?;
+        self.processor.sync_model(false);
         self.checkpoints += 1;
         let s = self.store.checkpoint(&mut self.processor, self.mode, finished, self.checkpoints)?;
         let t = &mut self.checkpoint_totals;

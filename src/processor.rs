@@ -223,7 +223,23 @@ pub struct Processor {
     pending: std::collections::BinaryHeap<std::cmp::Reverse<Pending>>,
     dirty: Dirty,
     model: Arc<RwLock<Recommender>>,
+    learner: Option<Learner>,
 }
+
+/// Ratings handed to the model on a background thread, in order (see
+/// [`Processor::learn_in_background`]).
+struct Learner {
+    tx: std::sync::mpsc::SyncSender<LearnerMsg>,
+    batch: Vec<LoggedRating>,
+}
+
+enum LearnerMsg {
+    Ratings(Vec<LoggedRating>),
+    Sync(std::sync::mpsc::SyncSender<()>),
+}
+
+/// Ratings per message to the learner thread.
+const LEARN_BATCH: usize = 512;
 
 impl Processor {
     /// A processor with no state, reading `partitions` (topic name, partition number).
@@ -245,6 +261,7 @@ impl Processor {
             pending: Default::default(),
             dirty: Dirty::default(),
             model,
+            learner: None,
         }
     }
 
@@ -291,6 +308,7 @@ impl Processor {
             pending: pending.into_iter().map(std::cmp::Reverse).collect(),
             dirty: Dirty::default(),
             model: Arc::new(RwLock::new(model)),
+            learner: None,
         }
     }
 
@@ -328,6 +346,51 @@ impl Processor {
     /// All users.
     pub fn users(&self) -> &FxHashMap<u32, UserState> {
         &self.users
+    }
+
+    /// From now on the model learns on its own thread: ratings go to it in order, in batches,
+    /// through a bounded channel (so it cannot fall far behind). The model is the same as when
+    /// learning inline — same ratings, same order — it is only a few batches behind the state.
+    pub fn learn_in_background(&mut self) {
+        if self.learner.is_some() {
+            return;
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel::<LearnerMsg>(64);
+        let model = self.model.clone();
+        std::thread::Builder::new()
+            .name("streamflix-als".into())
+            .spawn(move || {
+                for msg in rx {
+                    match msg {
+                        LearnerMsg::Ratings(batch) => {
+                            let mut m = model.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+                            for r in batch {
+                                m.observe(r.user, r.movie, r.rating, r.ts);
+                            }
+                        }
+                        LearnerMsg::Sync(ack) => {
+                            let _ = ack.send(());
+                        }
+                    }
+                }
+            })
+            .expect("spawn the ALS thread");
+        self.learner = Some(Learner { tx, batch: Vec::with_capacity(LEARN_BATCH) });
+    }
+
+    /// Hands the learner what it has not got yet; with `wait`, returns once it has learned it all.
+    pub fn sync_model(&mut self, wait: bool) {
+        let Some(l) = self.learner.as_mut() else { return };
+        if !l.batch.is_empty() {
+            let batch = std::mem::replace(&mut l.batch, Vec::with_capacity(LEARN_BATCH));
+            let _ = l.tx.send(LearnerMsg::Ratings(batch));
+        }
+        if wait {
+            let (ack, done) = std::sync::mpsc::sync_channel(1);
+            if l.tx.send(LearnerMsg::Sync(ack)).is_ok() {
+                let _ = done.recv();
+            }
+        }
     }
 
     /// The recommender, shared with the HTTP server (which reads the live model).
@@ -409,10 +472,23 @@ impl Processor {
         match p.rating {
             Some(rating) => {
                 self.counters.ratings += 1;
-                // A poisoned lock means a reader panicked; the model itself is intact.
-                let mut model = self.model.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-                model.observe(p.user, p.movie, rating, p.ts);
-                self.dirty.ratings.push(LoggedRating { user: p.user, movie: p.movie, rating, ts: p.ts });
+                let r = LoggedRating { user: p.user, movie: p.movie, rating, ts: p.ts };
+                match self.learner.as_mut() {
+                    Some(l) => {
+                        l.batch.push(r);
+                        if l.batch.len() >= LEARN_BATCH {
+                            let batch = std::mem::replace(&mut l.batch, Vec::with_capacity(LEARN_BATCH));
+                            // The thread only ends when the processor does.
+                            let _ = l.tx.send(LearnerMsg::Ratings(batch));
+                        }
+                    }
+                    None => {
+                        // A poisoned lock means a reader panicked; the model itself is intact.
+                        let mut model = self.model.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        model.observe(r.user, r.movie, r.rating, r.ts);
+                    }
+                }
+                self.dirty.ratings.push(r);
             }
             None => self.counters.tags += 1,
         }
