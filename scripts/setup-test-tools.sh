@@ -3,13 +3,18 @@
 # repository, and reuses it afterwards:
 #   - tansu, a Kafka-protocol broker (cargo install; ~8 minutes to build on 2 cores, first time only)
 #   - a Python venv with kafka-python (the tests' independent consumer), jsonschema (validates
-#     payloads against schemas/) and confluent-kafka (the benchmark's reference producer)
+#     payloads against schemas/ and docker-compose.yml against the Compose spec), PyYAML and
+#     confluent-kafka (the benchmark's reference producer)
+#   - the Compose specification's JSON Schema, from PyPI's docker-compose wheel (not installed:
+#     its dependencies no longer build; only the schema file is taken)
+#   - Prometheus and promtool (Debian's `prometheus` package, via apt-get; as root or with sudo)
 # Prints `export` lines for the paths, so callers can `eval "$(scripts/setup-test-tools.sh)"`.
 # Override the location with STREAMFLIX_TOOLS.
 set -euo pipefail
 
 TANSU_VERSION=0.6.0
-PY_PACKAGES=(kafka-python==3.0.12 jsonschema==4.26.0 confluent-kafka==2.16.1)
+PY_PACKAGES=(kafka-python==3.0.12 jsonschema==4.26.0 confluent-kafka==2.16.1 PyYAML==6.0.3)
+COMPOSE_WHEEL=docker-compose==1.29.2
 
 default_tools=/opt/streamflix-tools
 if ! mkdir -p "$default_tools" 2>/dev/null || [ ! -w "$default_tools" ]; then
@@ -38,5 +43,36 @@ else
   printf '%s' "${PY_PACKAGES[*]}" > "$stamp"
 fi
 
+compose_schema="$tools/compose_spec.json"
+if [ -s "$compose_schema" ]; then
+  log "compose spec schema present at $compose_schema"
+else
+  log "fetching the Compose spec schema ($COMPOSE_WHEEL wheel)"
+  tmp=$(mktemp -d)
+  "$venv/bin/pip" download --quiet --disable-pip-version-check --no-deps -d "$tmp" "$COMPOSE_WHEEL" >&2
+  "$venv/bin/python" - "$tmp"/*.whl "$compose_schema" <<'PY'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    open(sys.argv[2], "wb").write(z.read("compose/config/compose_spec.json"))
+PY
+  rm -rf "$tmp"
+fi
+
+if command -v prometheus >/dev/null && command -v promtool >/dev/null; then
+  log "prometheus present: $(prometheus --version 2>&1 | head -1)"
+else
+  log "installing Debian's prometheus package (prometheus, promtool)"
+  sudo=""
+  if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq >&2
+  $sudo apt-get install -y -qq --no-install-recommends prometheus >&2
+  # The package may start a system service; the tests run their own instances.
+  $sudo service prometheus stop >/dev/null 2>&1 || true
+fi
+
 echo "export STREAMFLIX_TANSU='$tansu'"
+echo "export STREAMFLIX_COMPOSE_SCHEMA='$compose_schema'"
+echo "export STREAMFLIX_PROMETHEUS='$(command -v prometheus)'"
+echo "export STREAMFLIX_PROMTOOL='$(command -v promtool)'"
 echo "export STREAMFLIX_PYTHON='$venv/bin/python'"

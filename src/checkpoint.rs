@@ -15,6 +15,7 @@
 //!   session;
 //! - `c` + user (BE) → the user's latest churn alert, JSON;
 //! - `p` → the pending (accepted, not yet applied) events, postcard;
+//! - `e` → the platform engagement aggregates ([`Engagement`]), postcard;
 //! - `l` + checkpoint number (u64 BE) → the ratings applied since the previous checkpoint, in
 //!   order, [`LoggedRating::SIZE`] bytes each: the recommender's log. The ALS model is a
 //!   deterministic function of this sequence (its sweeps are paced by events, not by a clock), so
@@ -31,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use streamflix_schemas::{ChurnAlert, ChurnStatus, SessionSummary};
 
 use crate::config::CoreConfig;
+use crate::engagement::Engagement;
 use crate::processor::{Counters, LoggedRating, PartitionState, Pending, Processor, UserState};
 
 /// Version of the stored layout and values; bumped (with a migration) on incompatible change.
@@ -38,6 +40,7 @@ pub const STATE_VERSION: u8 = 2;
 
 const META: &[u8] = b"m";
 const PENDING: &[u8] = b"p";
+const ENGAGEMENT: &[u8] = b"e";
 
 /// Errors of the state store.
 #[derive(Debug, thiserror::Error)]
@@ -101,8 +104,20 @@ pub struct Meta {
     pub finished: bool,
 }
 
-/// A loaded checkpoint: its meta record, every user, the pending events and the rating log.
-pub type Loaded = (Meta, FxHashMap<u32, UserState>, Vec<Pending>, Vec<LoggedRating>);
+/// A loaded checkpoint.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The meta record.
+    pub meta: Meta,
+    /// Every user.
+    pub users: FxHashMap<u32, UserState>,
+    /// Accepted events not yet applied.
+    pub pending: Vec<Pending>,
+    /// Every rating applied, in order.
+    pub ratings: Vec<LoggedRating>,
+    /// Platform aggregates.
+    pub engagement: Engagement,
+}
 
 /// What one checkpoint wrote.
 #[derive(Debug, Clone, Copy, Default)]
@@ -245,7 +260,14 @@ impl Store {
                 .map_err(|e| StoreError::Corrupt { what: "pending events".into(), detail: e.to_string() })?,
         };
         let ratings = self.rating_log()?;
-        Ok(Some((meta, users, pending, ratings)))
+        let engagement = match self.sled(self.db.get(ENGAGEMENT))? {
+            None => Engagement::default(),
+            Some(v) => postcard::from_bytes(&v).map_err(|e| StoreError::Corrupt {
+                what: "engagement aggregates".into(),
+                detail: e.to_string(),
+            })?,
+        };
+        Ok(Some(Loaded { meta, users, pending, ratings, engagement }))
     }
 
     /// Every rating applied up to the committed checkpoint, in the order applied.
@@ -325,6 +347,9 @@ impl Store {
             key.extend_from_slice(&checkpoints.to_be_bytes());
             batch.insert(key, log);
         }
+        let engagement = postcard::to_stdvec(p.engagement()).expect("aggregates serialize");
+        bytes += engagement.len() as u64;
+        batch.insert(ENGAGEMENT, engagement);
         let pending = postcard::to_stdvec(&p.pending()).expect("pending events serialize");
         bytes += pending.len() as u64;
         batch.insert(PENDING, pending);
@@ -516,7 +541,8 @@ mod tests {
         assert_eq!(stats.users, 1);
         drop(store);
         let store = Store::open(dir.path()).unwrap();
-        let (meta, users, pending, log) = store.load().unwrap().unwrap();
+        let Loaded { meta, users, pending, ratings: log, engagement } = store.load().unwrap().unwrap();
+        assert_eq!(&engagement, p.engagement());
         assert_eq!(log.len() as u64, p.counters().ratings, "every applied rating is in the log");
         assert_eq!(log.len() + pending.len(), 4);
         assert_eq!(pending, p.pending());

@@ -5,14 +5,14 @@
 //! downstream is exercised without a broker. Resume positions are replay `seq`s per partition:
 //! restarting with the same `--state` continues where the checkpoint stopped.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::sync_channel;
 use std::time::Instant;
 
 use anyhow::Context;
 use streamflix_replay::dataset::Dataset;
 use streamflix_replay::engine::{self, ReplayConfig, Summary};
-use streamflix_replay::sink::{ChannelSink, Outgoing, Topic};
+use streamflix_replay::sink::{ChannelSink, Outgoing, Sink, SinkError, Topic};
 use streamflix_schemas::{topics, StreamRecord};
 
 use crate::pipeline::Pipeline;
@@ -63,9 +63,32 @@ pub fn run(
     }
     let (tx, rx) = sync_channel::<Outgoing>(16 * 1024);
     let mut records = 0u64;
+    // Per input partition: records the replay has sent (lag = sent − processed).
+    let sent: Vec<AtomicU64> = (0..2 * p).map(|_| AtomicU64::new(0)).collect();
+    let last_ts = AtomicI64::new(0);
+    let mut processed = vec![0u64; 2 * p];
+    let metrics = pipeline.metrics().clone();
+    let lag: Vec<prometheus::IntGauge> = pipeline
+        .processor
+        .partitions()
+        .iter()
+        .map(|s| metrics.lag.with_label_values(&[&s.topic, &s.partition.to_string()]))
+        .collect();
+    let report = |processed: &[u64]| {
+        let mut total = 0;
+        for (i, g) in lag.iter().enumerate() {
+            let n = sent[i].load(Ordering::Relaxed);
+            total += n;
+            g.set(n.saturating_sub(processed[i]) as i64);
+        }
+        let now = metrics.replay_records.get();
+        metrics.replay_records.inc_by(total.saturating_sub(now));
+        metrics.replay_event_time.set(last_ts.load(Ordering::Relaxed) as f64);
+    };
     let result = std::thread::scope(|s| {
         let replay = s.spawn(|| {
-            let mut sink = ChannelSink::new(tx, partitions);
+            let mut sink =
+                CountingSink { inner: ChannelSink::new(tx, partitions), sent: &sent, last_ts: &last_ts, p };
             engine::replay(ds, &mut sink, &cfg, stop, progress)
         });
         let mut failed = None;
@@ -86,6 +109,10 @@ pub fn run(
                 break;
             }
             records += 1;
+            processed[index] += 1;
+            if records % 4096 == 0 {
+                report(&processed);
+            }
             if stop.load(Ordering::Relaxed) {
                 break;
             }
@@ -93,6 +120,7 @@ pub fn run(
         // Dropping the receiver unblocks a replay waiting on a full channel.
         drop(rx);
         let summary = replay.join().map_err(|_| anyhow::anyhow!("the replay thread panicked"))?;
+        report(&processed);
         if let Some(e) = failed {
             return Err(e);
         }
@@ -113,4 +141,32 @@ pub fn run(
         pipeline.finish()?;
     }
     Ok(Outcome { replay: summary, records, seconds: started.elapsed().as_secs_f64(), interrupted })
+}
+
+/// The channel sink, counting what it sends per partition (for lag and replay progress).
+struct CountingSink<'a> {
+    inner: ChannelSink,
+    sent: &'a [AtomicU64],
+    last_ts: &'a AtomicI64,
+    p: usize,
+}
+
+impl Sink for CountingSink<'_> {
+    fn partitions(&self, topic: Topic) -> u32 {
+        self.inner.partitions(topic)
+    }
+    fn send(&mut self, out: Outgoing) -> Result<(), SinkError> {
+        let index = match out.topic {
+            Topic::Ratings => 0,
+            Topic::Tags => self.p,
+        } + out.partition as usize;
+        let ts = out.record.ts();
+        self.inner.send(out)?;
+        self.sent[index].fetch_add(1, Ordering::Relaxed);
+        self.last_ts.store(ts, Ordering::Relaxed);
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<(), SinkError> {
+        self.inner.flush()
+    }
 }

@@ -102,6 +102,8 @@ pub struct Activity {
     pub session_seconds: i64,
     /// Closed sessions that were binges.
     pub binge_sessions: u64,
+    /// End of the latest binge session (0: none yet).
+    pub last_binge_end: i64,
 }
 
 impl Activity {
@@ -120,6 +122,7 @@ impl Activity {
             sessions: 0,
             session_seconds: 0,
             binge_sessions: 0,
+            last_binge_end: 0,
         }
     }
 

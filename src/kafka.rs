@@ -191,6 +191,8 @@ pub fn run(
     let mut committed = pipeline.status.checkpoints.load(Ordering::Relaxed);
     let mut idle_since: Option<Instant> = None;
     let mut done = false;
+    let mut lag_at = Instant::now();
+    update_lag(&consumer, pipeline);
     while !stop.load(Ordering::Relaxed) {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(msg)) => {
@@ -204,10 +206,16 @@ pub fn run(
                 if n != committed {
                     committed = n;
                     commit_positions(&consumer, pipeline);
+                    update_lag(&consumer, pipeline);
+                    lag_at = Instant::now();
                 }
             }
             Some(Err(e)) => tracing::warn!("kafka: {e}"),
             None => {
+                if lag_at.elapsed() >= Duration::from_secs(5) {
+                    update_lag(&consumer, pipeline);
+                    lag_at = Instant::now();
+                }
                 let idle = *idle_since.get_or_insert_with(Instant::now);
                 if exit_when_done
                     && idle.elapsed() >= Duration::from_millis(500)
@@ -225,7 +233,23 @@ pub fn run(
         pipeline.checkpoint(false)?;
     }
     commit_positions(&consumer, pipeline);
+    update_lag(&consumer, pipeline);
     Ok(Outcome { records, seconds: started.elapsed().as_secs_f64(), done })
+}
+
+/// Sets `streamflix_consumer_lag_records` per partition: high watermark − position (one broker
+/// round trip per partition; called after checkpoints and every 5 s when idle). Failures only warn.
+fn update_lag(consumer: &BaseConsumer<QuietEof>, pipeline: &Pipeline) {
+    for p in pipeline.processor.partitions() {
+        match consumer.fetch_watermarks(&p.topic, p.partition as i32, Duration::from_secs(2)) {
+            Ok((_, high)) => pipeline
+                .metrics()
+                .lag
+                .with_label_values(&[&p.topic, &p.partition.to_string()])
+                .set((high - p.position as i64).max(0)),
+            Err(e) => tracing::warn!("reading the end offset of {}[{}] for lag: {e}", p.topic, p.partition),
+        }
+    }
 }
 
 /// Whether every input partition has been read up to its high watermark.

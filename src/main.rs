@@ -13,6 +13,7 @@ use streamflix::als::AlsConfig;
 use streamflix::catalog::Catalog;
 use streamflix::checkpoint::Store;
 use streamflix::config::{parse_duration, CoreConfig};
+use streamflix::metrics::Metrics;
 use streamflix::output::{JsonLinesSink, NullSink, OutputSink};
 use streamflix::pipeline::{open_processor, CheckpointPolicy, Pipeline, Status};
 use streamflix::server::{self, AppState, ModelHandle};
@@ -307,6 +308,7 @@ impl Services {
         store: &Store,
         status: &Arc<Status>,
         model: &ModelHandle,
+        metrics: &Arc<Metrics>,
     ) -> Result<Services> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -346,7 +348,12 @@ impl Services {
                 format!("cannot listen on {} (pass --http with another address, or --no-http)", serve.http)
             })?;
             let addr = listener.local_addr()?;
-            let state = AppState { store: store.clone(), status: status.clone(), model: model.clone() };
+            let state = AppState {
+                store: store.clone(),
+                status: status.clone(),
+                model: model.clone(),
+                metrics: metrics.clone(),
+            };
             let mut stopped = stopped.subscribe();
             let shutdown = async move {
                 let _ = stopped.wait_for(|s| *s).await;
@@ -417,7 +424,8 @@ fn run(cli: Cli) -> Result<()> {
             let (processor, checkpoints) = open_processor(&store, "kafka", cfg, catalog, partitions.clone())?;
             let status = Arc::new(Status::default());
             status.ready.store(checkpoints > 0, Ordering::Relaxed);
-            let services = Services::start(&serve, &store, &status, processor.model())?;
+            let metrics = Arc::new(Metrics::new());
+            let services = Services::start(&serve, &store, &status, processor.model(), &metrics)?;
             let n = partitions.iter().filter(|(t, _)| *t == topics.ratings).count() as u32;
             let outs = [topics.sessions.as_str(), topics.alerts.as_str(), topics.dlq.as_str()];
             services
@@ -433,6 +441,7 @@ fn run(cli: Cli) -> Result<()> {
             let sink = streamflix::kafka::KafkaOutputs::new(&opts, topics.clone())?;
             let mut pipeline =
                 Pipeline::new(processor, store, Box::new(sink), "kafka", serve.policy(), checkpoints, status);
+            pipeline.set_metrics(metrics);
             if checkpoints > 0 {
                 println!("resuming from checkpoint {checkpoints} in {}", state.display());
             }
@@ -568,12 +577,14 @@ fn run_embedded(dir: &Path, e: &EmbeddedArgs, demo: bool) -> Result<()> {
     }
     let status = Arc::new(Status::default());
     status.ready.store(checkpoints > 0, Ordering::Relaxed);
-    let services = Services::start(serve, &store, &status, processor.model())?;
+    let metrics = Arc::new(Metrics::new());
+    let services = Services::start(serve, &store, &status, processor.model(), &metrics)?;
     let sink: Box<dyn OutputSink> = match &e.out {
         Some(d) => Box::new(JsonLinesSink::open(d)?),
         None => Box::new(NullSink),
     };
     let mut pipeline = Pipeline::new(processor, store, sink, "embedded", serve.policy(), checkpoints, status);
+    pipeline.set_metrics(metrics);
     let replay_cfg = ReplayConfig { speed: e.speed, ..Default::default() };
     if let Some(s) = e.speed {
         if !(s.is_finite() && s > 0.0) {

@@ -12,6 +12,7 @@ use anyhow::Context;
 use streamflix_schemas::StreamRecord;
 
 use crate::checkpoint::{CheckpointStats, Store};
+use crate::metrics::{Metrics, RecordOutcome};
 use crate::output::OutputSink;
 use crate::processor::{Output, Processor, Source};
 
@@ -49,6 +50,9 @@ pub struct Pipeline {
     pub status: Arc<Status>,
     /// Sum over checkpoints written by this process.
     pub checkpoint_totals: CheckpointStats,
+    metrics: Arc<Metrics>,
+    /// Per partition: the records counter for each outcome (resolved once).
+    outcome_handles: Vec<[prometheus::IntCounter; 3]>,
 }
 
 impl Pipeline {
@@ -76,6 +80,66 @@ impl Pipeline {
             checkpoints,
             status,
             checkpoint_totals: CheckpointStats::default(),
+            metrics: Arc::new(Metrics::new()),
+            outcome_handles: Vec::new(),
+        }
+    }
+
+    /// Reports to `metrics` (by default a private registry nobody reads); the model's update
+    /// latency too.
+    pub fn set_metrics(&mut self, metrics: Arc<Metrics>) {
+        self.processor
+            .model()
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .set_latency_histogram(metrics.als_update.clone());
+        if self.checkpoints > 0 {
+            metrics.set_state(&self.processor, self.store.size_on_disk());
+        }
+        self.metrics = metrics;
+        self.outcome_handles.clear();
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Counts the record just processed at partition `index` by its outcome, timing one in 64.
+    fn count(
+        &mut self,
+        index: usize,
+        heartbeats_before: u64,
+        outputs_before: usize,
+        started: Option<Instant>,
+    ) {
+        if self.outcome_handles.len() != self.processor.partitions().len() {
+            self.outcome_handles = self
+                .processor
+                .partitions()
+                .iter()
+                .map(|p| {
+                    [RecordOutcome::Accepted, RecordOutcome::Heartbeat, RecordOutcome::DeadLetter].map(|o| {
+                        let name = match o {
+                            RecordOutcome::Accepted => "accepted",
+                            RecordOutcome::Heartbeat => "heartbeat",
+                            RecordOutcome::DeadLetter => "dead_letter",
+                        };
+                        self.metrics.records.with_label_values(&[&p.topic, name])
+                    })
+                })
+                .collect();
+        }
+        let outcome = if self.buf[outputs_before..].iter().any(|o| matches!(o, Output::Dead(_))) {
+            2
+        } else if self.processor.counters().heartbeats > heartbeats_before {
+            1
+        } else {
+            0
+        };
+        self.outcome_handles[index][outcome].inc();
+        if let Some(t) = started {
+            self.metrics.record_seconds.observe(t.elapsed().as_secs_f64());
         }
     }
 
@@ -84,7 +148,10 @@ impl Pipeline {
     /// # Errors
     /// Publishing outputs or checkpointing failed.
     pub fn raw(&mut self, src: Source, key: Option<&[u8]>, payload: &[u8]) -> anyhow::Result<()> {
+        let (hb, n) = (self.processor.counters().heartbeats, self.buf.len());
+        let started = (self.since % 64 == 0).then(Instant::now);
         self.processor.process_bytes(src, key, payload, &mut self.buf);
+        self.count(src.index, hb, n, started);
         self.after()
     }
 
@@ -93,7 +160,10 @@ impl Pipeline {
     /// # Errors
     /// Publishing outputs or checkpointing failed.
     pub fn record(&mut self, src: Source, key: Option<&[u8]>, record: &StreamRecord) -> anyhow::Result<()> {
+        let (hb, n) = (self.processor.counters().heartbeats, self.buf.len());
+        let started = (self.since % 64 == 0).then(Instant::now);
         self.processor.process_record(src, key, record, None, &mut self.buf);
+        self.count(src.index, hb, n, started);
         self.after()
     }
 
@@ -111,6 +181,9 @@ impl Pipeline {
 
     fn publish(&mut self) -> anyhow::Result<()> {
         for o in self.buf.drain(..) {
+            if let Output::Session(s) = &o {
+                self.metrics.session_length.observe((s.end - s.start) as f64);
+            }
             self.sink.send(&o).context("publishing outputs")?;
         }
         Ok(())
@@ -142,6 +215,7 @@ impl Pipeline {
         t.sessions += s.sessions;
         t.bytes += s.bytes;
         t.duration += s.duration;
+        self.metrics.on_checkpoint(&self.processor, &s, self.store.size_on_disk());
         self.since = 0;
         self.last = Instant::now();
         self.status.checkpoints.fetch_add(1, Ordering::Relaxed);
@@ -171,20 +245,20 @@ pub fn open_processor(
 ) -> anyhow::Result<(Processor, u64)> {
     match store.load()? {
         None => Ok((Processor::new(cfg, catalog, partitions), 0)),
-        Some((meta, users, pending, ratings)) => {
+        Some(crate::checkpoint::Loaded { meta, users, pending, ratings, engagement }) => {
             store.check_compatible(&meta, mode, &cfg, catalog.genre_names(), &partitions)?;
             let n = meta.checkpoints;
             let model = Processor::replay_model(&cfg, &catalog, &ratings);
             drop(ratings);
-            let p = Processor::restore(
-                cfg,
-                meta.partitions,
-                meta.watermark,
-                meta.counters,
+            let restored = crate::processor::Restored {
+                partitions: meta.partitions,
+                watermark: meta.watermark,
+                counters: meta.counters,
                 users,
                 pending,
-                model,
-            );
+                engagement,
+            };
+            let p = Processor::restore(cfg, restored, model);
             Ok((p, n))
         }
     }

@@ -23,6 +23,7 @@ use std::sync::{Arc, RwLock};
 use crate::catalog::Catalog;
 use crate::churn::{churned_alert, reactivated_alert, ChurnState, TimeIndex};
 use crate::config::{CoreConfig, MIN_EVENT_TS};
+use crate::engagement::{Engagement, Snapshot};
 use crate::features::Activity;
 use crate::recommend::Recommender;
 use crate::sessions::{OpenSession, Sessions};
@@ -224,6 +225,24 @@ pub struct Processor {
     dirty: Dirty,
     model: Arc<RwLock<Recommender>>,
     learner: Option<Learner>,
+    engagement: Engagement,
+}
+
+/// The checkpointed parts a processor is restored from.
+#[derive(Debug, Default)]
+pub struct Restored {
+    /// Input partitions.
+    pub partitions: Vec<PartitionState>,
+    /// Global watermark.
+    pub watermark: Option<i64>,
+    /// Running totals.
+    pub counters: Counters,
+    /// Every user.
+    pub users: FxHashMap<u32, UserState>,
+    /// Accepted events not yet applied.
+    pub pending: Vec<Pending>,
+    /// Platform aggregates.
+    pub engagement: Engagement,
 }
 
 /// Ratings handed to the model on a background thread, in order (see
@@ -262,6 +281,7 @@ impl Processor {
             dirty: Dirty::default(),
             model,
             learner: None,
+            engagement: Engagement::default(),
         }
     }
 
@@ -276,15 +296,8 @@ impl Processor {
 
     /// Rebuilds a processor from checkpointed parts (the catalog is the model's); the indexes are
     /// derived from the users.
-    pub fn restore(
-        cfg: CoreConfig,
-        partitions: Vec<PartitionState>,
-        watermark: Option<i64>,
-        counters: Counters,
-        users: FxHashMap<u32, UserState>,
-        pending: Vec<Pending>,
-        model: Recommender,
-    ) -> Self {
+    pub fn restore(cfg: CoreConfig, r: Restored, model: Recommender) -> Self {
+        let Restored { partitions, watermark, counters, users, pending, engagement } = r;
         let catalog = model.shared_catalog();
         let mut churn_index = TimeIndex::default();
         let mut close_index = TimeIndex::default();
@@ -309,6 +322,7 @@ impl Processor {
             dirty: Dirty::default(),
             model: Arc::new(RwLock::new(model)),
             learner: None,
+            engagement,
         }
     }
 
@@ -391,6 +405,34 @@ impl Processor {
                 let _ = done.recv();
             }
         }
+    }
+
+    /// Platform aggregates (part of the checkpoint).
+    pub fn engagement(&self) -> &Engagement {
+        &self.engagement
+    }
+
+    /// Counts over all users at the watermark (an O(users) scan).
+    pub fn snapshot(&self) -> Snapshot {
+        let mut s =
+            Snapshot { watermark: self.watermark, users: self.users.len() as u64, ..Snapshot::default() };
+        let Some(wm) = self.watermark else { return s };
+        let day = crate::config::DAY;
+        for st in self.users.values() {
+            let last = st.activity.last;
+            s.active_1d += u64::from(last > wm - day);
+            s.active_7d += u64::from(last > wm - 7 * day);
+            s.active_30d += u64::from(last > wm - 30 * day);
+            s.binge_watchers_30d +=
+                u64::from(st.activity.binge_sessions > 0 && st.activity.last_binge_end > wm - 30 * day);
+            s.open_sessions += st.sessions.open().len() as u64;
+        }
+        s
+    }
+
+    /// Accepted events waiting for the watermark.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
     }
 
     /// The recommender, shared with the HTTP server (which reads the live model).
@@ -625,7 +667,9 @@ impl Processor {
             churn: ChurnState::default(),
             close_key: None,
         });
+        let prev = (!is_new).then_some(st.activity.last);
         st.activity.add(ts, rating, genres);
+        self.engagement.on_event(ts, rating, genres, genre_count, prev, st.activity.first_seen);
         st.sessions.add(ts, rating, genres, self.cfg.session_gap);
         if st.churn.index_key.is_none() {
             st.churn.index_key = Some(st.activity.last);
@@ -700,6 +744,9 @@ impl Processor {
         a.sessions += 1;
         a.session_seconds += s.end - s.start;
         a.binge_sessions += binge as u64;
+        if binge {
+            a.last_binge_end = a.last_binge_end.max(s.end);
+        }
         SessionSummary {
             v: SCHEMA_VERSION,
             session_id: format!("{user}-{}", s.start),

@@ -190,6 +190,7 @@ pub struct Recommender {
     genre_totals: Vec<u64>,
     rating_total: u64,
     stats: ModelStats,
+    latency: Option<prometheus::Histogram>,
 }
 
 impl Recommender {
@@ -203,6 +204,7 @@ impl Recommender {
             genre_totals: vec![0; genres],
             rating_total: 0,
             stats: ModelStats::default(),
+            latency: None,
         }
     }
 
@@ -225,6 +227,11 @@ impl Recommender {
     pub fn popular_in(&self, mask: u64, n: usize, except: u32, reason: String) -> Recommendations {
         let exclude = std::iter::once(except).collect();
         self.popular(mask, n, &exclude, reason)
+    }
+
+    /// Also observe update latency into `h` (the Prometheus histogram).
+    pub fn set_latency_histogram(&mut self, h: prometheus::Histogram) {
+        self.latency = Some(h);
     }
 
     /// Prequential error and update latency so far.
@@ -250,6 +257,9 @@ impl Recommender {
         let dt = started.elapsed().as_secs_f64();
         self.stats.updates += 1;
         self.stats.update_seconds += dt;
+        if let Some(h) = &self.latency {
+            h.observe(dt);
+        }
         let us = dt * 1e6;
         let bucket = LATENCY_BOUNDS_US.iter().position(|&b| us <= b).unwrap_or(LATENCY_BOUNDS_US.len());
         self.stats.latency_buckets[bucket] += 1;

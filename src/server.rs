@@ -38,6 +38,8 @@ pub struct AppState {
     pub status: Arc<Status>,
     /// The live recommender.
     pub model: ModelHandle,
+    /// Prometheus metrics (also counts the HTTP requests).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// An error response: status + `{"error": message}`.
@@ -74,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         .route("/users/{id}/recommendations", get(recommendations))
         .route("/movies/{id}/similar", get(similar))
         .route("/groups/recommendations", get(group))
+        .route("/metrics", get(metrics))
         .fallback(|| async {
             ApiError(
                 StatusCode::NOT_FOUND,
@@ -82,7 +85,31 @@ pub fn router(state: AppState) -> Router {
                     .into(),
             )
         })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
+}
+
+/// Counts and times every request by route template (not raw path: bounded labels).
+async fn track(
+    State(s): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    s.metrics.http_requests.with_label_values(&[&route, resp.status().as_str()]).inc();
+    s.metrics.http_seconds.with_label_values(&[&route]).observe(started.elapsed().as_secs_f64());
+    resp
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    s.metrics.state_disk.set(s.store.size_on_disk() as i64);
+    let body = s.metrics.render(&model(&s));
+    ([(axum::http::header::CONTENT_TYPE, s.metrics.content_type())], body).into_response()
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then finishes in-flight requests.

@@ -34,6 +34,20 @@ pub enum Reason {
 
 impl Reason {
     /// The stable snake_case name.
+    /// Every reason, so metrics can report each one from zero.
+    pub const ALL: [Reason; 10] = [
+        Reason::OversizedPayload,
+        Reason::UndecodableJson,
+        Reason::SchemaViolation,
+        Reason::UnsupportedVersion,
+        Reason::RatingOutOfRange,
+        Reason::RatingNotHalfStep,
+        Reason::UnknownMovie,
+        Reason::TimestampBefore1995,
+        Reason::TimestampTooFarAhead,
+        Reason::LateEvent,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::OversizedPayload => "oversized_payload",

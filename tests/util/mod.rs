@@ -30,6 +30,26 @@ fn tool(var: &str, fallback: &str) -> PathBuf {
     p
 }
 
+/// Prometheus, promtool (Debian's `prometheus` package) and the Compose spec schema.
+pub fn prometheus_bin() -> PathBuf {
+    tool("STREAMFLIX_PROMETHEUS", "/usr/bin/prometheus")
+}
+
+/// See [`prometheus_bin`].
+pub fn promtool_bin() -> PathBuf {
+    tool("STREAMFLIX_PROMTOOL", "/usr/bin/promtool")
+}
+
+/// See [`prometheus_bin`].
+pub fn compose_schema() -> PathBuf {
+    tool("STREAMFLIX_COMPOSE_SCHEMA", "/opt/streamflix-tools/compose_spec.json")
+}
+
+/// The tests' Python (venv with kafka-python, jsonschema, PyYAML).
+pub fn python() -> PathBuf {
+    tool("STREAMFLIX_PYTHON", "/opt/streamflix-tools/venv/bin/python")
+}
+
 /// The repository root.
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

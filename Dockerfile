@@ -1,0 +1,20 @@
+# Multi-stage build of both binaries the README uses: `streamflix` (the processor) and
+# `streamflix-replay` (the replay tool), from the same `cargo build --release` as the README.
+FROM rust:1.85-bookworm AS build
+# librdkafka is built from source by the rdkafka crate (cmake-free "bundled" build: needs make,
+# a C/C++ compiler, perl and zlib headers, all in this image except zlib1g-dev).
+RUN apt-get update && apt-get install -y --no-install-recommends zlib1g-dev && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked -p streamflix -p streamflix-replay \
+    && cp target/release/streamflix target/release/streamflix-replay /usr/local/bin/
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --create-home streamflix
+COPY --from=build /usr/local/bin/streamflix /usr/local/bin/streamflix-replay /usr/local/bin/
+USER streamflix
+WORKDIR /home/streamflix
+EXPOSE 8080
+ENTRYPOINT ["streamflix"]
+CMD ["demo", "--http", "0.0.0.0:8080"]

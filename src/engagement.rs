@@ -1,0 +1,192 @@
+//! Platform-level engagement aggregates, in event time: what the analysts' dashboards show.
+//!
+//! Per-user state answers "who"; these answer "how many": ratings by value, activity by UTC hour
+//! and weekday, ratings per genre over the last 30 event-days, and retention by signup cohort
+//! month. They are updated as events are applied (in event-time order) and are part of the
+//! checkpoint, so they are exactly-once like the rest of the state. [`Snapshot`] evaluates them,
+//! with counts over all users, at the watermark.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use chrono::{DateTime, Datelike, Timelike};
+use serde::{Deserialize, Serialize};
+
+use crate::config::DAY;
+
+/// Event-days in the genre-demand window.
+pub const GENRE_DAYS: i64 = 30;
+/// Cohorts (signup months) reported for retention, counting back from the watermark's month.
+pub const RETENTION_COHORTS: i32 = 12;
+
+/// Months since 0000-01 of a UTC time (`year * 12 + month0`).
+pub fn month_index(ts: i64) -> i32 {
+    let d = DateTime::from_timestamp(ts, 0).unwrap_or_default();
+    d.year() * 12 + d.month0() as i32
+}
+
+/// `YYYY-MM` of a month index.
+pub fn month_label(m: i32) -> String {
+    format!("{:04}-{:02}", m.div_euclid(12), m.rem_euclid(12) + 1)
+}
+
+/// One signup cohort.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cohort {
+    /// Users whose first event is in this month.
+    pub users: u64,
+    /// Month index → users of the cohort active (≥ 1 event) in that month.
+    pub active: BTreeMap<i32, u64>,
+}
+
+/// The aggregates.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Engagement {
+    /// Ratings by value: index = rating × 2 − 1 (0.5 … 5.0).
+    pub ratings_by_value: [u64; 10],
+    /// Events (ratings and tags) by UTC hour of day.
+    pub events_by_hour: [u64; 24],
+    /// Events by UTC weekday, Monday first.
+    pub events_by_weekday: [u64; 7],
+    /// Ratings per genre bit, per event-day, for the last [`GENRE_DAYS`] days seen.
+    pub genre_days: VecDeque<(i64, Vec<u64>)>,
+    /// Signup month index → cohort.
+    pub cohorts: BTreeMap<i32, Cohort>,
+}
+
+impl Engagement {
+    /// Counts one applied event of a user first seen at `first_seen` whose previous event was at
+    /// `prev` (`None`: this is the user's first event).
+    pub fn on_event(
+        &mut self,
+        ts: i64,
+        rating: Option<f32>,
+        genres: u64,
+        genre_count: usize,
+        prev: Option<i64>,
+        first_seen: i64,
+    ) {
+        let d = DateTime::from_timestamp(ts, 0).unwrap_or_default();
+        self.events_by_hour[d.hour() as usize] += 1;
+        self.events_by_weekday[d.weekday().num_days_from_monday() as usize] += 1;
+        let month = month_index(ts);
+        let cohort = self.cohorts.entry(month_index(first_seen)).or_default();
+        match prev {
+            None => {
+                cohort.users += 1;
+                *cohort.active.entry(month).or_default() += 1;
+            }
+            // A user's events are applied in time order: a new month is a first event in it.
+            Some(p) if month_index(p) != month => *cohort.active.entry(month).or_default() += 1,
+            Some(_) => {}
+        }
+        let Some(r) = rating else { return };
+        let idx = ((r * 2.0).round() as usize).clamp(1, 10) - 1;
+        self.ratings_by_value[idx] += 1;
+        let day = ts.div_euclid(DAY);
+        let counts = match self.genre_days.iter().rposition(|(d, _)| *d <= day) {
+            Some(i) if self.genre_days[i].0 == day => &mut self.genre_days[i].1,
+            pos => {
+                let latest = self.genre_days.back().map_or(day, |(d, _)| (*d).max(day));
+                if day <= latest - GENRE_DAYS {
+                    return;
+                }
+                let at = pos.map_or(0, |i| i + 1);
+                self.genre_days.insert(at, (day, vec![0; genre_count]));
+                while self.genre_days.front().is_some_and(|(d, _)| *d <= latest - GENRE_DAYS) {
+                    self.genre_days.pop_front();
+                }
+                let i = self.genre_days.iter().position(|(d, _)| *d == day).expect("just inserted");
+                &mut self.genre_days[i].1
+            }
+        };
+        for (g, c) in counts.iter_mut().enumerate() {
+            *c += (genres >> g) & 1;
+        }
+    }
+
+    /// Ratings per genre bit over the [`GENRE_DAYS`] event-days ending with `wm`'s day.
+    pub fn genre_demand(&self, wm: i64, genre_count: usize) -> Vec<u64> {
+        let last = wm.div_euclid(DAY);
+        let mut out = vec![0; genre_count];
+        for (d, counts) in &self.genre_days {
+            if *d > last - GENRE_DAYS && *d <= last {
+                for (o, c) in out.iter_mut().zip(counts) {
+                    *o += c;
+                }
+            }
+        }
+        out
+    }
+
+    /// Retention at `wm`: for the [`RETENTION_COHORTS`] signup months up to `wm`'s month,
+    /// `(cohort month, months since signup, share of the cohort active in that month)` for every
+    /// month from signup to `wm`'s.
+    pub fn retention(&self, wm: i64) -> Vec<(i32, i32, f64)> {
+        let now = month_index(wm);
+        let mut out = Vec::new();
+        for (&c, cohort) in self.cohorts.range(now - RETENTION_COHORTS + 1..=now) {
+            for k in 0..=(now - c) {
+                let active = cohort.active.get(&(c + k)).copied().unwrap_or(0);
+                out.push((c, k, active as f64 / cohort.users.max(1) as f64));
+            }
+        }
+        out
+    }
+}
+
+/// Counts over all users at the watermark (computed when a checkpoint is written, from the state
+/// it commits).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Snapshot {
+    /// The watermark they are evaluated at.
+    pub watermark: Option<i64>,
+    /// Users in the state.
+    pub users: u64,
+    /// Users whose last activity is less than 1, 7, 30 days before the watermark.
+    pub active_1d: u64,
+    /// See `active_1d`.
+    pub active_7d: u64,
+    /// See `active_1d`.
+    pub active_30d: u64,
+    /// Users with a binge session ending less than 30 days before the watermark.
+    pub binge_watchers_30d: u64,
+    /// Open sessions over all users.
+    pub open_sessions: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: i64 = 1_500_000_000; // 2017-07-14T02:40:00Z, a Friday
+
+    #[test]
+    fn counts_hours_weekdays_values_and_genres() {
+        let mut e = Engagement::default();
+        e.on_event(T, Some(4.5), 0b101, 3, None, T);
+        e.on_event(T + 3600, None, 0b010, 3, Some(T), T);
+        assert_eq!(e.events_by_hour[2], 1);
+        assert_eq!(e.events_by_hour[3], 1);
+        assert_eq!(e.events_by_weekday[4], 2, "Friday");
+        assert_eq!(e.ratings_by_value[8], 1, "4.5 is the 9th value");
+        assert_eq!(e.genre_demand(T, 3), vec![1, 0, 1], "tags are not ratings");
+        // 30 days later the first day has left the window.
+        e.on_event(T + 30 * DAY, Some(1.0), 0b010, 3, Some(T + 3600), T);
+        assert_eq!(e.genre_demand(T + 30 * DAY, 3), vec![0, 1, 0]);
+        assert_eq!(e.genre_days.len(), 1);
+    }
+
+    #[test]
+    fn retention_counts_distinct_active_users_per_month() {
+        let mut e = Engagement::default();
+        // Two users sign up in July 2017; one comes back in August (twice), none in September.
+        e.on_event(T, Some(3.0), 1, 1, None, T);
+        e.on_event(T + 10, Some(3.0), 1, 1, None, T + 10);
+        e.on_event(T + 31 * DAY, Some(3.0), 1, 1, Some(T), T);
+        e.on_event(T + 32 * DAY, Some(3.0), 1, 1, Some(T + 31 * DAY), T);
+        let r = e.retention(T + 62 * DAY);
+        let july = month_index(T);
+        assert_eq!(month_label(july), "2017-07");
+        assert_eq!(r, vec![(july, 0, 1.0), (july, 1, 0.5), (july, 2, 0.0)]);
+    }
+}

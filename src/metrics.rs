@@ -1,0 +1,446 @@
+//! Prometheus metrics: the engine (throughput, lag, latency, checkpoints, HTTP) and the
+//! engagement view (active users, binges, genre demand, retention, churn), served at `/metrics`.
+//!
+//! Names follow Prometheus conventions (`_total` counters, base units: seconds and bytes), and
+//! every label has a bounded set of values (topics and partitions, DLQ reasons, catalog genres,
+//! 12 cohorts × ≤ 12 months, hours, weekdays, routes, statuses).
+//!
+//! Engagement metrics are set from the state a checkpoint commits, right after it is committed,
+//! so they always equal what the HTTP API answers at the same watermark. Counters that mirror
+//! checkpointed totals (ratings by value, alerts, sessions…) continue from the restored totals
+//! after a restart instead of starting from zero.
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::checkpoint::CheckpointStats;
+use crate::engagement::month_label;
+use crate::processor::{Counters, Processor};
+
+/// Outcome of one input record, for `streamflix_records_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordOutcome {
+    /// A rating or tag, accepted.
+    Accepted,
+    /// A replay heartbeat.
+    Heartbeat,
+    /// Sent to the dead-letter topic.
+    DeadLetter,
+}
+
+const WEEKDAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+/// Every metric streamflix exports.
+pub struct Metrics {
+    registry: Registry,
+    /// `streamflix_records_total{topic, outcome}`.
+    pub records: IntCounterVec,
+    dead_letters: IntCounterVec,
+    /// `streamflix_record_processing_seconds`, one record in 64 timed.
+    pub record_seconds: Histogram,
+    /// `streamflix_consumer_lag_records{topic, partition}`.
+    pub lag: IntGaugeVec,
+    watermark: Gauge,
+    checkpoint_seconds: Histogram,
+    checkpoint_bytes: IntGauge,
+    checkpoint_written: IntCounter,
+    checkpoints: IntCounter,
+    checkpoint_time: Gauge,
+    state_users: IntGauge,
+    state_open_sessions: IntGauge,
+    state_pending: IntGauge,
+    /// `streamflix_state_disk_bytes`.
+    pub state_disk: IntGauge,
+    /// `streamflix_http_requests_total{route, status}`.
+    pub http_requests: IntCounterVec,
+    /// `streamflix_http_request_duration_seconds{route}`.
+    pub http_seconds: HistogramVec,
+    /// `streamflix_replay_records_total` (embedded mode).
+    pub replay_records: IntCounter,
+    /// `streamflix_replay_event_time_seconds` (embedded mode).
+    pub replay_event_time: Gauge,
+    events: IntCounterVec,
+    active_users: IntGaugeVec,
+    binge_watchers: IntGaugeVec,
+    sessions_closed: IntCounter,
+    binge_sessions: IntCounter,
+    /// `streamflix_session_length_seconds`.
+    pub session_length: Histogram,
+    genre_ratings: IntGaugeVec,
+    ratings_by_value: IntCounterVec,
+    churned_users: IntGauge,
+    churn_alerts: IntCounterVec,
+    retention: GaugeVec,
+    cohort_users: IntGaugeVec,
+    events_by_hour: IntCounterVec,
+    events_by_weekday: IntCounterVec,
+    /// `streamflix_als_update_duration_seconds`, observed by the learner.
+    pub als_update: Histogram,
+    als_rmse: Gauge,
+    als_mae: Gauge,
+    als_scored: IntGauge,
+    als_entities: IntGaugeVec,
+    als_sweeps: IntGauge,
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn int_gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> Gauge {
+    let g = Gauge::new(name, help).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid metric");
+    r.register(Box::new(h.clone())).expect("unique metric");
+    h
+}
+
+/// Raises a counter that mirrors a checkpointed total to `value` (never lowers it).
+fn mirror(c: &IntCounter, value: u64) {
+    let now = c.get();
+    if value > now {
+        c.inc_by(value - now);
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        let latency_buckets = vec![1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 5e-4, 1e-3, 1e-2];
+        let m = Metrics {
+            records: counter_vec(
+                &r,
+                "streamflix_records_total",
+                "Input records read, by topic and outcome (accepted, heartbeat, dead_letter).",
+                &["topic", "outcome"],
+            ),
+            dead_letters: counter_vec(
+                &r,
+                "streamflix_dead_letters_total",
+                "Records sent to the dead-letter topic, by reason.",
+                &["reason"],
+            ),
+            record_seconds: histogram(
+                &r,
+                "streamflix_record_processing_seconds",
+                "Time to decode, validate and apply one input record (one record in 64 is timed).",
+                latency_buckets.clone(),
+            ),
+            lag: gauge_vec(
+                &r,
+                "streamflix_consumer_lag_records",
+                "Records in the input not yet processed, per partition (Kafka: high watermark minus position; embedded: replayed but not yet processed).",
+                &["topic", "partition"],
+            ),
+            watermark: gauge(
+                &r,
+                "streamflix_watermark_timestamp_seconds",
+                "Global event-time watermark of the committed state, Unix seconds.",
+            ),
+            checkpoint_seconds: histogram(
+                &r,
+                "streamflix_checkpoint_duration_seconds",
+                "Time to write and fsync one checkpoint.",
+                vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+            ),
+            checkpoint_bytes: int_gauge(&r, "streamflix_checkpoint_last_bytes", "Bytes written by the latest checkpoint."),
+            checkpoint_written: counter(
+                &r,
+                "streamflix_checkpoint_written_bytes_total",
+                "Bytes written by checkpoints of this process.",
+            ),
+            checkpoints: counter(&r, "streamflix_checkpoints_total", "Checkpoints written by this process."),
+            checkpoint_time: gauge(
+                &r,
+                "streamflix_checkpoint_last_success_timestamp_seconds",
+                "Wall-clock time of the latest committed checkpoint, Unix seconds.",
+            ),
+            state_users: int_gauge(&r, "streamflix_state_users", "Users in the processor state."),
+            state_open_sessions: int_gauge(
+                &r,
+                "streamflix_state_open_sessions",
+                "Sessions not yet closed by the watermark, over all users.",
+            ),
+            state_pending: int_gauge(
+                &r,
+                "streamflix_state_pending_events",
+                "Accepted events waiting for the watermark to pass them.",
+            ),
+            state_disk: int_gauge(&r, "streamflix_state_disk_bytes", "Size of the sled state directory on disk."),
+            http_requests: counter_vec(
+                &r,
+                "streamflix_http_requests_total",
+                "HTTP requests, by route template and status code.",
+                &["route", "status"],
+            ),
+            http_seconds: {
+                let h = HistogramVec::new(
+                    HistogramOpts::new("streamflix_http_request_duration_seconds", "HTTP request duration, by route template.")
+                        .buckets(vec![0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0]),
+                    &["route"],
+                )
+                .expect("valid metric");
+                r.register(Box::new(h.clone())).expect("unique metric");
+                h
+            },
+            replay_records: counter(
+                &r,
+                "streamflix_replay_records_total",
+                "Records the embedded replay has sent to the processor.",
+            ),
+            replay_event_time: gauge(
+                &r,
+                "streamflix_replay_event_time_seconds",
+                "Event time of the latest record the embedded replay sent, Unix seconds.",
+            ),
+            events: counter_vec(
+                &r,
+                "streamflix_events_total",
+                "Events applied to the state (in event-time order), by kind (rating, tag).",
+                &["kind"],
+            ),
+            active_users: gauge_vec(
+                &r,
+                "streamflix_active_users",
+                "Users whose latest activity is within the window before the watermark (event time).",
+                &["window"],
+            ),
+            binge_watchers: gauge_vec(
+                &r,
+                "streamflix_binge_watchers",
+                "Users with a binge session ending within the window before the watermark.",
+                &["window"],
+            ),
+            sessions_closed: counter(&r, "streamflix_sessions_closed_total", "Sessions closed by the watermark."),
+            binge_sessions: counter(&r, "streamflix_binge_sessions_total", "Closed sessions that were binges."),
+            session_length: histogram(
+                &r,
+                "streamflix_session_length_seconds",
+                "Length (first to last event) of sessions closed by this process.",
+                vec![0.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0],
+            ),
+            genre_ratings: gauge_vec(
+                &r,
+                "streamflix_genre_ratings_30d",
+                "Ratings of movies of each genre in the 30 event-days ending with the watermark's day.",
+                &["genre"],
+            ),
+            ratings_by_value: counter_vec(
+                &r,
+                "streamflix_ratings_by_value_total",
+                "Ratings applied, by value (0.5 to 5.0).",
+                &["rating"],
+            ),
+            churned_users: int_gauge(
+                &r,
+                "streamflix_churned_users",
+                "Users churned at the watermark (no activity for the churn period).",
+            ),
+            churn_alerts: counter_vec(
+                &r,
+                "streamflix_churn_alerts_total",
+                "Churn alerts published, by status (churned, reactivated).",
+                &["status"],
+            ),
+            retention: {
+                let g = GaugeVec::new(
+                    Opts::new(
+                        "streamflix_retention_ratio",
+                        "Share of a signup cohort (month of first event) active in the month months_since after signup; the 12 cohorts up to the watermark's month.",
+                    ),
+                    &["cohort", "months_since"],
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
+            cohort_users: gauge_vec(
+                &r,
+                "streamflix_cohort_users",
+                "Users per signup cohort (month of first event); the 12 cohorts up to the watermark's month.",
+                &["cohort"],
+            ),
+            events_by_hour: counter_vec(
+                &r,
+                "streamflix_events_by_hour_total",
+                "Events applied, by UTC hour of day of their event time.",
+                &["hour"],
+            ),
+            events_by_weekday: counter_vec(
+                &r,
+                "streamflix_events_by_weekday_total",
+                "Events applied, by UTC weekday of their event time.",
+                &["weekday"],
+            ),
+            als_update: histogram(
+                &r,
+                "streamflix_als_update_duration_seconds",
+                "Time of one ALS update (user and movie re-solved, sweep step).",
+                latency_buckets,
+            ),
+            als_rmse: gauge(
+                &r,
+                "streamflix_als_prequential_rmse",
+                "RMSE of each rating predicted before it was learned (users and movies seen before).",
+            ),
+            als_mae: gauge(&r, "streamflix_als_prequential_mae", "MAE of each rating predicted before it was learned."),
+            als_scored: int_gauge(
+                &r,
+                "streamflix_als_prequential_scored",
+                "Ratings predicted before being learned (the RMSE's sample).",
+            ),
+            als_entities: gauge_vec(&r, "streamflix_als_entities", "Users and movies with ALS factors.", &["kind"]),
+            als_sweeps: int_gauge(&r, "streamflix_als_sweeps", "Complete incremental ALS sweeps since the model was built."),
+            registry: r,
+        };
+        // Known label values start at zero, so rates and dashboards have a series before the
+        // first occurrence.
+        for reason in crate::validate::Reason::ALL {
+            m.dead_letters.with_label_values(&[reason.as_str()]);
+        }
+        for status in ["churned", "reactivated"] {
+            m.churn_alerts.with_label_values(&[status]);
+        }
+        for kind in ["rating", "tag"] {
+            m.events.with_label_values(&[kind]);
+        }
+        m
+    }
+
+    /// Counts one input record on `topic`.
+    pub fn record(&self, topic: &str, outcome: RecordOutcome) {
+        let o = match outcome {
+            RecordOutcome::Accepted => "accepted",
+            RecordOutcome::Heartbeat => "heartbeat",
+            RecordOutcome::DeadLetter => "dead_letter",
+        };
+        self.records.with_label_values(&[topic, o]).inc();
+    }
+
+    /// Records a committed checkpoint and sets every state and engagement metric from the
+    /// processor (whose state is exactly what was committed).
+    pub fn on_checkpoint(&self, p: &Processor, stats: &CheckpointStats, disk_bytes: u64) {
+        self.checkpoints.inc();
+        self.checkpoint_seconds.observe(stats.duration.as_secs_f64());
+        self.checkpoint_bytes.set(stats.bytes as i64);
+        self.checkpoint_written.inc_by(stats.bytes);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.checkpoint_time.set(now);
+        self.set_state(p, disk_bytes);
+    }
+
+    /// Sets every state and engagement metric from `p`, whose state must be the committed one
+    /// (just checkpointed, or just restored).
+    pub fn set_state(&self, p: &Processor, disk_bytes: u64) {
+        self.state_disk.set(disk_bytes as i64);
+        self.state_pending.set(p.pending_len() as i64);
+
+        let snap = p.snapshot();
+        self.state_users.set(snap.users as i64);
+        self.state_open_sessions.set(snap.open_sessions as i64);
+        if let Some(wm) = snap.watermark {
+            self.watermark.set(wm as f64);
+        }
+        for (w, v) in [("1d", snap.active_1d), ("7d", snap.active_7d), ("30d", snap.active_30d)] {
+            self.active_users.with_label_values(&[w]).set(v as i64);
+        }
+        self.binge_watchers.with_label_values(&["30d"]).set(snap.binge_watchers_30d as i64);
+        self.set_counters(p.counters());
+
+        let e = p.engagement();
+        let genres = p.catalog().genre_names();
+        let demand = e.genre_demand(snap.watermark.unwrap_or(0), genres.len());
+        for (g, v) in genres.iter().zip(demand) {
+            self.genre_ratings.with_label_values(&[g]).set(v as i64);
+        }
+        for (i, &v) in e.ratings_by_value.iter().enumerate() {
+            mirror(&self.ratings_by_value.with_label_values(&[&format!("{:.1}", (i + 1) as f64 / 2.0)]), v);
+        }
+        for (h, &v) in e.events_by_hour.iter().enumerate() {
+            mirror(&self.events_by_hour.with_label_values(&[&format!("{h:02}")]), v);
+        }
+        for (d, &v) in WEEKDAYS.iter().zip(&e.events_by_weekday) {
+            mirror(&self.events_by_weekday.with_label_values(&[d]), v);
+        }
+        // Cohorts move with the watermark: drop the ones that left the window.
+        self.retention.reset();
+        self.cohort_users.reset();
+        if let Some(wm) = snap.watermark {
+            for (c, k, ratio) in e.retention(wm) {
+                let label = month_label(c);
+                self.retention.with_label_values(&[&label, &k.to_string()]).set(ratio);
+                let users = e.cohorts.get(&c).map_or(0, |c| c.users);
+                self.cohort_users.with_label_values(&[&label]).set(users as i64);
+            }
+        }
+    }
+
+    fn set_counters(&self, c: &Counters) {
+        mirror(&self.events.with_label_values(&["rating"]), c.ratings);
+        mirror(&self.events.with_label_values(&["tag"]), c.tags);
+        for (reason, &n) in &c.dead_letters {
+            mirror(&self.dead_letters.with_label_values(&[reason]), n);
+        }
+        mirror(&self.sessions_closed, c.sessions_closed);
+        mirror(&self.binge_sessions, c.binge_sessions);
+        mirror(&self.churn_alerts.with_label_values(&["churned"]), c.churned_alerts);
+        mirror(&self.churn_alerts.with_label_values(&["reactivated"]), c.reactivated_alerts);
+        self.churned_users.set(c.churned_now as i64);
+    }
+
+    /// The exposition, in Prometheus text format, with the model's numbers read now.
+    pub fn render(&self, model: &crate::recommend::Recommender) -> String {
+        let st = model.stats();
+        self.als_rmse.set(st.rmse());
+        self.als_mae.set(st.mae());
+        self.als_scored.set(st.scored as i64);
+        let als = model.als();
+        self.als_entities.with_label_values(&["user"]).set(als.side(crate::als::Which::Users).len() as i64);
+        self.als_entities.with_label_values(&["movie"]).set(als.side(crate::als::Which::Items).len() as i64);
+        self.als_sweeps.set(als.sweeps_done() as i64);
+        let mut out = String::new();
+        // Text encoding of gathered families cannot fail for metrics built with valid names.
+        let _ = TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out);
+        out
+    }
+
+    /// The content type of [`Metrics::render`].
+    pub fn content_type(&self) -> String {
+        TextEncoder::new().format_type().to_string()
+    }
+}
