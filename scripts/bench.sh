@@ -65,9 +65,20 @@ TABLE
 proc="target/release/streamflix"
 echo "== processor, embedded: 1 M ratings"
 "$bin" generate --out "$dir/p1m" --users 8000 --ratings 1000000 --tags 40000 --quiet --force
-/usr/bin/time -f "   wall %e s, peak RSS %M KB" "$proc" run --data "$dir/p1m" --exit-when-done --no-http 2>&1 | grep -E "processed|wall"
-echo "== processor, embedded: 25 M ratings (ml-25m sizes; reuses the generated set)"
-/usr/bin/time -f "   wall %e s, peak RSS %M KB" "$proc" run --data "$dir/ml25m" --exit-when-done --no-http 2>&1 | grep -E "read and sorted|processed|wall"
+/usr/bin/time -f "   wall %e s, peak RSS %M KB" "$proc" run --data "$dir/p1m" --exit-when-done --no-http 2>&1 | grep -E "processed|recommender|wall"
+echo "== processor, embedded: 25 M ratings (ml-25m sizes; reuses the generated set; ALS on)"
+/usr/bin/time -f "   wall %e s, peak RSS %M KB" "$proc" run --data "$dir/ml25m" --exit-when-done --no-http 2>&1 | grep -E "read and sorted|processed|checkpoints|recommender|wall"
+echo "== recommender quality and update latency (streamflix eval, 1 M ratings)"
+"$proc" eval --data "$dir/p1m" 2>/dev/null > "$dir/eval.json"
+python3 - "$dir/eval.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+s = r["streaming"]
+print(f"   batch RMSE {r['rmse']:.4f} MAE {r['mae']:.4f} (fit {r['batch']['fit_seconds']:.1f} s); "
+      f"streaming RMSE {s['on_batch_events']['rmse']:.4f} vs frozen batch {s['batch_on_same_events']['rmse']:.4f}; "
+      f"recall@10 {s['recall_at_10']:.3f}; update p50 {s['update_latency']['p50_us']:.1f} µs, p99 {s['update_latency']['p99_us']:.1f} µs")
+PY
+echo "   (Spark MLlib side by side: scripts/spark-compare.sh $dir/p1m)"
 echo "== processor through tansu: 1 M ratings replayed first, then consumed"
 "$bin" run --data "$dir/p1m" --brokers "127.0.0.1:$port" --topic-prefix p --quiet
 /usr/bin/time -f "   wall %e s, peak RSS %M KB" "$proc" process --brokers "127.0.0.1:$port" --topic-prefix p \

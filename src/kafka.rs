@@ -212,6 +212,12 @@ pub fn run(
             }
             Some(Err(e)) => tracing::warn!("kafka: {e}"),
             None => {
+                pipeline.checkpoint_if_idle_due()?;
+                let n = pipeline.status.checkpoints.load(Ordering::Relaxed);
+                if n != committed {
+                    committed = n;
+                    commit_positions(&consumer, pipeline);
+                }
                 if lag_at.elapsed() >= Duration::from_secs(5) {
                     update_lag(&consumer, pipeline);
                     lag_at = Instant::now();

@@ -643,6 +643,22 @@ fn print_summary(p: &Pipeline, records: u64, seconds: f64) {
         t.duration.as_secs_f64(),
         p.store().size_on_disk() as f64 / 1e6
     );
+    let model = p.processor.model().read().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (st, als) = (model.stats(), model.als());
+    println!(
+        "recommender: {} ratings learned ({} users, {} movies, rank {}, {} sweeps); prequential RMSE {:.4} MAE {:.4}; \
+         update p50 ≤ {} µs, p99 ≤ {} µs ({:.1} µs mean)",
+        als.ratings(),
+        als.side(streamflix::als::Which::Users).len(),
+        als.side(streamflix::als::Which::Items).len(),
+        als.rank(),
+        als.sweeps_done(),
+        st.rmse(),
+        st.mae(),
+        st.latency_quantile_us(0.5),
+        st.latency_quantile_us(0.99),
+        st.update_seconds * 1e6 / st.updates.max(1) as f64
+    );
 }
 
 fn print_demo_hints(p: &Pipeline) {

@@ -167,6 +167,19 @@ impl Pipeline {
         self.after()
     }
 
+    /// Checkpoints if records were applied since the last one and the interval has passed: for
+    /// transports to call while their input is idle (otherwise a quiet input would leave its last
+    /// records uncommitted until the next record or shutdown).
+    ///
+    /// # Errors
+    /// Publishing outputs or checkpointing failed.
+    pub fn checkpoint_if_idle_due(&mut self) -> anyhow::Result<()> {
+        if self.since > 0 && self.last.elapsed() >= self.policy.every {
+            self.checkpoint(false)?;
+        }
+        Ok(())
+    }
+
     fn after(&mut self) -> anyhow::Result<()> {
         self.publish()?;
         self.since += 1;
