@@ -1,9 +1,8 @@
 # Multi-stage build of both binaries the README uses: `streamflix` (the processor) and
 # `streamflix-replay` (the replay tool), from the same `cargo build --release` as the README.
 FROM rust:1.85-bookworm AS build
-# librdkafka is built from source by the rdkafka crate (cmake-free "bundled" build: needs make,
-# a C/C++ compiler, perl and zlib headers, all in this image except zlib1g-dev).
-RUN apt-get update && apt-get install -y --no-install-recommends zlib1g-dev && rm -rf /var/lib/apt/lists/*
+# librdkafka is built from source by the rdkafka crate with its ./configure script (no cmake):
+# make, a C/C++ compiler, perl and zlib headers, all in the rust:bookworm image.
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked -p streamflix -p streamflix-replay \

@@ -32,7 +32,9 @@ pub struct CoreConfig {
     pub max_future: i64,
     /// Payloads larger than this many bytes go to the DLQ without being parsed.
     pub max_payload_bytes: usize,
-    /// The recommender's settings.
+    /// The recommender's settings (absent from state written before the recommender existed,
+    /// which the state-version check then refuses with a clear message).
+    #[serde(default)]
     pub als: crate::als::AlsConfig,
 }
 

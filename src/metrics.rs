@@ -80,9 +80,11 @@ pub struct Metrics {
     pub als_update: Histogram,
     als_rmse: Gauge,
     als_mae: Gauge,
-    als_scored: IntGauge,
+    als_scored: IntCounter,
     als_entities: IntGaugeVec,
-    als_sweeps: IntGauge,
+    als_sweeps: IntCounter,
+    /// Retention label sets currently exported (stale ones are removed, not the whole family).
+    retention_labels: std::sync::Mutex<Vec<(String, String)>>,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -317,13 +319,18 @@ impl Metrics {
                 "RMSE of each rating predicted before it was learned (users and movies seen before).",
             ),
             als_mae: gauge(&r, "streamflix_als_prequential_mae", "MAE of each rating predicted before it was learned."),
-            als_scored: int_gauge(
+            als_scored: counter(
                 &r,
-                "streamflix_als_prequential_scored",
-                "Ratings predicted before being learned (the RMSE's sample).",
+                "streamflix_als_prequential_scored_total",
+                "Ratings predicted before being learned (the RMSE's sample), since the model was built.",
             ),
             als_entities: gauge_vec(&r, "streamflix_als_entities", "Users and movies with ALS factors.", &["kind"]),
-            als_sweeps: int_gauge(&r, "streamflix_als_sweeps", "Complete incremental ALS sweeps since the model was built."),
+            als_sweeps: counter(
+                &r,
+                "streamflix_als_sweeps_total",
+                "Complete incremental ALS sweeps since the model was built.",
+            ),
+            retention_labels: std::sync::Mutex::new(Vec::new()),
             registry: r,
         };
         // Known label values start at zero, so rates and dashboards have a series before the
@@ -397,17 +404,26 @@ impl Metrics {
         for (d, &v) in WEEKDAYS.iter().zip(&e.events_by_weekday) {
             mirror(&self.events_by_weekday.with_label_values(&[d]), v);
         }
-        // Cohorts move with the watermark: drop the ones that left the window.
-        self.retention.reset();
-        self.cohort_users.reset();
+        // Cohorts move with the watermark: set the current ones, then remove those that left the
+        // window (not a reset, which a concurrent scrape would see as no retention at all).
+        let mut current = Vec::new();
         if let Some(wm) = snap.watermark {
             for (c, k, ratio) in e.retention(wm) {
-                let label = month_label(c);
-                self.retention.with_label_values(&[&label, &k.to_string()]).set(ratio);
+                let label = (month_label(c), k.to_string());
+                self.retention.with_label_values(&[&label.0, &label.1]).set(ratio);
                 let users = e.cohorts.get(&c).map_or(0, |c| c.users);
-                self.cohort_users.with_label_values(&[&label]).set(users as i64);
+                self.cohort_users.with_label_values(&[&label.0]).set(users as i64);
+                current.push(label);
             }
         }
+        let mut exported = self.retention_labels.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for old in exported.iter().filter(|l| !current.contains(l)) {
+            let _ = self.retention.remove_label_values(&[&old.0, &old.1]);
+            if !current.iter().any(|l| l.0 == old.0) {
+                let _ = self.cohort_users.remove_label_values(&[&old.0]);
+            }
+        }
+        *exported = current;
     }
 
     fn set_counters(&self, c: &Counters) {
@@ -428,11 +444,11 @@ impl Metrics {
         let st = model.stats();
         self.als_rmse.set(st.rmse());
         self.als_mae.set(st.mae());
-        self.als_scored.set(st.scored as i64);
+        mirror(&self.als_scored, st.scored);
         let als = model.als();
         self.als_entities.with_label_values(&["user"]).set(als.side(crate::als::Which::Users).len() as i64);
         self.als_entities.with_label_values(&["movie"]).set(als.side(crate::als::Which::Items).len() as i64);
-        self.als_sweeps.set(als.sweeps_done() as i64);
+        mirror(&self.als_sweeps, als.sweeps_done());
         let mut out = String::new();
         // Text encoding of gathered families cannot fail for metrics built with valid names.
         let _ = TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out);

@@ -520,8 +520,13 @@ impl Processor {
                         l.batch.push(r);
                         if l.batch.len() >= LEARN_BATCH {
                             let batch = std::mem::replace(&mut l.batch, Vec::with_capacity(LEARN_BATCH));
-                            // The thread only ends when the processor does.
-                            let _ = l.tx.send(LearnerMsg::Ratings(batch));
+                            // The thread only ends when the processor does, or if it panicked:
+                            // the state and the rating log are unaffected, only the live model.
+                            if l.tx.send(LearnerMsg::Ratings(batch)).is_err() {
+                                tracing::error!(
+                                    "the ALS thread has stopped: recommendations no longer learn"
+                                );
+                            }
                         }
                     }
                     None => {

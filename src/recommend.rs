@@ -167,17 +167,18 @@ impl ModelStats {
         }
     }
 
-    /// Upper bound of the bucket holding quantile `q` of update latency, µs.
-    pub fn latency_quantile_us(&self, q: f64) -> f64 {
+    /// Upper bound of the bucket holding quantile `q` of update latency, µs; `None` when it is
+    /// beyond the last bound (1024 µs) or nothing was timed.
+    pub fn latency_quantile_us(&self, q: f64) -> Option<f64> {
         let want = (self.updates as f64 * q).ceil().max(1.0) as u64;
         let mut seen = 0;
         for (i, &c) in self.latency_buckets.iter().enumerate() {
             seen += c;
             if seen >= want {
-                return LATENCY_BOUNDS_US.get(i).copied().unwrap_or(f64::INFINITY);
+                return LATENCY_BOUNDS_US.get(i).copied();
             }
         }
-        0.0
+        None
     }
 }
 
@@ -468,7 +469,7 @@ impl Recommender {
                         .map(|s| f64::from(s[i].clamp(0.5, 5.0)))
                         .fold(f64::INFINITY, f64::min),
                 };
-                (i as u32, score as f32)
+                (items.id(i), score as f32)
             })
             .collect();
         top_n(&mut ranked, n);
@@ -481,9 +482,10 @@ impl Recommender {
             genres: self.catalog.names(common),
             items: ranked
                 .into_iter()
-                .map(|(i, s)| {
-                    let each = per_member.iter().map(|p| f64::from(p[i as usize].clamp(0.5, 5.0))).collect();
-                    self.item(items.id(i as usize), f64::from(s), Some(each))
+                .map(|(m, s)| {
+                    let i = items.index_of(m).expect("ranked movies are in the model");
+                    let each = per_member.iter().map(|p| f64::from(p[i].clamp(0.5, 5.0))).collect();
+                    self.item(m, f64::from(s), Some(each))
                 })
                 .collect(),
         }

@@ -62,6 +62,35 @@ fn bad(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg.into())
 }
 
+/// The `{id}` path segment; an undecodable one is a 400 with a JSON body (axum's own rejection
+/// is plain text).
+pub struct IdParam(String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IdParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(id)| IdParam(id))
+            .map_err(|e| bad(format!("bad path: {}", e.body_text())))
+    }
+}
+
+/// The query string as a map; an undecodable one is a 400 with a JSON body.
+pub struct QueryMap(HashMap<String, String>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for QueryMap {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map(|Query(q)| QueryMap(q))
+            .map_err(|e| bad(format!("bad query string: {}", e.body_text())))
+    }
+}
+
 type ApiResult = Result<Json<Value>, ApiError>;
 
 /// The routes.
@@ -210,7 +239,7 @@ fn check_params(q: &HashMap<String, String>, allowed: &[&str]) -> Result<(), Api
     }
 }
 
-async fn user(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+async fn user(State(s): State<AppState>, IdParam(id): IdParam) -> ApiResult {
     let id = user_id(&id)?;
     let m = committed(&s.store)?;
     let st =
@@ -234,11 +263,7 @@ async fn user(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
     })))
 }
 
-async fn sessions(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
-) -> ApiResult {
+async fn sessions(State(s): State<AppState>, IdParam(id): IdParam, QueryMap(q): QueryMap) -> ApiResult {
     let id = user_id(&id)?;
     check_params(&q, &["limit"])?;
     let limit = limit(&q, 20, 1000)?;
@@ -250,7 +275,7 @@ async fn sessions(
     Ok(Json(json!({ "user_id": id, "sessions": list })))
 }
 
-async fn churn(State(s): State<AppState>, Query(q): Query<HashMap<String, String>>) -> ApiResult {
+async fn churn(State(s): State<AppState>, QueryMap(q): QueryMap) -> ApiResult {
     check_params(&q, &["status", "limit", "after"])?;
     let status = match q.get("status").map(String::as_str) {
         None | Some("churned") => Some(ChurnStatus::Churned),
@@ -308,8 +333,8 @@ fn stored_genres(s: &AppState, m: &Meta, user: u32) -> Result<Option<u64>, ApiEr
 
 async fn recommendations(
     State(s): State<AppState>,
-    Path(id): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
+    IdParam(id): IdParam,
+    QueryMap(q): QueryMap,
 ) -> ApiResult {
     let id = user_id(&id)?;
     check_params(&q, &["n", "genre", "exclude_rated"])?;
@@ -331,11 +356,7 @@ async fn recommendations(
     Ok(Json(json!({ "user_id": id, "ratings": model.ratings_of(id), "recommendations": recs })))
 }
 
-async fn similar(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
-) -> ApiResult {
+async fn similar(State(s): State<AppState>, IdParam(id): IdParam, QueryMap(q): QueryMap) -> ApiResult {
     let id: u32 =
         id.parse().map_err(|_| bad(format!("movie id must be a non-negative integer, got {id:?}")))?;
     check_params(&q, &["n"])?;
@@ -363,7 +384,7 @@ async fn similar(
     })))
 }
 
-async fn group(State(s): State<AppState>, Query(q): Query<HashMap<String, String>>) -> ApiResult {
+async fn group(State(s): State<AppState>, QueryMap(q): QueryMap) -> ApiResult {
     check_params(&q, &["users", "strategy", "weights", "n"])?;
     let n = count(&q, "n", 10, 1000)?;
     let users: Vec<u32> = q
@@ -389,9 +410,11 @@ async fn group(State(s): State<AppState>, Query(q): Query<HashMap<String, String
         Some(w) => {
             let w: Vec<f64> = w
                 .split(',')
-                .map(|x| x.trim().parse::<f64>().ok().filter(|v| v.is_finite() && *v > 0.0))
+                .map(|x| x.trim().parse::<f64>().ok().filter(|v| *v > 0.0 && *v <= 1e6))
                 .collect::<Option<_>>()
-                .ok_or_else(|| bad(format!("weights must be positive numbers, got {w:?}")))?;
+                .ok_or_else(|| {
+                    bad(format!("weights must be numbers greater than 0 and at most 1e6, got {w:?}"))
+                })?;
             if w.len() != users.len() {
                 return Err(bad(format!("{} weights for {} users", w.len(), users.len())));
             }

@@ -33,7 +33,6 @@ pub enum Reason {
 }
 
 impl Reason {
-    /// The stable snake_case name.
     /// Every reason, so metrics can report each one from zero.
     pub const ALL: [Reason; 10] = [
         Reason::OversizedPayload,
@@ -48,6 +47,7 @@ impl Reason {
         Reason::LateEvent,
     ];
 
+    /// The stable snake_case name.
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::OversizedPayload => "oversized_payload",

@@ -98,6 +98,8 @@ fn http_answers_bad_requests_with_json_errors() {
     assert_eq!(get(&format!("/users/{user}/sessions?limit=3")).0, 200);
     for (path, want) in [
         ("/users/abc", 400),
+        ("/users/%FF", 400),
+        ("/churn?status=%FF%FE", 400),
         ("/users/-1", 400),
         ("/users/4000000", 404),
         ("/users/1/sessions?limit=0", 400),
@@ -318,6 +320,7 @@ fn recommendations_follow_known_tastes_and_groups_without_common_ground_fall_bac
         let recs = &body["recommendations"];
         assert_eq!(recs["strategy"], strategy, "{body}");
         assert!(recs["genres"].as_array().unwrap().iter().any(|g| g == a.1 .0.as_str()), "{body}");
+        assert_eq!(recs["items"].as_array().unwrap().len(), 10, "{body}");
         for item in recs["items"].as_array().unwrap() {
             let m: Vec<f64> =
                 item["members"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
@@ -358,6 +361,10 @@ fn recommendations_follow_known_tastes_and_groups_without_common_ground_fall_bac
         ("/groups/recommendations?users=1,2&strategy=median", 400),
         ("/groups/recommendations?users=1,2&weights=1", 400),
         ("/groups/recommendations?users=1,2&weights=1,-1", 400),
+        ("/groups/recommendations?users=1,2&weights=1e308,1e308", 400),
+        ("/users/%FF/recommendations", 400),
+        ("/movies/%FF/similar", 400),
+        ("/users/1/recommendations?n=%FF", 400),
         ("/groups/recommendations?users=1,4000000", 404),
     ] {
         let (status, body) = get(path);
