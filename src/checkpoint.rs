@@ -199,7 +199,7 @@ impl Store {
         let path = dir.display().to_string();
         let db = sled::Config::new()
             .path(dir)
-            .cache_capacity(256 * 1024 * 1024)
+            .cache_capacity(64 * 1024 * 1024)
             .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(|source| match &source {
