@@ -23,8 +23,9 @@
 //! - **Batch** ([`Als::train`]): full alternating sweeps over all users, then all items, on every
 //!   core (at most 8); each half-sweep solves its side exactly, so the loss never increases.
 //!
-//! New users and items get a small deterministic pseudo-random factor (seeded by their id) on
-//! first sight, so two newcomers meeting in one rating do not stay at zero.
+//! New users and items get a deterministic random unit-length factor (seeded by their id, as
+//! Spark initialises) on first sight, so two newcomers meeting in one rating do not stay at zero.
+//! Ratings are kept (for sweeps) at MovieLens's resolution: half stars from 0.5 to 5.0.
 
 use ndarray::{ArrayView1, ArrayView2};
 use rustc_hash::FxHashMap;
@@ -80,8 +81,45 @@ pub struct Side {
     rhs: Vec<f32>,
     /// Ratings per entity.
     count: Vec<u32>,
-    /// Ratings per entity: (index on the other side, rating), in arrival order.
-    ratings: Vec<Vec<(u32, f32)>>,
+    /// Ratings per entity, in arrival order.
+    ratings: Vec<Rated>,
+}
+
+/// One entity's ratings: the other side's indices and the ratings in half stars, in arrival
+/// order. Two arrays, 5 bytes a rating instead of 8 for (u32, f32) pairs: at 25 M ratings kept
+/// twice (by user and by movie) that is 150 MB less.
+#[derive(Debug, Clone, Default)]
+pub struct Rated {
+    others: Vec<u32>,
+    half_stars: Vec<u8>,
+}
+
+impl Rated {
+    /// Ratings.
+    pub fn len(&self) -> usize {
+        self.others.len()
+    }
+
+    /// None yet.
+    pub fn is_empty(&self) -> bool {
+        self.others.is_empty()
+    }
+
+    /// The other side's indices.
+    pub fn others(&self) -> &[u32] {
+        &self.others
+    }
+
+    /// (other side's index, rating) pairs.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, f32)> + '_ {
+        self.others.iter().zip(&self.half_stars).map(|(&o, &h)| (o, f32::from(h) / 2.0))
+    }
+
+    fn push(&mut self, other: u32, rating: f32) {
+        self.others.push(other);
+        // MovieLens's scale: 0.5–5.0 in half stars (the processor rejects anything else).
+        self.half_stars.push((rating * 2.0).round().clamp(1.0, 10.0) as u8);
+    }
 }
 
 impl Side {
@@ -105,8 +143,8 @@ impl Side {
         self.ids[i]
     }
 
-    /// Ratings seen for entity `i`: (other side's index, rating).
-    pub fn ratings(&self, i: usize) -> &[(u32, f32)] {
+    /// Ratings seen for entity `i`.
+    pub fn ratings(&self, i: usize) -> &Rated {
         &self.ratings[i]
     }
 
@@ -148,7 +186,7 @@ impl Side {
         self.gram.extend(std::iter::repeat_n(0.0, k * (k + 1) / 2));
         self.rhs.extend(std::iter::repeat_n(0.0, k));
         self.count.push(0);
-        self.ratings.push(Vec::new());
+        self.ratings.push(Rated::default());
         i
     }
 }
@@ -254,8 +292,8 @@ impl Als {
         let k = self.cfg.rank;
         let u = self.users.get_or_insert(user, k, USER_SALT);
         let i = self.items.get_or_insert(item, k, ITEM_SALT);
-        self.users.ratings[u].push((i as u32, rating));
-        self.items.ratings[i].push((u as u32, rating));
+        self.users.ratings[u].push(i as u32, rating);
+        self.items.ratings[i].push(u as u32, rating);
         self.users.count[u] += 1;
         self.items.count[i] += 1;
         self.ratings += 1;
@@ -268,8 +306,8 @@ impl Als {
         let lambda = f64::from(self.cfg.lambda);
         let u = self.users.get_or_insert(user, k, USER_SALT);
         let i = self.items.get_or_insert(item, k, ITEM_SALT);
-        self.users.ratings[u].push((i as u32, rating));
-        self.items.ratings[i].push((u as u32, rating));
+        self.users.ratings[u].push(i as u32, rating);
+        self.items.ratings[i].push(u as u32, rating);
         self.ratings += 1;
 
         let v: [f32; MAX_RANK] = copy_factor(&self.items, i, k);
@@ -372,7 +410,7 @@ impl Als {
         let mut loss = 0.0;
         for u in 0..self.users.len() {
             let x = self.users.factor(u, k);
-            for &(i, r) in &self.users.ratings[u] {
+            for (i, r) in self.users.ratings[u].iter() {
                 let e = f64::from(r) - f64::from(dot(x, self.items.factor(i as usize, k)));
                 loss += e * e;
             }
@@ -541,7 +579,7 @@ fn exact(
     x: &mut [f32],
     g: &mut [f32],
     b: &mut [f32],
-    ratings: &[(u32, f32)],
+    ratings: &Rated,
     other: &[f32],
     lambda: f64,
     k: usize,
@@ -549,7 +587,7 @@ fn exact(
 ) {
     g.fill(0.0);
     b.fill(0.0);
-    for &(j, r) in ratings {
+    for (j, r) in ratings.iter() {
         let v = &other[j as usize * k..(j as usize + 1) * k];
         rank_one(g, v);
         for (bb, &vv) in b.iter_mut().zip(v) {
@@ -806,7 +844,7 @@ mod tests {
             let list: Vec<(u32, f32)> = side
                 .ratings(side.index_of(u).unwrap())
                 .iter()
-                .map(|&(i, r)| (items.id(i as usize), r))
+                .map(|(i, r)| (items.id(i as usize), r))
                 .collect();
             let want = als.fold_in(&list);
             for (got, want) in als.user_factor(u).unwrap().iter().zip(&want) {

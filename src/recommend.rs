@@ -295,8 +295,9 @@ impl Recommender {
         let Some(u) = users.index_of(user) else { return 0 };
         users
             .ratings(u)
+            .others()
             .iter()
-            .fold(0, |m, &(i, _)| m | self.catalog.genres_of(items.id(i as usize)).unwrap_or(0))
+            .fold(0, |m, &i| m | self.catalog.genres_of(items.id(i as usize)).unwrap_or(0))
     }
 
     /// The user's taste genres (see the module docs), as a bit mask.
@@ -305,7 +306,7 @@ impl Recommender {
         let Some(u) = users.index_of(user) else { return 0 };
         let rated = users.ratings(u);
         let mut counts = vec![0u64; self.genre_totals.len()];
-        for &(i, _) in rated {
+        for &i in rated.others() {
             let mask = self.catalog.genres_of(items.id(i as usize)).unwrap_or(0);
             for (g, c) in counts.iter_mut().enumerate() {
                 *c += (mask >> g) & 1;
@@ -330,7 +331,7 @@ impl Recommender {
         let (users, items) = (self.als.side(Which::Users), self.als.side(Which::Items));
         users
             .index_of(user)
-            .map(|u| users.ratings(u).iter().map(|&(i, _)| items.id(i as usize)).collect())
+            .map(|u| users.ratings(u).others().iter().map(|&i| items.id(i as usize)).collect())
             .unwrap_or_default()
     }
 
