@@ -4,6 +4,8 @@
 #   2. read + sort those 25 M ratings (streamflix-replay inspect): seconds and peak RSS
 #   3. unthrottled replay of 1 M events into a real broker (tansu, in memory) vs an independent
 #      librdkafka producer (confluent-kafka) sending byte-identical records to the same broker
+#   4. the processor (ALS on): embedded on 1 M and 25 M events, a restart of the 25 M state,
+#      recommender quality (streamflix eval), and 1 M events through tansu
 # Environment: BENCH_DIR (default /tmp/streamflix-bench; needs ~2 GB), BENCH_RATINGS (default
 # 25000095), BENCH_REPLAY_EVENTS (default 1000000).
 set -euo pipefail
@@ -63,11 +65,17 @@ TABLE
 
 # --- processor ---------------------------------------------------------------------------------
 proc="target/release/streamflix"
+# Runs the processor with wall time and peak RSS appended, keeping its summary lines.
+timed() { /usr/bin/time -f "   wall %e s, peak RSS %M KB" "$proc" "$@" 2>&1 | grep -E "read and sorted|resuming|processed|checkpoints|recommender|wall"; }
 echo "== processor, embedded: 1 M ratings"
 "$bin" generate --out "$dir/p1m" --users 8000 --ratings 1000000 --tags 40000 --quiet --force
-/usr/bin/time -f "   wall %e s, peak RSS %M KB" "$proc" run --data "$dir/p1m" --exit-when-done --no-http 2>&1 | grep -E "processed|recommender|wall"
-echo "== processor, embedded: 25 M ratings (ml-25m sizes; reuses the generated set; ALS on)"
-/usr/bin/time -f "   wall %e s, peak RSS %M KB" "$proc" run --data "$dir/ml25m" --exit-when-done --no-http 2>&1 | grep -E "read and sorted|processed|checkpoints|recommender|wall"
+timed run --data "$dir/p1m" --exit-when-done --no-http
+echo "== processor, embedded: 25 M ratings (ml-25m sizes; reuses the generated set)"
+rm -rf "$dir/s25m"
+timed run --data "$dir/ml25m" --state "$dir/s25m" --exit-when-done --no-http
+echo "== restart of that 25 M state (loads it and rebuilds the model from the rating log)"
+timed run --data "$dir/ml25m" --state "$dir/s25m" --exit-when-done --no-http
+rm -rf "$dir/s25m"
 echo "== recommender quality and update latency (streamflix eval, 1 M ratings)"
 "$proc" eval --data "$dir/p1m" 2>/dev/null > "$dir/eval.json"
 python3 - "$dir/eval.json" <<'PY'
@@ -81,5 +89,6 @@ PY
 echo "   (Spark MLlib side by side: scripts/spark-compare.sh $dir/p1m)"
 echo "== processor through tansu: 1 M ratings replayed first, then consumed"
 "$bin" run --data "$dir/p1m" --brokers "127.0.0.1:$port" --topic-prefix p --quiet
-/usr/bin/time -f "   wall %e s, peak RSS %M KB" "$proc" process --brokers "127.0.0.1:$port" --topic-prefix p \
-  --movies "$dir/p1m/movies.csv" --state "$dir/pstate" --exit-when-done --no-http 2>&1 | grep -E "processed|wall"
+rm -rf "$dir/pstate" # a state left by an earlier run would resume against this fresh broker
+timed process --brokers "127.0.0.1:$port" --topic-prefix p --movies "$dir/p1m" --state "$dir/pstate" \
+  --exit-when-done --no-http

@@ -21,11 +21,6 @@ fn samples(text: &str) -> BTreeMap<String, f64> {
         .collect()
 }
 
-fn get_text(url: &str) -> String {
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    agent.get(url).call().unwrap().body_mut().read_to_string().unwrap()
-}
-
 /// Every PromQL expression in a dashboard: (panel title, expr).
 fn dashboard_queries(path: &Path) -> Vec<(String, String)> {
     let d: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
@@ -104,36 +99,8 @@ fn urlencode(s: &str) -> String {
 
 #[test]
 fn metrics_pass_promtool_every_dashboard_query_returns_data_and_engagement_equals_http_state() {
-    let data = tempfile::tempdir().unwrap();
-    let d = data.path().to_str().unwrap();
-    replay_ok(&[
-        "generate",
-        "--out",
-        d,
-        "--users",
-        "300",
-        "--movies",
-        "1000",
-        "--ratings",
-        "30000",
-        "--tags",
-        "600",
-        "--seed",
-        "5",
-        "--quiet",
-    ]);
-    let state = tempfile::tempdir().unwrap();
-    let mut run = Running::start(&[
-        "run",
-        "--data",
-        d,
-        "--state",
-        state.path().to_str().unwrap(),
-        "--http",
-        "127.0.0.1:0",
-    ]);
-    let base = run.http_base();
-    run.wait_line("serving http://");
+    let data = generate(300, 1_000, 30_000, 600, 5);
+    let (run, _state, base) = serve(data.path());
 
     // 1. The exposition passes promtool's checks (format and naming conventions).
     let exposition = get_text(&format!("{base}/metrics"));
@@ -158,11 +125,10 @@ fn metrics_pass_promtool_every_dashboard_query_returns_data_and_engagement_equal
     assert_eq!(m["streamflix_churned_users"], stats["churned"].as_f64().unwrap());
     assert_eq!(m["streamflix_state_users"], stats["users"].as_f64().unwrap());
     assert_eq!(m[r#"streamflix_events_total{kind="rating"}"#], stats["ratings"].as_f64().unwrap());
-    let (mut active, mut churned, mut users) = ([0u64; 3], 0u64, 0u64);
+    let (mut active, mut churned) = ([0u64; 3], 0u64);
     for id in 1..=300u32 {
         let (status, u) = get_json(&format!("{base}/users/{id}")).unwrap();
         assert_eq!(status, 200, "{u}");
-        users += 1;
         let last = u["features"]["last_activity"].as_i64().unwrap();
         for (i, days) in [1, 7, 30].into_iter().enumerate() {
             active[i] += u64::from(wm - last < days * 86_400);
@@ -173,7 +139,7 @@ fn metrics_pass_promtool_every_dashboard_query_returns_data_and_engagement_equal
         assert_eq!(m[&format!(r#"streamflix_active_users{{window="{w}"}}"#)], active[i] as f64, "active {w}");
     }
     assert_eq!(m["streamflix_churned_users"], churned as f64);
-    assert_eq!(users, 300);
+    assert_eq!(stats["users"], 300);
     eprintln!("engagement: active 1d/7d/30d {active:?}, churned {churned} — equal in /metrics and over HTTP");
 
     // 3. A real Prometheus scrapes the run; every dashboard query returns data.
@@ -289,6 +255,13 @@ fn compose_stack_and_prometheus_config_pass_real_validators() {
     // Grafana provisioning points at the dashboards the compose file mounts, with the uid they use.
     let ds = std::fs::read_to_string(root.join("grafana/provisioning/datasources/prometheus.yml")).unwrap();
     assert!(ds.contains("uid: prometheus") && ds.contains("http://prometheus:9090"));
+    let provider =
+        std::fs::read_to_string(root.join("grafana/provisioning/dashboards/streamflix.yml")).unwrap();
+    let path = provider.lines().find_map(|l| l.trim().strip_prefix("path: ")).expect("provider path");
+    assert!(
+        original.contains(&format!("./grafana/dashboards:{path}:ro")),
+        "compose mounts the dashboards at {path}"
+    );
     for file in ["engagement.json", "operations.json"] {
         let d: Value = serde_json::from_str(
             &std::fs::read_to_string(root.join("grafana/dashboards").join(file)).unwrap(),

@@ -73,18 +73,7 @@ fn sigint_checkpoints_and_a_restart_finishes_with_the_same_state() {
 #[test]
 fn http_answers_bad_requests_with_json_errors() {
     let data = generated(50, 3_000, 100);
-    let state = tempfile::tempdir().unwrap();
-    let mut run = Running::start(&[
-        "run",
-        "--data",
-        data.path().to_str().unwrap(),
-        "--state",
-        state.path().to_str().unwrap(),
-        "--http",
-        "127.0.0.1:0",
-    ]);
-    let base = run.http_base();
-    run.wait_line("serving http://");
+    let (run, state, base) = serve(data.path());
     let get = |path: &str| get_json(&format!("{base}{path}")).unwrap();
     let (status, stats) = get("/stats");
     assert_eq!(status, 200);
@@ -184,36 +173,8 @@ fn tastes(dir: &std::path::Path) -> std::collections::BTreeMap<u32, Taste> {
 #[test]
 fn recommendations_follow_known_tastes_and_groups_without_common_ground_fall_back() {
     // 1,000 movies: about 80 ratings each, enough for every movie's factor to mean something.
-    let data = tempfile::tempdir().unwrap();
-    let d = data.path().to_str().unwrap();
-    replay_ok(&[
-        "generate",
-        "--out",
-        d,
-        "--users",
-        "400",
-        "--movies",
-        "1000",
-        "--ratings",
-        "80000",
-        "--tags",
-        "0",
-        "--seed",
-        "7",
-        "--quiet",
-    ]);
-    let state = tempfile::tempdir().unwrap();
-    let mut run = Running::start(&[
-        "run",
-        "--data",
-        data.path().to_str().unwrap(),
-        "--state",
-        state.path().to_str().unwrap(),
-        "--http",
-        "127.0.0.1:0",
-    ]);
-    let base = run.http_base();
-    run.wait_line("serving http://");
+    let data = generate(400, 1_000, 80_000, 0, 7);
+    let (run, _state, base) = serve(data.path());
     let get = |path: &str| get_json(&format!("{base}{path}")).unwrap();
 
     // Share of each genre in the catalog: the rate at which a taste-blind list would contain it.

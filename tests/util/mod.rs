@@ -138,8 +138,14 @@ pub fn streamflix_bin() -> PathBuf {
 
 /// A temporary directory holding a generated dataset (seed 7, 4,000 movies).
 pub fn generated(users: u32, ratings: u64, tags: u64) -> tempfile::TempDir {
+    generate(users, 4_000, ratings, tags, 7)
+}
+
+/// A temporary directory holding a generated dataset of the given sizes and seed.
+pub fn generate(users: u32, movies: u32, ratings: u64, tags: u64, seed: u64) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let (users, ratings, tags) = (users.to_string(), ratings.to_string(), tags.to_string());
+    let [users, movies, ratings, tags, seed] =
+        [users.into(), movies.into(), ratings, tags, seed].map(|n: u64| n.to_string());
     let out = dir.path().to_str().unwrap();
     replay_ok(&[
         "generate",
@@ -148,16 +154,34 @@ pub fn generated(users: u32, ratings: u64, tags: u64) -> tempfile::TempDir {
         "--users",
         &users,
         "--movies",
-        "4000",
+        &movies,
         "--ratings",
         &ratings,
         "--tags",
         &tags,
         "--seed",
-        "7",
+        &seed,
         "--quiet",
     ]);
     dir
+}
+
+/// `streamflix run` on `data` with a fresh state directory and HTTP on a free port, once it has
+/// processed everything and serves: the process, its state directory and the HTTP base URL.
+pub fn serve(data: &Path) -> (Running, tempfile::TempDir, String) {
+    let state = tempfile::tempdir().unwrap();
+    let mut run = Running::start(&[
+        "run",
+        "--data",
+        data.to_str().unwrap(),
+        "--state",
+        state.path().to_str().unwrap(),
+        "--http",
+        "127.0.0.1:0",
+    ]);
+    let base = run.http_base();
+    run.wait_line("serving http://");
+    (run, state, base)
 }
 
 /// Runs `streamflix-replay ARGS`, returning its output (not asserting success).
@@ -222,7 +246,7 @@ pub fn consume(brokers: &str, prefix: &str) -> (Vec<Consumed>, ConsumeSummary) {
 
 /// Reads `(topic, schema file)` pairs with consume.py; records sorted by topic, partition, offset.
 pub fn consume_topics(brokers: &str, topics: &[(&str, &str)]) -> (Vec<Consumed>, ConsumeSummary) {
-    let python = tool("STREAMFLIX_PYTHON", "/opt/streamflix-tools/venv/bin/python");
+    let python = python();
     let dir = tempfile::tempdir().unwrap();
     let out_file = dir.path().join("records.jsonl");
     let out = Command::new(python)
@@ -411,10 +435,18 @@ pub fn precision_recall(
     (hit / flagged.len().max(1) as f64, hit / truth.len().max(1) as f64)
 }
 
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).build().into()
+}
+
 /// GET `url`: status and JSON body, whatever the status.
 pub fn get_json(url: &str) -> Result<(u16, serde_json::Value), ureq::Error> {
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let mut resp = agent.get(url).call()?;
+    let mut resp = agent().get(url).call()?;
     let status = resp.status().as_u16();
     Ok((status, resp.body_mut().read_json()?))
+}
+
+/// GET `url`: the body as text, whatever the status.
+pub fn get_text(url: &str) -> String {
+    agent().get(url).call().unwrap().body_mut().read_to_string().unwrap()
 }
