@@ -154,19 +154,19 @@ fn session_key(user: u32, start: i64) -> [u8; 13] {
     k
 }
 
-/// Encodes a user's state as stored.
-pub fn encode_user(st: &UserState) -> Vec<u8> {
+/// Encodes a stored value: the [`STATE_VERSION`] byte, then postcard.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     let mut v = vec![STATE_VERSION];
-    // postcard cannot fail on these types (no maps with non-string keys, no unsized data).
-    v.extend(postcard::to_stdvec(st).expect("UserState serializes"));
+    // postcard cannot fail on the stored types (no maps with non-string keys, no unsized data).
+    v.extend(postcard::to_stdvec(value).expect("stored values serialize"));
     v
 }
 
-/// Decodes a stored user state.
+/// Decodes a value written by [`encode`].
 ///
 /// # Errors
 /// Unknown version byte or undecodable bytes.
-pub fn decode_user(bytes: &[u8]) -> Result<UserState, String> {
+pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     match bytes.split_first() {
         Some((&STATE_VERSION, rest)) => postcard::from_bytes(rest).map_err(|e| e.to_string()),
         Some((v, _)) => Err(format!("state version {v}, this build reads {STATE_VERSION}")),
@@ -174,20 +174,20 @@ pub fn decode_user(bytes: &[u8]) -> Result<UserState, String> {
     }
 }
 
-/// Encodes a closed session as stored.
-pub fn encode_session(s: &SessionSummary) -> Vec<u8> {
-    let mut v = vec![STATE_VERSION];
-    v.extend(postcard::to_stdvec(s).expect("SessionSummary serializes"));
-    v
+/// Decodes a stored user state.
+///
+/// # Errors
+/// Unknown version byte or undecodable bytes.
+pub fn decode_user(bytes: &[u8]) -> Result<UserState, String> {
+    decode(bytes)
+}
+
+fn decode_user_at(user: u32, bytes: &[u8]) -> Result<UserState, StoreError> {
+    decode_user(bytes).map_err(|detail| StoreError::Corrupt { what: format!("user {user}"), detail })
 }
 
 fn decode_session(bytes: &[u8]) -> Result<SessionSummary, StoreError> {
-    let corrupt = |detail: String| StoreError::Corrupt { what: "session".into(), detail };
-    match bytes.split_first() {
-        Some((&STATE_VERSION, rest)) => postcard::from_bytes(rest).map_err(|e| corrupt(e.to_string())),
-        Some((v, _)) => Err(corrupt(format!("state version {v}, this build reads {STATE_VERSION}"))),
-        None => Err(corrupt("empty value".into())),
-    }
+    decode(bytes).map_err(|detail| StoreError::Corrupt { what: "session".into(), detail })
 }
 
 impl Store {
@@ -244,14 +244,8 @@ impl Store {
         }
         let mut users = FxHashMap::default();
         users.reserve(meta.users as usize);
-        for kv in self.db.scan_prefix(b"u") {
-            let (k, v) = self.sled(kv)?;
-            let user = u32::from_be_bytes(k[1..5].try_into().map_err(|_| StoreError::Corrupt {
-                what: "user key".into(),
-                detail: format!("{} bytes", k.len()),
-            })?);
-            let st = decode_user(&v)
-                .map_err(|detail| StoreError::Corrupt { what: format!("user {user}"), detail })?;
+        for kv in self.all_users() {
+            let (user, st) = kv?;
             users.insert(user, st);
         }
         let pending = match self.sled(self.db.get(PENDING))? {
@@ -307,13 +301,13 @@ impl Store {
         let mut bytes = 0u64;
         for &u in &dirty.users {
             if let Some(st) = p.users().get(&u) {
-                let v = encode_user(st);
+                let v = encode(st);
                 bytes += 5 + v.len() as u64;
                 batch.insert(&user_key(b'u', u), v);
             }
         }
         for s in &dirty.sessions {
-            let v = encode_session(s);
+            let v = encode(s);
             bytes += 13 + v.len() as u64;
             batch.insert(&session_key(s.user_id, s.start), v);
         }
@@ -372,9 +366,7 @@ impl Store {
     /// I/O or corruption.
     pub fn user(&self, user: u32) -> Result<Option<UserState>, StoreError> {
         let Some(v) = self.sled(self.db.get(user_key(b'u', user)))? else { return Ok(None) };
-        decode_user(&v)
-            .map(Some)
-            .map_err(|detail| StoreError::Corrupt { what: format!("user {user}"), detail })
+        decode_user_at(user, &v).map(Some)
     }
 
     /// A user's latest churn alert.
@@ -447,10 +439,11 @@ impl Store {
     pub fn all_users(&self) -> impl Iterator<Item = Result<(u32, UserState), StoreError>> + '_ {
         self.db.scan_prefix(b"u").map(move |kv| {
             let (k, v) = self.sled(kv)?;
-            let user = u32::from_be_bytes([k[1], k[2], k[3], k[4]]);
-            let st = decode_user(&v)
-                .map_err(|detail| StoreError::Corrupt { what: format!("user {user}"), detail })?;
-            Ok((user, st))
+            let user = u32::from_be_bytes(k[1..5].try_into().map_err(|_| StoreError::Corrupt {
+                what: "user key".into(),
+                detail: format!("{} bytes", k.len()),
+            })?);
+            Ok((user, decode_user_at(user, &v)?))
         })
     }
 

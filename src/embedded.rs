@@ -81,8 +81,7 @@ pub fn run(
             total += n;
             g.set(n.saturating_sub(processed[i]) as i64);
         }
-        let now = metrics.replay_records.get();
-        metrics.replay_records.inc_by(total.saturating_sub(now));
+        crate::metrics::mirror(&metrics.replay_records, total);
         metrics.replay_event_time.set(last_ts.load(Ordering::Relaxed) as f64);
     };
     let result = std::thread::scope(|s| {
@@ -93,10 +92,7 @@ pub fn run(
         });
         let mut failed = None;
         for out in rx.iter() {
-            let index = match out.topic {
-                Topic::Ratings => 0,
-                Topic::Tags => p,
-            } + out.partition as usize;
+            let index = input_index(out.topic, out.partition, p);
             let offset = match &out.record {
                 StreamRecord::Rating(r) => r.seq,
                 StreamRecord::Tag(t) => t.seq,
@@ -143,6 +139,11 @@ pub fn run(
     Ok(Outcome { replay: summary, records, seconds: started.elapsed().as_secs_f64(), interrupted })
 }
 
+/// Index of an input partition in [`partition_list`]: ratings partitions first, then tags.
+fn input_index(topic: Topic, partition: u32, partitions_per_topic: usize) -> usize {
+    topic as usize * partitions_per_topic + partition as usize
+}
+
 /// The channel sink, counting what it sends per partition (for lag and replay progress).
 struct CountingSink<'a> {
     inner: ChannelSink,
@@ -156,10 +157,7 @@ impl Sink for CountingSink<'_> {
         self.inner.partitions(topic)
     }
     fn send(&mut self, out: Outgoing) -> Result<(), SinkError> {
-        let index = match out.topic {
-            Topic::Ratings => 0,
-            Topic::Tags => self.p,
-        } + out.partition as usize;
+        let index = input_index(out.topic, out.partition, self.p);
         let ts = out.record.ts();
         self.inner.send(out)?;
         self.sent[index].fetch_add(1, Ordering::Relaxed);

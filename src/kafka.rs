@@ -194,7 +194,7 @@ pub fn run(
     let mut lag_at = Instant::now();
     update_lag(&consumer, pipeline);
     while !stop.load(Ordering::Relaxed) {
-        match consumer.poll(Duration::from_millis(100)) {
+        let idle = match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(msg)) => {
                 idle_since = None;
                 let Some(index) = index_of(msg.topic(), msg.partition()) else { continue };
@@ -202,34 +202,32 @@ pub fn run(
                 let src = Source { index, offset, next: offset + 1 };
                 pipeline.raw(src, msg.key(), msg.payload().unwrap_or_default())?;
                 records += 1;
-                let n = pipeline.status.checkpoints.load(Ordering::Relaxed);
-                if n != committed {
-                    committed = n;
-                    commit_positions(&consumer, pipeline);
-                    update_lag(&consumer, pipeline);
-                    lag_at = Instant::now();
-                }
+                false
             }
-            Some(Err(e)) => tracing::warn!("kafka: {e}"),
+            Some(Err(e)) => {
+                tracing::warn!("kafka: {e}");
+                false
+            }
             None => {
                 pipeline.checkpoint_if_idle_due()?;
-                let n = pipeline.status.checkpoints.load(Ordering::Relaxed);
-                if n != committed {
-                    committed = n;
-                    commit_positions(&consumer, pipeline);
-                }
-                if lag_at.elapsed() >= Duration::from_secs(5) {
-                    update_lag(&consumer, pipeline);
-                    lag_at = Instant::now();
-                }
-                let idle = *idle_since.get_or_insert_with(Instant::now);
-                if exit_when_done
-                    && idle.elapsed() >= Duration::from_millis(500)
-                    && at_end(&consumer, pipeline)?
-                {
-                    done = true;
-                    break;
-                }
+                true
+            }
+        };
+        let n = pipeline.status.checkpoints.load(Ordering::Relaxed);
+        if n != committed || (idle && lag_at.elapsed() >= Duration::from_secs(5)) {
+            if n != committed {
+                committed = n;
+                commit_positions(&consumer, pipeline);
+            }
+            update_lag(&consumer, pipeline);
+            lag_at = Instant::now();
+        }
+        if idle {
+            let since = *idle_since.get_or_insert_with(Instant::now);
+            if exit_when_done && since.elapsed() >= Duration::from_millis(500) && at_end(&consumer, pipeline)?
+            {
+                done = true;
+                break;
             }
         }
     }

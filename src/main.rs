@@ -417,12 +417,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Run { data, embedded } => run_embedded(&data, &embedded, false),
         Command::Process { brokers, topic_prefix, movies, state, group_id, kafka_property, serve, core } => {
             let cfg = core.config()?;
-            let movies = if movies.is_dir() {
-                streamflix_replay::movielens::find(&movies, "movies")
-                    .with_context(|| format!("no movies.csv or movies.dat in {}", movies.display()))?
-            } else {
-                movies
-            };
+            let movies = if movies.is_dir() { find_in(&movies, "movies")? } else { movies };
             let catalog = Arc::new(Catalog::load(&movies)?);
             let opts = KafkaOptions { brokers, extra: kafka_property };
             let topics = streamflix::kafka::Topics::with_prefix(&topic_prefix);
@@ -467,6 +462,12 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// `name.csv` or `name.dat` in `dir`, or a one-line error saying neither is there.
+fn find_in(dir: &Path, name: &str) -> Result<PathBuf> {
+    streamflix_replay::movielens::find(dir, name)
+        .with_context(|| format!("no {name}.csv or {name}.dat in {}", dir.display()))
+}
+
 fn read_ratings(path: &Path) -> Result<Vec<streamflix_replay::movielens::Rating>> {
     let (ratings, report) = streamflix_replay::movielens::read_ratings(path)?;
     for line in report.describe() {
@@ -488,11 +489,9 @@ fn eval(args: &EvalArgs) -> Result<()> {
         (Some(dir), _, _) => {
             let movies = match &args.movies {
                 Some(m) => m.clone(),
-                None => streamflix_replay::movielens::find(dir, "movies")
-                    .with_context(|| format!("no movies.csv or movies.dat in {}", dir.display()))?,
+                None => find_in(dir, "movies")?,
             };
-            let ratings = streamflix_replay::movielens::find(dir, "ratings")
-                .with_context(|| format!("no ratings.csv or ratings.dat in {}", dir.display()))?;
+            let ratings = find_in(dir, "ratings")?;
             (movies, (read_ratings(&ratings)?, None))
         }
         (None, Some(train), Some(test)) => {
@@ -557,8 +556,7 @@ fn eval(args: &EvalArgs) -> Result<()> {
 
 fn run_embedded(dir: &Path, e: &EmbeddedArgs, demo: bool) -> Result<()> {
     let (cfg, serve) = (e.core.config()?, &e.serve);
-    let movies = streamflix_replay::movielens::find(dir, "movies")
-        .with_context(|| format!("no movies.csv or movies.dat in {}", dir.display()))?;
+    let movies = find_in(dir, "movies")?;
     let catalog = Arc::new(Catalog::load(&movies)?);
     let started = Instant::now();
     let ds = Dataset::load(dir, true)?;

@@ -17,26 +17,14 @@ use prometheus::{
 
 use crate::checkpoint::CheckpointStats;
 use crate::engagement::month_label;
-use crate::processor::{Counters, Processor};
-
-/// Outcome of one input record, for `streamflix_records_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RecordOutcome {
-    /// A rating or tag, accepted.
-    Accepted,
-    /// A replay heartbeat.
-    Heartbeat,
-    /// Sent to the dead-letter topic.
-    DeadLetter,
-}
+use crate::processor::{Counters, Processor, RecordOutcome};
 
 const WEEKDAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 
 /// Every metric streamflix exports.
 pub struct Metrics {
     registry: Registry,
-    /// `streamflix_records_total{topic, outcome}`.
-    pub records: IntCounterVec,
+    records: IntCounterVec,
     dead_letters: IntCounterVec,
     /// `streamflix_record_processing_seconds`, one record in 64 timed.
     pub record_seconds: Histogram,
@@ -124,7 +112,7 @@ fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogr
 }
 
 /// Raises a counter that mirrors a checkpointed total to `value` (never lowers it).
-fn mirror(c: &IntCounter, value: u64) {
+pub(crate) fn mirror(c: &IntCounter, value: u64) {
     let now = c.get();
     if value > now {
         c.inc_by(value - now);
@@ -347,14 +335,9 @@ impl Metrics {
         m
     }
 
-    /// Counts one input record on `topic`.
-    pub fn record(&self, topic: &str, outcome: RecordOutcome) {
-        let o = match outcome {
-            RecordOutcome::Accepted => "accepted",
-            RecordOutcome::Heartbeat => "heartbeat",
-            RecordOutcome::DeadLetter => "dead_letter",
-        };
-        self.records.with_label_values(&[topic, o]).inc();
+    /// The `streamflix_records_total` counters of `topic`, indexed by [`RecordOutcome`].
+    pub fn record_counters(&self, topic: &str) -> [IntCounter; 3] {
+        RecordOutcome::ALL.map(|o| self.records.with_label_values(&[topic, o.as_str()]))
     }
 
     /// Records a committed checkpoint and sets every state and engagement metric from the

@@ -12,9 +12,9 @@ use anyhow::Context;
 use streamflix_schemas::StreamRecord;
 
 use crate::checkpoint::{CheckpointStats, Store};
-use crate::metrics::{Metrics, RecordOutcome};
+use crate::metrics::Metrics;
 use crate::output::OutputSink;
-use crate::processor::{Output, Processor, Source};
+use crate::processor::{Output, Processor, RecordOutcome, Source};
 
 /// When to checkpoint: after this many records or this much wall time, whichever comes first.
 #[derive(Debug, Clone, Copy)]
@@ -68,7 +68,7 @@ impl Pipeline {
         status: Arc<Status>,
     ) -> Self {
         processor.learn_in_background();
-        Pipeline {
+        let mut pipeline = Pipeline {
             processor,
             store,
             sink,
@@ -82,7 +82,15 @@ impl Pipeline {
             checkpoint_totals: CheckpointStats::default(),
             metrics: Arc::new(Metrics::new()),
             outcome_handles: Vec::new(),
-        }
+        };
+        pipeline.resolve_handles();
+        pipeline
+    }
+
+    /// Resolves the per-partition `streamflix_records_total` counters of the current metrics.
+    fn resolve_handles(&mut self) {
+        self.outcome_handles =
+            self.processor.partitions().iter().map(|p| self.metrics.record_counters(&p.topic)).collect();
     }
 
     /// Reports to `metrics` (by default a private registry nobody reads); the model's update
@@ -97,7 +105,7 @@ impl Pipeline {
             metrics.set_state(&self.processor, self.store.size_on_disk());
         }
         self.metrics = metrics;
-        self.outcome_handles.clear();
+        self.resolve_handles();
     }
 
     /// The metrics.
@@ -105,39 +113,9 @@ impl Pipeline {
         &self.metrics
     }
 
-    /// Counts the record just processed at partition `index` by its outcome, timing one in 64.
-    fn count(
-        &mut self,
-        index: usize,
-        heartbeats_before: u64,
-        outputs_before: usize,
-        started: Option<Instant>,
-    ) {
-        if self.outcome_handles.len() != self.processor.partitions().len() {
-            self.outcome_handles = self
-                .processor
-                .partitions()
-                .iter()
-                .map(|p| {
-                    [RecordOutcome::Accepted, RecordOutcome::Heartbeat, RecordOutcome::DeadLetter].map(|o| {
-                        let name = match o {
-                            RecordOutcome::Accepted => "accepted",
-                            RecordOutcome::Heartbeat => "heartbeat",
-                            RecordOutcome::DeadLetter => "dead_letter",
-                        };
-                        self.metrics.records.with_label_values(&[&p.topic, name])
-                    })
-                })
-                .collect();
-        }
-        let outcome = if self.buf[outputs_before..].iter().any(|o| matches!(o, Output::Dead(_))) {
-            2
-        } else if self.processor.counters().heartbeats > heartbeats_before {
-            1
-        } else {
-            0
-        };
-        self.outcome_handles[index][outcome].inc();
+    /// Counts a record of partition `index` by its outcome; records its time if it was timed.
+    fn count(&mut self, index: usize, outcome: RecordOutcome, started: Option<Instant>) {
+        self.outcome_handles[index][outcome as usize].inc();
         if let Some(t) = started {
             self.metrics.record_seconds.observe(t.elapsed().as_secs_f64());
         }
@@ -148,10 +126,9 @@ impl Pipeline {
     /// # Errors
     /// Publishing outputs or checkpointing failed.
     pub fn raw(&mut self, src: Source, key: Option<&[u8]>, payload: &[u8]) -> anyhow::Result<()> {
-        let (hb, n) = (self.processor.counters().heartbeats, self.buf.len());
-        let started = (self.since % 64 == 0).then(Instant::now);
-        self.processor.process_bytes(src, key, payload, &mut self.buf);
-        self.count(src.index, hb, n, started);
+        let started = self.timed();
+        let outcome = self.processor.process_bytes(src, key, payload, &mut self.buf);
+        self.count(src.index, outcome, started);
         self.after()
     }
 
@@ -160,11 +137,15 @@ impl Pipeline {
     /// # Errors
     /// Publishing outputs or checkpointing failed.
     pub fn record(&mut self, src: Source, key: Option<&[u8]>, record: &StreamRecord) -> anyhow::Result<()> {
-        let (hb, n) = (self.processor.counters().heartbeats, self.buf.len());
-        let started = (self.since % 64 == 0).then(Instant::now);
-        self.processor.process_record(src, key, record, None, &mut self.buf);
-        self.count(src.index, hb, n, started);
+        let started = self.timed();
+        let outcome = self.processor.process_record(src, key, record, None, &mut self.buf);
+        self.count(src.index, outcome, started);
         self.after()
+    }
+
+    /// One record in 64 is timed for `streamflix_record_processing_seconds`.
+    fn timed(&self) -> Option<Instant> {
+        (self.since % 64 == 0).then(Instant::now)
     }
 
     /// Checkpoints if records were applied since the last one and the interval has passed: for

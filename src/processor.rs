@@ -108,6 +108,40 @@ impl Ord for Pending {
     }
 }
 
+/// A valid rating or tag, as [`Processor::check`] found it.
+struct Event {
+    user: u32,
+    movie: u32,
+    rating: Option<f32>,
+    genres: u64,
+}
+
+/// What became of one input record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordOutcome {
+    /// A rating or tag, accepted.
+    Accepted = 0,
+    /// A replay heartbeat.
+    Heartbeat = 1,
+    /// Sent to the dead-letter topic.
+    DeadLetter = 2,
+}
+
+impl RecordOutcome {
+    /// Every outcome, in discriminant order.
+    pub const ALL: [RecordOutcome; 3] =
+        [RecordOutcome::Accepted, RecordOutcome::Heartbeat, RecordOutcome::DeadLetter];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordOutcome::Accepted => "accepted",
+            RecordOutcome::Heartbeat => "heartbeat",
+            RecordOutcome::DeadLetter => "dead_letter",
+        }
+    }
+}
+
 /// Where a record was read.
 #[derive(Debug, Clone, Copy)]
 pub struct Source {
@@ -260,6 +294,18 @@ enum LearnerMsg {
 /// Ratings per message to the learner thread.
 const LEARN_BATCH: usize = 512;
 
+impl Learner {
+    /// Sends the batch to the thread.
+    fn flush(&mut self) {
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(LEARN_BATCH));
+        // The thread only ends when the processor does, or if it panicked: the state and the
+        // rating log are unaffected, only the live model.
+        if self.tx.send(LearnerMsg::Ratings(batch)).is_err() {
+            tracing::error!("the ALS thread has stopped: recommendations no longer learn");
+        }
+    }
+}
+
 impl Processor {
     /// A processor with no state, reading `partitions` (topic name, partition number).
     pub fn new(cfg: CoreConfig, catalog: std::sync::Arc<Catalog>, partitions: Vec<(String, u32)>) -> Self {
@@ -267,22 +313,8 @@ impl Processor {
             .into_iter()
             .map(|(topic, partition)| PartitionState { topic, partition, max_ts: None, position: 0 })
             .collect();
-        let model = Arc::new(RwLock::new(Recommender::new(cfg.als.clone(), catalog.clone())));
-        Processor {
-            cfg,
-            catalog,
-            users: FxHashMap::default(),
-            churn_index: TimeIndex::default(),
-            close_index: TimeIndex::default(),
-            partitions,
-            watermark: None,
-            counters: Counters::default(),
-            pending: Default::default(),
-            dirty: Dirty::default(),
-            model,
-            learner: None,
-            engagement: Engagement::default(),
-        }
+        let model = Recommender::new(cfg.als.clone(), catalog);
+        Processor::restore(cfg, Restored { partitions, ..Restored::default() }, model)
     }
 
     /// The recommender rebuilt from the rating log (see [`crate::checkpoint`]).
@@ -396,8 +428,7 @@ impl Processor {
     pub fn sync_model(&mut self, wait: bool) {
         let Some(l) = self.learner.as_mut() else { return };
         if !l.batch.is_empty() {
-            let batch = std::mem::replace(&mut l.batch, Vec::with_capacity(LEARN_BATCH));
-            let _ = l.tx.send(LearnerMsg::Ratings(batch));
+            l.flush();
         }
         if wait {
             let (ack, done) = std::sync::mpsc::sync_channel(1);
@@ -446,12 +477,19 @@ impl Processor {
     }
 
     /// Applies a raw payload read at `src`: decodes, validates, applies.
-    pub fn process_bytes(&mut self, src: Source, key: Option<&[u8]>, payload: &[u8], out: &mut Vec<Output>) {
+    pub fn process_bytes(
+        &mut self,
+        src: Source,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        out: &mut Vec<Output>,
+    ) -> RecordOutcome {
         match decode(payload, self.cfg.max_payload_bytes) {
             Ok(record) => self.process_record(src, key, &record, Some(payload), out),
             Err(invalid) => {
                 self.partitions[src.index].position = src.next;
                 self.dead(src, key, Some(payload), None, invalid, out);
+                RecordOutcome::DeadLetter
             }
         }
     }
@@ -465,38 +503,41 @@ impl Processor {
         record: &StreamRecord,
         raw: Option<&[u8]>,
         out: &mut Vec<Output>,
-    ) {
+    ) -> RecordOutcome {
         let result = self.check(src.index, record);
         self.partitions[src.index].position = src.next;
-        if let Err(invalid) = result {
-            self.dead(src, key, raw, Some(record), invalid, out);
-            return;
-        }
+        let event = match result {
+            Ok(event) => event,
+            Err(invalid) => {
+                self.dead(src, key, raw, Some(record), invalid, out);
+                return RecordOutcome::DeadLetter;
+            }
+        };
         let ts = record.ts();
         let part = &mut self.partitions[src.index];
         let raised = part.max_ts.is_none_or(|m| ts > m);
         if raised {
             part.max_ts = Some(ts);
         }
-        let (user, movie, rating) = match record {
-            StreamRecord::Heartbeat(_) => {
+        let outcome = match event {
+            None => {
                 self.counters.heartbeats += 1;
-                (None, 0, None)
+                RecordOutcome::Heartbeat
             }
-            StreamRecord::Rating(r) => (Some(r.user_id), r.movie_id, Some(r.rating)),
-            StreamRecord::Tag(t) => (Some(t.user_id), t.movie_id, None),
+            Some(Event { user, movie, rating, genres }) => {
+                let p =
+                    Pending { ts, index: src.index as u32, offset: src.offset, user, movie, rating, genres };
+                self.pending.push(std::cmp::Reverse(p));
+                RecordOutcome::Accepted
+            }
         };
-        if let Some(user) = user {
-            let genres = self.catalog.genres_of(movie).unwrap_or_default();
-            let p = Pending { ts, index: src.index as u32, offset: src.offset, user, movie, rating, genres };
-            self.pending.push(std::cmp::Reverse(p));
-        }
         if raised {
             let wm = self.partitions.iter().try_fold(i64::MAX, |acc, p| p.max_ts.map(|m| acc.min(m)));
             if let Some(wm) = wm {
                 self.step(wm - self.cfg.allowed_lateness, out);
             }
         }
+        outcome
     }
 
     /// Moves the watermark to `wm`: applies, in order, the pending events before it (no event
@@ -519,14 +560,7 @@ impl Processor {
                     Some(l) => {
                         l.batch.push(r);
                         if l.batch.len() >= LEARN_BATCH {
-                            let batch = std::mem::replace(&mut l.batch, Vec::with_capacity(LEARN_BATCH));
-                            // The thread only ends when the processor does, or if it panicked:
-                            // the state and the rating log are unaffected, only the live model.
-                            if l.tx.send(LearnerMsg::Ratings(batch)).is_err() {
-                                tracing::error!(
-                                    "the ALS thread has stopped: recommendations no longer learn"
-                                );
-                            }
+                            l.flush();
                         }
                     }
                     None => {
@@ -553,7 +587,9 @@ impl Processor {
         }
     }
 
-    fn check(&self, index: usize, record: &StreamRecord) -> Result<(), Invalid> {
+    /// Validates a record against its partition and the catalog: the event it carries (`None`
+    /// for a heartbeat), or why it is unusable.
+    fn check(&self, index: usize, record: &StreamRecord) -> Result<Option<Event>, Invalid> {
         let ts = record.ts();
         if ts < MIN_EVENT_TS {
             return Err(Invalid::new(
@@ -583,18 +619,18 @@ impl Processor {
                 ));
             }
         }
-        let (movie, rating) = match record {
-            StreamRecord::Rating(r) => (r.movie_id, Some(r.rating)),
-            StreamRecord::Tag(t) => (t.movie_id, None),
-            StreamRecord::Heartbeat(_) => return Ok(()),
+        let (user, movie, rating) = match record {
+            StreamRecord::Rating(r) => (r.user_id, r.movie_id, Some(r.rating)),
+            StreamRecord::Tag(t) => (t.user_id, t.movie_id, None),
+            StreamRecord::Heartbeat(_) => return Ok(None),
         };
         if let Some(r) = rating {
             check_rating(r)?;
         }
-        if self.catalog.genres_of(movie).is_none() {
+        let Some(genres) = self.catalog.genres_of(movie) else {
             return Err(Invalid::new(Reason::UnknownMovie, format!("movie {movie} is not in the catalog")));
-        }
-        Ok(())
+        };
+        Ok(Some(Event { user, movie, rating, genres }))
     }
 
     fn dead(
