@@ -30,6 +30,7 @@
 use ndarray::{ArrayView1, ArrayView2};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
+use streamflix_replay::generate::mix;
 
 /// Largest supported rank.
 pub const MAX_RANK: usize = 128;
@@ -79,8 +80,6 @@ pub struct Side {
     gram: Vec<f32>,
     /// Right-hand sides, n × k.
     rhs: Vec<f32>,
-    /// Ratings per entity.
-    count: Vec<u32>,
     /// Ratings per entity, in arrival order.
     ratings: Vec<Rated>,
 }
@@ -168,11 +167,7 @@ impl Side {
         let mut s = (u64::from(id) ^ salt).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let mut uniform = move || {
             s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            ((z >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+            ((mix(s, 0) >> 11) as f64 + 0.5) / (1u64 << 53) as f64
         };
         let start = self.factors.len();
         for _ in 0..k {
@@ -185,7 +180,6 @@ impl Side {
         }
         self.gram.extend(std::iter::repeat_n(0.0, k * (k + 1) / 2));
         self.rhs.extend(std::iter::repeat_n(0.0, k));
-        self.count.push(0);
         self.ratings.push(Rated::default());
         i
     }
@@ -242,11 +236,6 @@ impl Als {
         }
     }
 
-    /// The settings.
-    pub fn config(&self) -> &AlsConfig {
-        &self.cfg
-    }
-
     /// Rank k.
     pub fn rank(&self) -> usize {
         self.cfg.rank
@@ -294,8 +283,6 @@ impl Als {
         let i = self.items.get_or_insert(item, k, ITEM_SALT);
         self.users.ratings[u].push(i as u32, rating);
         self.items.ratings[i].push(u as u32, rating);
-        self.users.count[u] += 1;
-        self.items.count[i] += 1;
         self.ratings += 1;
     }
 
@@ -472,7 +459,6 @@ fn accumulate(side: &mut Side, e: usize, v: &[f32], r: f32, k: usize) {
     for (b, &x) in side.rhs[e * k..(e + 1) * k].iter_mut().zip(v) {
         *b += r * x;
     }
-    side.count[e] += 1;
 }
 
 /// G += v vᵀ on the packed lower triangle (row i holds columns 0..=i).
@@ -495,10 +481,12 @@ pub const CG_STEPS: usize = 2;
 
 fn solve_entity(side: &mut Side, e: usize, lambda: f64, k: usize, scratch: &mut [f64], work: &mut [f32]) {
     let kp = k * (k + 1) / 2;
-    let reg = lambda * f64::from(side.count[e]);
+    // The count weighting λ is the entity's ratings, including the one just accumulated.
+    let count = side.ratings[e].len();
+    let reg = lambda * count as f64;
     let (g, b) = (&side.gram[e * kp..(e + 1) * kp], &side.rhs[e * k..(e + 1) * k]);
     let x = &mut side.factors[e * k..(e + 1) * k];
-    if side.count[e] < EXACT_BELOW {
+    if count < EXACT_BELOW as usize {
         cholesky_solve(g, b, reg, k, scratch, x);
     } else {
         conjugate_gradient(g, b, reg as f32, k, x, work);
@@ -569,7 +557,6 @@ fn resolve_exact(side: &mut Side, e: usize, other: &[f32], lambda: f64, k: usize
     let g = &mut side.gram[e * kp..(e + 1) * kp];
     let b = &mut side.rhs[e * k..(e + 1) * k];
     exact(x, g, b, &side.ratings[e], other, lambda, k, scratch);
-    side.count[e] = side.ratings[e].len() as u32;
 }
 
 /// Recomputes the statistics of one entity from its ratings and the other side's factors, and

@@ -7,10 +7,7 @@
 use std::path::Path;
 
 use rustc_hash::FxHashMap;
-use streamflix_replay::movielens::{self, Movie};
-
-/// MovieLens's marker for a movie without genres; not a genre.
-const NO_GENRES: &str = "(no genres listed)";
+use streamflix_replay::movielens::{self, Movie, NO_GENRES};
 
 /// Most genres a catalog may have (one bit each in a `u64`).
 pub const MAX_GENRES: usize = 64;
@@ -29,6 +26,15 @@ pub enum CatalogError {
         /// Distinct genres found.
         count: usize,
     },
+}
+
+/// Adds one to `counts[g]` for every genre bit `g` set in `mask` (`counts` covers the catalog).
+pub fn count_bits(counts: &mut [u64], mask: u64) {
+    let mut bits = mask;
+    while bits != 0 {
+        counts[bits.trailing_zeros() as usize] += 1;
+        bits &= bits - 1;
+    }
 }
 
 /// Movie id → genres and title.
@@ -87,11 +93,6 @@ impl Catalog {
     /// Bit of the genre called `name`.
     pub fn genre_bit(&self, name: &str) -> Option<u64> {
         self.genres.iter().position(|g| g.eq_ignore_ascii_case(name)).map(|i| 1 << i)
-    }
-
-    /// Every movie id with its genre bits (unordered).
-    pub fn movies(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
-        self.movies.iter().map(|(&m, &g)| (m, g))
     }
 
     /// Genre names, in bit order.

@@ -11,12 +11,39 @@ use std::collections::{BTreeMap, VecDeque};
 use chrono::{DateTime, Datelike, Timelike};
 use serde::{Deserialize, Serialize};
 
-use crate::config::DAY;
+use crate::catalog::count_bits;
+use crate::features::day_of;
 
 /// Event-days in the genre-demand window.
 pub const GENRE_DAYS: i64 = 30;
 /// Cohorts (signup months) reported for retention, counting back from the watermark's month.
 pub const RETENTION_COHORTS: i32 = 12;
+
+/// The bucket of event-day `day` in `days` (day buckets in order, covering the `window` days
+/// ending with the latest day seen), created with `init` if missing; `None` if `day` is already
+/// out of the window. Buckets that leave the window are dropped.
+pub fn day_bucket<T>(
+    days: &mut VecDeque<(i64, T)>,
+    day: i64,
+    window: i64,
+    init: impl FnOnce() -> T,
+) -> Option<&mut T> {
+    let i = match days.iter().rposition(|(d, _)| *d <= day) {
+        Some(i) if days[i].0 == day => i,
+        pos => {
+            let latest = days.back().map_or(day, |(d, _)| (*d).max(day));
+            if day <= latest - window {
+                return None;
+            }
+            days.insert(pos.map_or(0, |i| i + 1), (day, init()));
+            while days.front().is_some_and(|(d, _)| *d <= latest - window) {
+                days.pop_front();
+            }
+            days.iter().position(|(d, _)| *d == day).expect("just inserted")
+        }
+    };
+    Some(&mut days[i].1)
+}
 
 /// Months since 0000-01 of a UTC time (`year * 12 + month0`).
 pub fn month_index(ts: i64) -> i32 {
@@ -82,31 +109,16 @@ impl Engagement {
         let Some(r) = rating else { return };
         let idx = ((r * 2.0).round() as usize).clamp(1, 10) - 1;
         self.ratings_by_value[idx] += 1;
-        let day = ts.div_euclid(DAY);
-        let counts = match self.genre_days.iter().rposition(|(d, _)| *d <= day) {
-            Some(i) if self.genre_days[i].0 == day => &mut self.genre_days[i].1,
-            pos => {
-                let latest = self.genre_days.back().map_or(day, |(d, _)| (*d).max(day));
-                if day <= latest - GENRE_DAYS {
-                    return;
-                }
-                let at = pos.map_or(0, |i| i + 1);
-                self.genre_days.insert(at, (day, vec![0; genre_count]));
-                while self.genre_days.front().is_some_and(|(d, _)| *d <= latest - GENRE_DAYS) {
-                    self.genre_days.pop_front();
-                }
-                let i = self.genre_days.iter().position(|(d, _)| *d == day).expect("just inserted");
-                &mut self.genre_days[i].1
-            }
-        };
-        for (g, c) in counts.iter_mut().enumerate() {
-            *c += (genres >> g) & 1;
+        if let Some(counts) =
+            day_bucket(&mut self.genre_days, day_of(ts), GENRE_DAYS, || vec![0; genre_count])
+        {
+            count_bits(counts, genres);
         }
     }
 
     /// Ratings per genre bit over the [`GENRE_DAYS`] event-days ending with `wm`'s day.
     pub fn genre_demand(&self, wm: i64, genre_count: usize) -> Vec<u64> {
-        let last = wm.div_euclid(DAY);
+        let last = day_of(wm);
         let mut out = vec![0; genre_count];
         for (d, counts) in &self.genre_days {
             if *d > last - GENRE_DAYS && *d <= last {
@@ -157,6 +169,7 @@ pub struct Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::DAY;
 
     const T: i64 = 1_500_000_000; // 2017-07-14T02:40:00Z, a Friday
 

@@ -12,9 +12,11 @@
 use std::time::Instant;
 
 use serde::Serialize;
+use streamflix_replay::generate::mix;
 use streamflix_replay::movielens::Rating;
 
 use crate::als::{Als, AlsConfig, Which};
+use crate::recommend::ModelStats;
 
 /// Settings of an evaluation.
 #[derive(Debug, Clone)]
@@ -40,23 +42,9 @@ pub struct Errors {
     pub mae: f64,
 }
 
-#[derive(Default)]
-struct Acc {
-    n: u64,
-    se: f64,
-    ae: f64,
-}
-
-impl Acc {
-    fn add(&mut self, predicted: f32, actual: f32) {
-        let e = f64::from(predicted - actual);
-        self.n += 1;
-        self.se += e * e;
-        self.ae += e.abs();
-    }
-    fn errors(&self) -> Errors {
-        let n = self.n.max(1) as f64;
-        Errors { scored: self.n, rmse: (self.se / n).sqrt(), mae: self.ae / n }
+impl From<&ModelStats> for Errors {
+    fn from(s: &ModelStats) -> Errors {
+        Errors { scored: s.scored, rmse: s.rmse(), mae: s.mae() }
     }
 }
 
@@ -136,13 +124,6 @@ pub struct Report {
     pub streaming: StreamResult,
 }
 
-fn mix(seed: u64, n: u64) -> u64 {
-    let mut z = seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// Splits ratings 80/20 at random (seeded): (train, test).
 pub fn random_split(ratings: &[Rating], seed: u64) -> (Vec<Rating>, Vec<Rating>) {
     ratings.iter().partition(|r| mix(seed, (u64::from(r.user) << 32) | u64::from(r.movie)) % 5 != 0)
@@ -157,17 +138,17 @@ pub fn batch(cfg: &EvalConfig, train: &[Rating], test: &[Rating], split: &str) -
     }
     als.train(cfg.iters, None);
     let fit_seconds = started.elapsed().as_secs_f64();
-    let mut acc = Acc::default();
+    let mut acc = ModelStats::default();
     for r in test {
         if let Some(p) = als.predict(r.user, r.movie) {
-            acc.add(p, r.rating);
+            acc.score(p, r.rating);
         }
     }
     let result = BatchResult {
         split: split.to_string(),
         train: train.len() as u64,
         test: test.len() as u64,
-        errors: acc.errors(),
+        errors: Errors::from(&acc),
         fit_seconds,
     };
     (als, result)
@@ -189,17 +170,18 @@ pub fn streaming(cfg: &EvalConfig, train: &[Rating], test: &[Rating]) -> StreamR
     test.sort_by_key(|r| (r.ts, r.user, r.movie));
     let high = test.iter().filter(|r| r.rating >= 4.0).count().max(1);
     let every = (high / cfg.recall_sample.max(1)).max(1) as u64;
-    let (mut all, mut mine, mut theirs) = (Acc::default(), Acc::default(), Acc::default());
+    let (mut all, mut mine, mut theirs) =
+        (ModelStats::default(), ModelStats::default(), ModelStats::default());
     let (mut sampled, mut hits, mut high_seen) = (0u64, 0u64, 0u64);
     let mut nanos: Vec<u32> = Vec::with_capacity(test.len());
     let sweeps_before = als.sweeps_done();
     let mut update_time = 0.0;
     for r in &test {
         if let Some(p) = als.predict(r.user, r.movie) {
-            all.add(p, r.rating);
+            all.score(p, r.rating);
             if let Some(q) = frozen.predict(r.user, r.movie) {
-                mine.add(p, r.rating);
-                theirs.add(q, r.rating);
+                mine.score(p, r.rating);
+                theirs.score(q, r.rating);
             }
         }
         if r.rating >= 4.0 && als.user_factor(r.user).is_some() && als.item_factor(r.movie).is_some() {
@@ -218,11 +200,11 @@ pub fn streaming(cfg: &EvalConfig, train: &[Rating], test: &[Rating]) -> StreamR
         nanos.push(dt.as_nanos().min(u128::from(u32::MAX)) as u32);
     }
     nanos.sort_unstable();
-    let (a, b) = (mine.errors(), theirs.errors());
+    let (a, b) = (Errors::from(&mine), Errors::from(&theirs));
     StreamResult {
         train: train.len() as u64,
         events: test.len() as u64,
-        errors: all.errors(),
+        errors: Errors::from(&all),
         on_batch_events: a,
         batch_on_same_events: b,
         rmse_ratio: if b.rmse > 0.0 { a.rmse / b.rmse } else { 0.0 },

@@ -6,6 +6,7 @@
 //! a user's latest event, so no event ever falls off the back of the ring while it still matters,
 //! and the ring also tells whether an event's day was already active (for `active_days`).
 
+use crate::engagement::{month_index, month_label};
 use serde::{Deserialize, Serialize};
 use streamflix_schemas::UserFeatures;
 
@@ -185,7 +186,7 @@ impl Activity {
             recency_days: ((as_of - self.last).max(0)) as f64 / DAY as f64,
             last_activity: self.last,
             first_seen: self.first_seen,
-            cohort: streamflix_replay::time::format_date(self.first_seen)[..7].to_string(),
+            cohort: month_label(month_index(self.first_seen)),
             events_7d: self.ring.trailing(as_of_day, WINDOWS[0]),
             events_30d: self.ring.trailing(as_of_day, WINDOWS[1]),
             events_90d: self.ring.trailing(as_of_day, WINDOWS[2]),

@@ -422,8 +422,9 @@ impl Metrics {
         self.churned_users.set(c.churned_now as i64);
     }
 
-    /// The exposition, in Prometheus text format, with the model's numbers read now.
-    pub fn render(&self, model: &crate::recommend::Recommender) -> String {
+    /// Sets the recommender's metrics from `model` (under its read lock; [`Metrics::render`]
+    /// then runs without it).
+    pub fn set_model(&self, model: &crate::recommend::Recommender) {
         let st = model.stats();
         self.als_rmse.set(st.rmse());
         self.als_mae.set(st.mae());
@@ -432,6 +433,10 @@ impl Metrics {
         self.als_entities.with_label_values(&["user"]).set(als.side(crate::als::Which::Users).len() as i64);
         self.als_entities.with_label_values(&["movie"]).set(als.side(crate::als::Which::Items).len() as i64);
         mirror(&self.als_sweeps, als.sweeps_done());
+    }
+
+    /// The exposition, in Prometheus text format.
+    pub fn render(&self) -> String {
         let mut out = String::new();
         // Text encoding of gathered families cannot fail for metrics built with valid names.
         let _ = TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out);

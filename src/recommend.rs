@@ -21,8 +21,9 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
 use crate::als::{dot, Als, AlsConfig, Which};
-use crate::catalog::Catalog;
-use crate::config::DAY;
+use crate::catalog::{count_bits, Catalog};
+use crate::engagement::day_bucket;
+use crate::features::day_of;
 
 /// Users with fewer ratings than this get popular titles instead of ALS scores.
 pub const COLD_START_BELOW: usize = 5;
@@ -44,25 +45,8 @@ pub struct Popularity {
 impl Popularity {
     /// Counts a rating of `movie` at `ts`.
     pub fn add(&mut self, movie: u32, ts: i64) {
-        let day = ts.div_euclid(DAY);
-        match self.days.back() {
-            Some(&(last, _)) if day < last - (POPULAR_DAYS - 1) => return,
-            Some(&(last, _)) if day <= last => {}
-            _ => {
-                self.days.push_back((day, FxHashMap::default()));
-                while self.days.front().is_some_and(|&(d, _)| d <= day - POPULAR_DAYS) {
-                    self.days.pop_front();
-                }
-            }
-        }
-        if let Some((_, counts)) = self.days.iter_mut().rev().find(|(d, _)| *d == day) {
+        if let Some(counts) = day_bucket(&mut self.days, day_of(ts), POPULAR_DAYS, FxHashMap::default) {
             *counts.entry(movie).or_default() += 1;
-        } else {
-            // A slightly late day inside the window: insert in order.
-            let at = self.days.iter().position(|&(d, _)| d > day).unwrap_or(self.days.len());
-            let mut counts = FxHashMap::default();
-            counts.insert(movie, 1);
-            self.days.insert(at, (day, counts));
         }
     }
 
@@ -149,6 +133,14 @@ pub struct ModelStats {
 }
 
 impl ModelStats {
+    /// Adds one scored prediction.
+    pub fn score(&mut self, predicted: f32, actual: f32) {
+        let e = f64::from(predicted - actual);
+        self.scored += 1;
+        self.squared_error += e * e;
+        self.absolute_error += e.abs();
+    }
+
     /// Prequential RMSE (0 before anything was scored).
     pub fn rmse(&self) -> f64 {
         if self.scored == 0 {
@@ -189,7 +181,6 @@ pub struct Recommender {
     catalog: Arc<Catalog>,
     popular: Popularity,
     genre_totals: Vec<u64>,
-    rating_total: u64,
     stats: ModelStats,
     latency: Option<prometheus::Histogram>,
 }
@@ -203,7 +194,6 @@ impl Recommender {
             catalog,
             popular: Popularity::default(),
             genre_totals: vec![0; genres],
-            rating_total: 0,
             stats: ModelStats::default(),
             latency: None,
         }
@@ -224,12 +214,6 @@ impl Recommender {
         &self.catalog
     }
 
-    /// Most-rated titles of the window within `mask` (all genres if 0), without `except`.
-    pub fn popular_in(&self, mask: u64, n: usize, except: u32, reason: String) -> Recommendations {
-        let exclude = std::iter::once(except).collect();
-        self.popular(mask, n, &exclude, reason)
-    }
-
     /// Also observe update latency into `h` (the Prometheus histogram).
     pub fn set_latency_histogram(&mut self, h: prometheus::Histogram) {
         self.latency = Some(h);
@@ -240,18 +224,10 @@ impl Recommender {
         &self.stats
     }
 
-    /// The most recent event-day with a rating.
-    pub fn last_day(&self) -> Option<i64> {
-        self.popular.last_day()
-    }
-
     /// Learns from one applied rating (after scoring the model's prediction of it).
     pub fn observe(&mut self, user: u32, movie: u32, rating: f32, ts: i64) {
         if let Some(p) = self.als.predict(user, movie) {
-            let e = f64::from(p - rating);
-            self.stats.scored += 1;
-            self.stats.squared_error += e * e;
-            self.stats.absolute_error += e.abs();
+            self.stats.score(p, rating);
         }
         let started = std::time::Instant::now();
         self.als.observe(user, movie, rating);
@@ -266,11 +242,8 @@ impl Recommender {
         self.stats.latency_buckets[bucket] += 1;
         self.popular.add(movie, ts);
         if let Some(mask) = self.catalog.genres_of(movie) {
-            for (g, total) in self.genre_totals.iter_mut().enumerate() {
-                *total += (mask >> g) & 1;
-            }
+            count_bits(&mut self.genre_totals, mask);
         }
-        self.rating_total += 1;
     }
 
     fn item(&self, movie: u32, score: f64, members: Option<Vec<f64>>) -> Item {
@@ -307,13 +280,10 @@ impl Recommender {
         let rated = users.ratings(u);
         let mut counts = vec![0u64; self.genre_totals.len()];
         for &i in rated.others() {
-            let mask = self.catalog.genres_of(items.id(i as usize)).unwrap_or(0);
-            for (g, c) in counts.iter_mut().enumerate() {
-                *c += (mask >> g) & 1;
-            }
+            count_bits(&mut counts, self.catalog.genres_of(items.id(i as usize)).unwrap_or(0));
         }
         let n = rated.len().max(1) as f64;
-        let all = self.rating_total.max(1) as f64;
+        let all = self.als.ratings().max(1) as f64;
         let mut lifts: Vec<(f64, usize)> = counts
             .iter()
             .enumerate()
@@ -347,7 +317,7 @@ impl Recommender {
         }
     }
 
-    /// Best `n` movies for a user whose genres outside the model (e.g. from tags) are
+    /// Best `n` movies for a user whose genres known outside the model (the committed state) are
     /// `known_genres`; within `genre` if given.
     pub fn for_user(
         &self,
@@ -393,10 +363,19 @@ impl Recommender {
         }
     }
 
-    /// Movies whose factors are closest (cosine) to `movie`'s; `None` if the model has not seen
-    /// the movie rated.
+    /// Movies whose factors are closest (cosine) to `movie`'s; for a movie the model has not seen
+    /// rated, the most-rated titles of the window in its genres; `None` for a movie not in the
+    /// catalog.
     pub fn similar(&self, movie: u32, n: usize) -> Option<Recommendations> {
-        let v = self.als.item_factor(movie)?;
+        let genres = self.catalog.genres_of(movie)?;
+        let Some(v) = self.als.item_factor(movie) else {
+            return Some(self.popular(
+                genres,
+                n,
+                &std::iter::once(movie).collect(),
+                format!("movie {movie} has no ratings yet; most-rated titles of the last {POPULAR_DAYS} event-days in its genres"),
+            ));
+        };
         let items = self.als.side(Which::Items);
         let norm = dot(v, v).sqrt().max(f32::MIN_POSITIVE);
         let m = items.matrix(self.als.rank());
@@ -420,10 +399,16 @@ impl Recommender {
         })
     }
 
-    /// Best `n` movies for a group of (user, weight).
-    pub fn for_group(&self, members: &[(u32, f64)], strategy: GroupStrategy, n: usize) -> Recommendations {
+    /// Best `n` movies for a group of (user, weight) whose taste genres ([`Recommender::taste`])
+    /// are `tastes`, in the same order.
+    pub fn for_group(
+        &self,
+        members: &[(u32, f64)],
+        tastes: &[u64],
+        strategy: GroupStrategy,
+        n: usize,
+    ) -> Recommendations {
         let exclude: FxHashSet<u32> = members.iter().flat_map(|&(u, _)| self.rated_set(u)).collect();
-        let tastes: Vec<u64> = members.iter().map(|&(u, _)| self.taste(u)).collect();
         let union = tastes.iter().fold(0, |a, &t| a | t);
         if let Some(&(cold, _)) = members.iter().find(|&&(u, _)| self.ratings_of(u) < COLD_START_BELOW) {
             return self.popular(
@@ -507,6 +492,7 @@ fn top_n(v: &mut Vec<(u32, f32)>, n: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::DAY;
 
     #[test]
     fn popularity_keeps_thirty_event_days() {
@@ -551,7 +537,7 @@ mod tests {
         assert_eq!(recs.genres, vec!["Drama".to_string()], "user 9 rated only a drama");
         let ids: Vec<u32> = recs.items.iter().map(|i| i.movie_id).collect();
         assert_eq!(ids, vec![2, 4], "dramas by ratings in the window, without the one rated");
-        // A user the model never saw, with genres known from tags only.
+        // A user the model never saw, with genres known only outside it.
         let horror = r.catalog().genre_bit("horror").unwrap();
         let recs = r.for_user(77, 5, None, true, horror);
         assert_eq!(recs.items.iter().map(|i| i.movie_id).collect::<Vec<_>>(), vec![3]);

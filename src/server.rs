@@ -137,7 +137,8 @@ async fn track(
 
 async fn metrics(State(s): State<AppState>) -> Response {
     s.metrics.state_disk.set(s.store.size_on_disk() as i64);
-    let body = s.metrics.render(&model(&s));
+    s.metrics.set_model(&model(&s));
+    let body = s.metrics.render();
     ([(axum::http::header::CONTENT_TYPE, s.metrics.content_type())], body).into_response()
 }
 
@@ -219,17 +220,11 @@ async fn stats(State(s): State<AppState>) -> ApiResult {
 }
 
 fn user_id(raw: &str) -> Result<u32, ApiError> {
-    raw.parse().map_err(|_| bad(format!("user id must be a non-negative integer, got {raw:?}")))
+    parse_id(raw, "user")
 }
 
-fn limit(q: &HashMap<String, String>, default: usize, max: usize) -> Result<usize, ApiError> {
-    match q.get("limit") {
-        None => Ok(default),
-        Some(v) => match v.parse::<usize>() {
-            Ok(n) if (1..=max).contains(&n) => Ok(n),
-            _ => Err(bad(format!("limit must be an integer from 1 to {max}, got {v:?}"))),
-        },
-    }
+fn parse_id(raw: &str, what: &str) -> Result<u32, ApiError> {
+    raw.parse().map_err(|_| bad(format!("{what} id must be a non-negative integer, got {raw:?}")))
 }
 
 fn check_params(q: &HashMap<String, String>, allowed: &[&str]) -> Result<(), ApiError> {
@@ -266,7 +261,7 @@ async fn user(State(s): State<AppState>, IdParam(id): IdParam) -> ApiResult {
 async fn sessions(State(s): State<AppState>, IdParam(id): IdParam, QueryMap(q): QueryMap) -> ApiResult {
     let id = user_id(&id)?;
     check_params(&q, &["limit"])?;
-    let limit = limit(&q, 20, 1000)?;
+    let limit = count(&q, "limit", 20, 1000)?;
     committed(&s.store)?;
     if s.store.user(id)?.is_none() {
         return Err(ApiError(StatusCode::NOT_FOUND, format!("user {id} not seen")));
@@ -283,7 +278,7 @@ async fn churn(State(s): State<AppState>, QueryMap(q): QueryMap) -> ApiResult {
         Some("any") => None,
         Some(other) => return Err(bad(format!("status must be churned, reactivated or any, got {other:?}"))),
     };
-    let limit = limit(&q, 100, 10_000)?;
+    let limit = count(&q, "limit", 100, 10_000)?;
     let after = q.get("after").map(|a| user_id(a)).transpose()?;
     let m = committed(&s.store)?;
     let alerts = s.store.alerts(status, limit, after)?;
@@ -320,15 +315,12 @@ fn flag(q: &HashMap<String, String>, name: &str, default: bool) -> Result<bool, 
     }
 }
 
-/// Genres the committed state has seen the user touch (ratings and tags), as a mask.
-fn stored_genres(s: &AppState, m: &Meta, user: u32) -> Result<Option<u64>, ApiError> {
+/// Genres of the movies the committed state has the user rating, as a mask (`None`: user not
+/// seen). The live model may lag behind the state, or not know a user who only tagged.
+fn stored_genres(s: &AppState, user: u32) -> Result<Option<u64>, ApiError> {
     let Some(st) = s.store.user(user)? else { return Ok(None) };
-    let f = st.features(m.watermark.unwrap_or(st.activity.last), &m.genres);
-    Ok(Some(
-        f.genres.iter().filter(|(_, &c)| c > 0).fold(0u64, |mask, (g, _)| {
-            m.genres.iter().position(|n| n == g).map_or(mask, |i| mask | (1 << i))
-        }),
-    ))
+    let counts = st.activity.genre_counts.iter().enumerate();
+    Ok(Some(counts.filter(|(_, &c)| c > 0).fold(0u64, |mask, (i, _)| mask | (1 << i))))
 }
 
 async fn recommendations(
@@ -340,8 +332,8 @@ async fn recommendations(
     check_params(&q, &["n", "genre", "exclude_rated"])?;
     let n = count(&q, "n", 10, 1000)?;
     let exclude_rated = flag(&q, "exclude_rated", true)?;
-    let m = committed(&s.store)?;
-    let stored = stored_genres(&s, &m, id)?;
+    committed(&s.store)?;
+    let stored = stored_genres(&s, id)?;
     let model = model(&s);
     let genre = match q.get("genre") {
         None => None,
@@ -349,37 +341,26 @@ async fn recommendations(
             bad(format!("unknown genre {g:?}; genres: {}", model.catalog().genre_names().join(", ")))
         })?),
     };
-    if stored.is_none() && model.ratings_of(id) == 0 {
+    let rated = model.ratings_of(id);
+    if stored.is_none() && rated == 0 {
         return Err(ApiError(StatusCode::NOT_FOUND, format!("user {id} not seen")));
     }
     let recs = model.for_user(id, n, genre, exclude_rated, stored.unwrap_or(0));
-    Ok(Json(json!({ "user_id": id, "ratings": model.ratings_of(id), "recommendations": recs })))
+    Ok(Json(json!({ "user_id": id, "ratings": rated, "recommendations": recs })))
 }
 
 async fn similar(State(s): State<AppState>, IdParam(id): IdParam, QueryMap(q): QueryMap) -> ApiResult {
-    let id: u32 =
-        id.parse().map_err(|_| bad(format!("movie id must be a non-negative integer, got {id:?}")))?;
+    let id = parse_id(&id, "movie")?;
     check_params(&q, &["n"])?;
     let n = count(&q, "n", 10, 1000)?;
     let model = model(&s);
-    let Some(genres) = model.catalog().genres_of(id) else {
+    let Some(recs) = model.similar(id, n) else {
         return Err(ApiError(StatusCode::NOT_FOUND, format!("movie {id} is not in the catalog")));
-    };
-    let recs = match model.similar(id, n) {
-        Some(r) => r,
-        None => model.popular_in(
-            genres,
-            n,
-            id,
-            format!(
-                "movie {id} has no ratings yet; most-rated titles of the last 30 event-days in its genres"
-            ),
-        ),
     };
     Ok(Json(json!({
         "movie_id": id,
         "title": model.catalog().title(id),
-        "genres": model.catalog().names(genres),
+        "genres": model.catalog().names(model.catalog().genres_of(id).unwrap_or(0)),
         "similar": recs,
     })))
 }
@@ -422,18 +403,19 @@ async fn group(State(s): State<AppState>, QueryMap(q): QueryMap) -> ApiResult {
         }
     };
     committed(&s.store)?;
+    let model = model(&s);
     for &u in &users {
-        if s.store.user(u)?.is_none() && model(&s).ratings_of(u) == 0 {
+        if model.ratings_of(u) == 0 && s.store.user(u)?.is_none() {
             return Err(ApiError(StatusCode::NOT_FOUND, format!("user {u} not seen")));
         }
     }
-    let model = model(&s);
     let members: Vec<(u32, f64)> = users.iter().copied().zip(weights.iter().copied()).collect();
-    let recs = model.for_group(&members, strategy, n);
+    let tastes: Vec<u64> = users.iter().map(|&u| model.taste(u)).collect();
+    let recs = model.for_group(&members, &tastes, strategy, n);
     Ok(Json(json!({
         "users": users,
         "weights": weights,
-        "taste_genres": users.iter().map(|&u| model.catalog().names(model.taste(u))).collect::<Vec<_>>(),
+        "taste_genres": tastes.iter().map(|&t| model.catalog().names(t)).collect::<Vec<_>>(),
         "recommendations": recs,
     })))
 }

@@ -270,8 +270,9 @@ fn pick_weighted(rng: &mut Pcg64Mcg, weights: &[f64]) -> usize {
     weights.len() - 1
 }
 
-/// SplitMix64 finaliser: independent per-user seeds from one seed.
-fn mix(seed: u64, stream: u64) -> u64 {
+/// SplitMix64 finaliser: independent per-user seeds from one seed (also the processor's seeded
+/// split and factor initialisation).
+pub fn mix(seed: u64, stream: u64) -> u64 {
     let mut z = seed ^ stream.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
