@@ -6,14 +6,18 @@
 //! ("ALS-WR"), so the same λ means the same thing in both.
 //!
 //! Each side (users, items) keeps, per entity, the **sufficient statistics** of its least-squares
-//! problem: the Gram matrix G = Σ vvᵀ (packed lower triangle, f32), the right-hand side
-//! b = Σ r·v and the count n. The factor is the solution of (G + λnI) x = b.
+//! problem: the Gram matrix G = Σ vvᵀ (f32, lower triangle with rows padded to whole 8-float
+//! vectors, see [`row_len`]), the right-hand side b = Σ r·v, the count n, and the residual
+//! b − (G + λnI)x of the current factor x. The factor is the solution of (G + λnI) x = b.
 //!
 //! - **Per event** ([`Als::observe`]): the rating adds one outer product to the user's statistics
-//!   (with the item's current factor) and the user's factor is re-solved — exactly (Cholesky,
-//!   O(k³)) below [`EXACT_BELOW`] ratings, by [`CG_STEPS`] conjugate-gradient steps warm-started
-//!   from the current factor (O(k²)) after that — then the same for the item with the user's new
-//!   factor. Nothing re-reads a history.
+//!   (with the item's current factor), the residual is updated in O(k) and the user's factor is
+//!   re-solved by conjugate gradients warm-started from the current factor: n + 1 steps below
+//!   [`EXACT_BELOW`] ratings, which is exact (G has rank ≤ n), [`CG_STEPS`] steps after that,
+//!   which tracks the solution as one rating moves it little; each step is one O(k²)
+//!   matrix-vector product. Then the same for the item with the user's new factor. Nothing
+//!   re-reads a history. The kernels run in 256-bit vectors (AVX2) when the CPU has them, with
+//!   bit-identical results either way.
 //! - **Sweeps** correct the drift of statistics accumulated with factors that have since moved:
 //!   an entity is re-solved exactly from its ratings and the other side's current factors. The
 //!   streaming sweep is incremental: a few entities after each event (users first, then items),
@@ -76,49 +80,87 @@ pub struct Side {
     ids: Vec<u32>,
     /// Factors, row-major n × k.
     factors: Vec<f32>,
-    /// Packed lower-triangular Gram matrices, n × k(k+1)/2.
-    gram: Vec<f32>,
-    /// Right-hand sides, n × k.
-    rhs: Vec<f32>,
+    /// Per entity, [`Shape::stride`] floats: the right-hand side b (k), the residual
+    /// b − (G + λnI)x of the current factor (k), and the Gram matrix G in [`Shape`]'s layout.
+    stats: Vec<f32>,
     /// Ratings per entity, in arrival order.
     ratings: Vec<Rated>,
 }
 
-/// One entity's ratings: the other side's indices and the ratings in half stars, in arrival
-/// order. Two arrays, 5 bytes a rating instead of 8 for (u32, f32) pairs: at 25 M ratings kept
-/// twice (by user and by movie) that is 150 MB less.
+/// One entity's ratings in arrival order, 4 bytes each: the other side's index in the low
+/// [`INDEX_BITS`] bits, the rating in half stars (1–10) above them. One array per entity, so
+/// recording a rating touches one place in memory per side.
 #[derive(Debug, Clone, Default)]
 pub struct Rated {
-    others: Vec<u32>,
-    half_stars: Vec<u8>,
+    packed: Vec<u32>,
 }
+
+/// Bits of a rating entry that hold the other side's index: up to 268 M users or movies.
+const INDEX_BITS: u32 = 28;
 
 impl Rated {
     /// Ratings.
     pub fn len(&self) -> usize {
-        self.others.len()
+        self.packed.len()
     }
 
     /// None yet.
     pub fn is_empty(&self) -> bool {
-        self.others.is_empty()
+        self.packed.is_empty()
     }
 
     /// The other side's indices.
-    pub fn others(&self) -> &[u32] {
-        &self.others
+    pub fn others(&self) -> impl Iterator<Item = u32> + '_ {
+        self.packed.iter().map(|&p| p & ((1 << INDEX_BITS) - 1))
     }
 
     /// (other side's index, rating) pairs.
     pub fn iter(&self) -> impl Iterator<Item = (u32, f32)> + '_ {
-        self.others.iter().zip(&self.half_stars).map(|(&o, &h)| (o, f32::from(h) / 2.0))
+        self.packed.iter().map(|&p| (p & ((1 << INDEX_BITS) - 1), (p >> INDEX_BITS) as f32 / 2.0))
     }
 
     fn push(&mut self, other: u32, rating: f32) {
-        self.others.push(other);
-        // MovieLens's scale: 0.5–5.0 in half stars (the processor rejects anything else).
-        self.half_stars.push((rating * 2.0).round().clamp(1.0, 10.0) as u8);
+        // MovieLens's scale: 0.5–5.0 in half steps (the processor rejects anything else).
+        let half_stars = (rating * 2.0).round().clamp(1.0, 10.0) as u32;
+        self.packed.push(other | half_stars << INDEX_BITS);
     }
+}
+
+/// Width of the Gram matrix's row blocks: eight f32 fill one 256-bit vector register.
+const LANES: usize = 8;
+
+/// Length of row `i` of a rank-`k` Gram matrix in the stored layout: the lower triangle with each
+/// row extended to the end of its block of [`LANES`] rows, so every row is whole vectors and the
+/// diagonal blocks are stored in full (rank 32: 640 floats, against 528 packed and 1,024 full).
+#[inline(always)]
+fn row_len(i: usize, k: usize) -> usize {
+    ((i / LANES + 1) * LANES).min(k)
+}
+
+/// The per-entity storage layout for rank k.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Shape {
+    k: usize,
+    /// Floats of one Gram matrix.
+    gram: usize,
+}
+
+impl Shape {
+    fn new(k: usize) -> Shape {
+        Shape { k, gram: (0..k).map(|i| row_len(i, k)).sum() }
+    }
+
+    /// Floats of one entity's statistics: b, the residual, G.
+    fn stride(&self) -> usize {
+        2 * self.k + self.gram
+    }
+}
+
+/// One entity's statistics, split: (b, residual, G).
+fn split_stats(st: &mut [f32], k: usize) -> (&mut [f32], &mut [f32], &mut [f32]) {
+    let (b, rest) = st.split_at_mut(k);
+    let (r, g) = rest.split_at_mut(k);
+    (b, r, g)
 }
 
 impl Side {
@@ -156,11 +198,13 @@ impl Side {
         ArrayView2::from_shape((self.len(), k), &self.factors).expect("n × k factors")
     }
 
-    fn get_or_insert(&mut self, id: u32, k: usize, salt: u64) -> usize {
+    fn get_or_insert(&mut self, id: u32, shape: Shape, salt: u64) -> usize {
         if let Some(&i) = self.index.get(&id) {
             return i as usize;
         }
+        let k = shape.k;
         let i = self.ids.len();
+        assert!(i < 1 << INDEX_BITS, "more than 2^{INDEX_BITS} users or movies");
         self.index.insert(id, i as u32);
         self.ids.push(id);
         // Spark's initialisation: a random direction (normal components), unit length.
@@ -178,8 +222,8 @@ impl Side {
         for f in &mut self.factors[start..] {
             *f /= norm;
         }
-        self.gram.extend(std::iter::repeat_n(0.0, k * (k + 1) / 2));
-        self.rhs.extend(std::iter::repeat_n(0.0, k));
+        // No ratings: b = 0, G = 0, λn = 0, so the residual b − (G + λnI)x is 0 too.
+        self.stats.extend(std::iter::repeat_n(0.0, shape.stride()));
         self.ratings.push(Rated::default());
         i
     }
@@ -199,6 +243,7 @@ struct SweepCursor {
 #[derive(Debug, Clone)]
 pub struct Als {
     cfg: AlsConfig,
+    shape: Shape,
     users: Side,
     items: Side,
     sweep: SweepCursor,
@@ -206,6 +251,8 @@ pub struct Als {
     ratings: u64,
     scratch: Vec<f64>,
     work: Vec<f32>,
+    /// Run the per-event arithmetic in 256-bit vectors (the CPU has AVX2).
+    vectors: bool,
 }
 
 /// Entity sides, for [`Als::side`].
@@ -226,13 +273,15 @@ impl Als {
         let k = cfg.rank;
         Als {
             cfg,
+            shape: Shape::new(k),
             users: Side::default(),
             items: Side::default(),
             sweep: SweepCursor::default(),
             sweeps_done: 0,
             ratings: 0,
             scratch: vec![0.0; k * k + 2 * k],
-            work: vec![0.0; k * k + 3 * k],
+            work: vec![0.0; 2 * k],
+            vectors: has_avx2(),
         }
     }
 
@@ -278,35 +327,52 @@ impl Als {
 
     /// Adds ratings without solving (batch loading before [`Als::train`]).
     pub fn add(&mut self, user: u32, item: u32, rating: f32) {
-        let k = self.cfg.rank;
-        let u = self.users.get_or_insert(user, k, USER_SALT);
-        let i = self.items.get_or_insert(item, k, ITEM_SALT);
+        self.insert(user, item, rating);
+    }
+
+    /// Records a rating (creating the user and item if new); returns their indices.
+    fn insert(&mut self, user: u32, item: u32, rating: f32) -> (usize, usize) {
+        let u = self.users.get_or_insert(user, self.shape, USER_SALT);
+        let i = self.items.get_or_insert(item, self.shape, ITEM_SALT);
         self.users.ratings[u].push(i as u32, rating);
         self.items.ratings[i].push(u as u32, rating);
         self.ratings += 1;
+        (u, i)
     }
 
     /// Learns from one rating: updates the user's statistics and re-solves the user, then the
     /// item with the user's new factor; then advances the incremental sweep.
     pub fn observe(&mut self, user: u32, item: u32, rating: f32) {
+        let (u, i) = self.insert(user, item, rating);
+        #[cfg(target_arch = "x86_64")]
+        if self.vectors {
+            // SAFETY: `vectors` is only set when the CPU has AVX2 (`has_avx2`).
+            unsafe { self.learn_avx2(u, i, rating) };
+            return;
+        }
+        self.learn(u, i, rating);
+    }
+
+    /// [`Als::learn`] compiled for 256-bit vectors (see [`exact_all`]).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn learn_avx2(&mut self, u: usize, i: usize, rating: f32) {
+        self.learn(u, i, rating);
+    }
+
+    /// The arithmetic of [`Als::observe`] for user index `u`, item index `i`.
+    #[inline(always)]
+    fn learn(&mut self, u: usize, i: usize, rating: f32) {
         let k = self.cfg.rank;
         let lambda = f64::from(self.cfg.lambda);
-        let u = self.users.get_or_insert(user, k, USER_SALT);
-        let i = self.items.get_or_insert(item, k, ITEM_SALT);
-        self.users.ratings[u].push(i as u32, rating);
-        self.items.ratings[i].push(u as u32, rating);
-        self.ratings += 1;
-
         let v: [f32; MAX_RANK] = copy_factor(&self.items, i, k);
-        accumulate(&mut self.users, u, &v[..k], rating, k);
-        solve_entity(&mut self.users, u, lambda, k, &mut self.scratch, &mut self.work);
+        update_entity(&mut self.users, u, &v[..k], rating, lambda, self.shape, &mut self.work);
         let x: [f32; MAX_RANK] = copy_factor(&self.users, u, k);
-        accumulate(&mut self.items, i, &x[..k], rating, k);
-        solve_entity(&mut self.items, i, lambda, k, &mut self.scratch, &mut self.work);
-
+        update_entity(&mut self.items, i, &x[..k], rating, lambda, self.shape, &mut self.work);
         self.sweep_step();
     }
 
+    #[inline(always)]
     fn sweep_step(&mut self) {
         if self.cfg.sweep_every == 0 {
             return;
@@ -334,7 +400,17 @@ impl Als {
             }
             let e = self.sweep.next;
             self.sweep.credit -= (this.ratings[e].len() + k) as f64;
-            resolve_exact(this, e, &other.factors, lambda, k, &mut self.scratch);
+            let stride = self.shape.stride();
+            exact(
+                &mut this.factors[e * k..(e + 1) * k],
+                &mut this.stats[e * stride..(e + 1) * stride],
+                &this.ratings[e],
+                &other.factors,
+                lambda,
+                k,
+                &mut self.scratch,
+                &mut self.work,
+            );
             self.sweep.next += 1;
         }
     }
@@ -358,6 +434,7 @@ impl Als {
     pub fn solve_side(&mut self, which: Which) {
         let k = self.cfg.rank;
         let lambda = f64::from(self.cfg.lambda);
+        let stride = self.shape.stride();
         let (this, other) = match which {
             Which::Users => (&mut self.users, &self.items),
             Which::Items => (&mut self.items, &self.users),
@@ -365,27 +442,15 @@ impl Als {
         let n = this.len();
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
         let chunk = n.div_ceil(threads).max(1);
-        let kp = k * (k + 1) / 2;
         let other_factors = &other.factors;
         std::thread::scope(|s| {
             let parts = this
                 .factors
                 .chunks_mut(chunk * k)
-                .zip(this.gram.chunks_mut(chunk * kp))
-                .zip(this.rhs.chunks_mut(chunk * k))
+                .zip(this.stats.chunks_mut(chunk * stride))
                 .zip(this.ratings.chunks(chunk));
-            for (((f, g), b), r) in parts {
-                s.spawn(move || {
-                    let mut scratch = vec![0.0; k * k + 2 * k];
-                    for e in 0..r.len() {
-                        let (x, gram, rhs) = (
-                            &mut f[e * k..(e + 1) * k],
-                            &mut g[e * kp..(e + 1) * kp],
-                            &mut b[e * k..(e + 1) * k],
-                        );
-                        exact(x, gram, rhs, &r[e], other_factors, lambda, k, &mut scratch);
-                    }
-                });
+            for ((f, st), r) in parts {
+                s.spawn(move || exact_all(f, st, r, other_factors, lambda, k));
             }
         });
     }
@@ -447,92 +512,173 @@ impl Als {
     }
 }
 
+/// The CPU runs AVX2 code.
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx2");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// [`exact`] for consecutive entities (`factors`, `stats` and `ratings` of the same range),
+/// compiled for 256-bit vectors (AVX2) when the CPU has them.
+///
+/// The kernels are written lane by lane (eight independent sums, no fused multiply-add), so the
+/// AVX2 and the baseline compilations compute bit-identical results: a model does not depend on
+/// the machine it was learned or rebuilt on.
+fn exact_all(
+    factors: &mut [f32],
+    stats: &mut [f32],
+    ratings: &[Rated],
+    other: &[f32],
+    lambda: f64,
+    k: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2")]
+        fn avx2(f: &mut [f32], st: &mut [f32], r: &[Rated], other: &[f32], lambda: f64, k: usize) {
+            exact_range(f, st, r, other, lambda, k);
+        }
+        if has_avx2() {
+            // SAFETY: the CPU has AVX2, checked just above.
+            unsafe { avx2(factors, stats, ratings, other, lambda, k) };
+            return;
+        }
+    }
+    exact_range(factors, stats, ratings, other, lambda, k);
+}
+
+#[inline(always)]
+fn exact_range(
+    factors: &mut [f32],
+    stats: &mut [f32],
+    ratings: &[Rated],
+    other: &[f32],
+    lambda: f64,
+    k: usize,
+) {
+    let (mut scratch, mut work) = (vec![0.0; k * k + 2 * k], vec![0.0; 2 * k]);
+    let stride = stats.len() / ratings.len().max(1);
+    for (e, rated) in ratings.iter().enumerate() {
+        let (x, st) = (&mut factors[e * k..(e + 1) * k], &mut stats[e * stride..(e + 1) * stride]);
+        exact(x, st, rated, other, lambda, k, &mut scratch, &mut work);
+    }
+}
+
 fn copy_factor(side: &Side, e: usize, k: usize) -> [f32; MAX_RANK] {
     let mut v = [0.0; MAX_RANK];
     v[..k].copy_from_slice(side.factor(e, k));
     v
 }
 
-fn accumulate(side: &mut Side, e: usize, v: &[f32], r: f32, k: usize) {
-    let kp = k * (k + 1) / 2;
-    rank_one(&mut side.gram[e * kp..(e + 1) * kp], v);
-    for (b, &x) in side.rhs[e * k..(e + 1) * k].iter_mut().zip(v) {
-        *b += r * x;
-    }
-}
-
-/// G += v vᵀ on the packed lower triangle (row i holds columns 0..=i).
-fn rank_one(g: &mut [f32], v: &[f32]) {
-    let mut off = 0;
-    for (i, &vi) in v.iter().enumerate() {
-        for (gij, &vj) in g[off..off + i + 1].iter_mut().zip(&v[..=i]) {
-            *gij += vi * vj;
-        }
-        off += i + 1;
-    }
-}
-
-/// Below this many ratings an entity's per-event update is an exact Cholesky solve. From it on,
-/// one rating changes the system little, and [`CG_STEPS`] conjugate-gradient steps warm-started
-/// from the current factor track its solution in O(k²) (sweeps then remove what is left).
+/// Below this many ratings an entity's per-event update solves its system exactly (conjugate
+/// gradients to convergence). From it on, one rating changes the system little, and
+/// [`CG_STEPS`] conjugate-gradient steps warm-started from the current factor track its solution
+/// in O(k²) (sweeps then remove what is left).
 pub const EXACT_BELOW: u32 = 16;
 /// Conjugate-gradient steps per update at or above [`EXACT_BELOW`] ratings.
 pub const CG_STEPS: usize = 2;
 
-fn solve_entity(side: &mut Side, e: usize, lambda: f64, k: usize, scratch: &mut [f64], work: &mut [f32]) {
-    let kp = k * (k + 1) / 2;
-    // The count weighting λ is the entity's ratings, including the one just accumulated.
+/// Adds one rating (the other side's factor `v`, the rating) to entity `e`'s statistics, keeps
+/// its residual current, and re-solves its factor (the entity's rating list already holds it).
+///
+/// With b' = b + r·v, G' = G + vvᵀ and one more rating (λn grows by λ), the residual of the
+/// unchanged factor is r' = r + (rating − v·x)·v − λx: O(k), no matrix product.
+#[inline(always)]
+fn update_entity(
+    side: &mut Side,
+    e: usize,
+    v: &[f32],
+    rating: f32,
+    lambda: f64,
+    shape: Shape,
+    work: &mut [f32],
+) {
+    let (k, stride) = (shape.k, shape.stride());
+    // The count weighting λ is the entity's ratings, including the one just added.
     let count = side.ratings[e].len();
     let reg = lambda * count as f64;
-    let (g, b) = (&side.gram[e * kp..(e + 1) * kp], &side.rhs[e * k..(e + 1) * k]);
     let x = &mut side.factors[e * k..(e + 1) * k];
+    let (b, r, g) = split_stats(&mut side.stats[e * stride..(e + 1) * stride], k);
+    rank_one(g, v);
+    let err = rating - dot(v, x);
+    let lam = lambda as f32;
+    for j in 0..k {
+        b[j] += rating * v[j];
+        r[j] += err * v[j] - lam * x[j];
+    }
     if count < EXACT_BELOW as usize {
-        cholesky_solve(g, b, reg, k, scratch, x);
+        // G has rank ≤ n, so G + λnI has at most n + 1 distinct eigenvalues and conjugate
+        // gradients reach its solution in n + 1 steps from any start (up to rounding, which the
+        // fresh residual then measures exactly for the next update).
+        conjugate_gradient(g, reg as f32, x, r, work, count + 1);
+        residual(g, b, reg as f32, x, r, work);
     } else {
-        conjugate_gradient(g, b, reg as f32, k, x, work);
+        conjugate_gradient(g, reg as f32, x, r, work, CG_STEPS);
     }
 }
 
-/// Unpacks G + reg·I (G packed lower-triangular) into a full row-major k × k matrix.
-fn unpack(g: &[f32], reg: f32, k: usize, a: &mut [f32]) {
+/// G += v vᵀ on the stored rows (see [`row_len`]).
+#[inline(always)]
+fn rank_one(g: &mut [f32], v: &[f32]) {
+    let k = v.len();
     let mut off = 0;
-    for i in 0..k {
-        let row = &g[off..=off + i];
-        a[i * k..i * k + i + 1].copy_from_slice(row);
-        for (j, &v) in row[..i].iter().enumerate() {
-            a[j * k + i] = v;
+    for (i, &vi) in v.iter().enumerate() {
+        let len = row_len(i, k);
+        for (gij, &vj) in g[off..off + len].iter_mut().zip(&v[..len]) {
+            *gij += vi * vj;
         }
-        a[i * k + i] += reg;
-        off += i + 1;
+        off += len;
     }
 }
 
-/// y = A x for the full row-major k × k matrix A.
-fn mat_vec(a: &[f32], x: &[f32], y: &mut [f32]) {
+/// y = (G + reg·I) x for G in the stored layout: each row's stored part (its lower blocks and
+/// its whole diagonal block) gives a dot product; the part above the diagonal block comes from
+/// the later rows, whose lower blocks are its transpose.
+#[inline(always)]
+fn sym_mul(g: &[f32], x: &[f32], reg: f32, y: &mut [f32]) {
     let k = x.len();
-    for (yi, row) in y.iter_mut().zip(a.chunks_exact(k)) {
-        *yi = dot(row, x);
+    for (yi, &xi) in y.iter_mut().zip(x) {
+        *yi = reg * xi;
+    }
+    let mut off = 0;
+    for (i, &xi) in x.iter().enumerate() {
+        let len = row_len(i, k);
+        let row = &g[off..off + len];
+        let below = i / LANES * LANES;
+        for (yj, &gij) in y[..below].iter_mut().zip(&row[..below]) {
+            *yj += gij * xi;
+        }
+        y[i] += dot(row, &x[..len]);
+        off += len;
     }
 }
 
-/// [`CG_STEPS`] conjugate-gradient steps on (G + reg·I) x = b from the current `x`.
-fn conjugate_gradient(g: &[f32], b: &[f32], reg: f32, k: usize, x: &mut [f32], work: &mut [f32]) {
-    let (a, rest) = work.split_at_mut(k * k);
-    let (r, rest) = rest.split_at_mut(k);
-    let (p, rest) = rest.split_at_mut(k);
-    let ap = &mut rest[..k];
-    unpack(g, reg, k, a);
-    mat_vec(a, x, ap);
-    for i in 0..k {
-        r[i] = b[i] - ap[i];
-        p[i] = r[i];
+/// r = b − (G + reg·I) x.
+#[inline(always)]
+fn residual(g: &[f32], b: &[f32], reg: f32, x: &[f32], r: &mut [f32], work: &mut [f32]) {
+    let ax = &mut work[..x.len()];
+    sym_mul(g, x, reg, ax);
+    for ((ri, &bi), &ai) in r.iter_mut().zip(b).zip(ax.iter()) {
+        *ri = bi - ai;
     }
+}
+
+/// Up to `steps` conjugate-gradient steps on (G + reg·I) x = b from the current `x`, whose
+/// residual `r` is given and kept current.
+#[inline(always)]
+fn conjugate_gradient(g: &[f32], reg: f32, x: &mut [f32], r: &mut [f32], work: &mut [f32], steps: usize) {
+    let k = x.len();
+    let (p, rest) = work.split_at_mut(k);
+    let ap = &mut rest[..k];
+    p.copy_from_slice(r);
     let mut rr = dot(r, r);
-    for _ in 0..CG_STEPS {
+    for step in 0..steps {
         if rr.is_nan() || rr <= 1e-20 {
             return;
         }
-        mat_vec(a, p, ap);
+        sym_mul(g, p, reg, ap);
         let pap = dot(p, ap);
         if pap.is_nan() || pap <= 0.0 {
             return;
@@ -541,6 +687,9 @@ fn conjugate_gradient(g: &[f32], b: &[f32], reg: f32, k: usize, x: &mut [f32], w
         for i in 0..k {
             x[i] += alpha * p[i];
             r[i] -= alpha * ap[i];
+        }
+        if step + 1 == steps {
+            return;
         }
         let next = dot(r, r);
         let beta = next / rr;
@@ -551,45 +700,40 @@ fn conjugate_gradient(g: &[f32], b: &[f32], reg: f32, k: usize, x: &mut [f32], w
     }
 }
 
-fn resolve_exact(side: &mut Side, e: usize, other: &[f32], lambda: f64, k: usize, scratch: &mut [f64]) {
-    let kp = k * (k + 1) / 2;
-    let x = &mut side.factors[e * k..(e + 1) * k];
-    let g = &mut side.gram[e * kp..(e + 1) * kp];
-    let b = &mut side.rhs[e * k..(e + 1) * k];
-    exact(x, g, b, &side.ratings[e], other, lambda, k, scratch);
-}
-
-/// Recomputes the statistics of one entity from its ratings and the other side's factors, and
-/// solves for its factor.
+/// Recomputes the statistics of one entity (`stats` as in [`Side::stats`]) from its ratings and
+/// the other side's factors, solves for its factor and sets the residual.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn exact(
     x: &mut [f32],
-    g: &mut [f32],
-    b: &mut [f32],
+    stats: &mut [f32],
     ratings: &Rated,
     other: &[f32],
     lambda: f64,
     k: usize,
     scratch: &mut [f64],
+    work: &mut [f32],
 ) {
+    let (b, r, g) = split_stats(stats, k);
     g.fill(0.0);
     b.fill(0.0);
-    for (j, r) in ratings.iter() {
+    for (j, rating) in ratings.iter() {
         let v = &other[j as usize * k..(j as usize + 1) * k];
         rank_one(g, v);
         for (bb, &vv) in b.iter_mut().zip(v) {
-            *bb += r * vv;
+            *bb += rating * vv;
         }
     }
     let reg = lambda * ratings.len() as f64;
-    if ratings.is_empty() {
-        return;
+    if !ratings.is_empty() {
+        cholesky_solve(g, b, reg, k, scratch, x);
     }
-    cholesky_solve(g, b, reg, k, scratch, x);
+    residual(g, b, reg as f32, x, r, work);
 }
 
-/// Solves (G + reg·I) x = b for the packed lower-triangular G, in f64. Leaves `x` unchanged if
-/// the system is not positive definite (cannot happen with reg > 0) or the result not finite.
+/// Solves (G + reg·I) x = b for G in the stored layout, in f64. Leaves `x` unchanged if the
+/// system is not positive definite (cannot happen with reg > 0) or the result not finite.
+#[inline(always)]
 fn cholesky_solve(g: &[f32], b: &[f32], reg: f64, k: usize, scratch: &mut [f64], x: &mut [f32]) {
     let (l, rest) = scratch.split_at_mut(k * k);
     let (y, _) = rest.split_at_mut(k);
@@ -600,7 +744,7 @@ fn cholesky_solve(g: &[f32], b: &[f32], reg: f64, k: usize, scratch: &mut [f64],
         }
         l[i * k + i] += reg;
         y[i] = f64::from(b[i]);
-        off += i + 1;
+        off += row_len(i, k);
     }
     if solve_spd(l, y, k) {
         for (xi, yi) in x.iter_mut().zip(&y[..k]) {
@@ -612,6 +756,7 @@ fn cholesky_solve(g: &[f32], b: &[f32], reg: f64, k: usize, scratch: &mut [f64],
 /// Solves A x = y in place (A symmetric positive definite, lower triangle in `l`, row-major
 /// k × k; overwritten by its Cholesky factor). Returns false, leaving `y` unspecified, if A is
 /// not positive definite or the solution is not finite.
+#[inline(always)]
 fn solve_spd(l: &mut [f64], y: &mut [f64], k: usize) -> bool {
     for j in 0..k {
         let rj = &l[j * k..j * k + j];
@@ -642,7 +787,7 @@ fn solve_spd(l: &mut [f64], y: &mut [f64], k: usize) -> bool {
 }
 
 /// f32 dot product with eight independent sums (vectorises).
-#[inline]
+#[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -660,7 +805,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// f64 dot product with four independent sums (lets the compiler use vector registers).
-#[inline]
+#[inline(always)]
 fn dot64(a: &[f64], b: &[f64]) -> f64 {
     let mut acc = [0.0f64; 4];
     let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
@@ -748,7 +893,7 @@ mod tests {
             for which in [Which::Users, Which::Items] {
                 let side = als.side(which);
                 assert!(side.factors.iter().all(|v| v.is_finite()), "{label}: non-finite factor");
-                assert!(side.gram.iter().all(|v| v.is_finite()), "{label}: non-finite statistics");
+                assert!(side.stats.iter().all(|v| v.is_finite()), "{label}: non-finite statistics");
             }
             let p = als.predict(1, 3).unwrap();
             assert!((0.5..=5.0).contains(&p), "{label}: prediction {p}");
@@ -872,6 +1017,28 @@ mod tests {
         // as each rating moves the system less (sweeps re-solve exactly later).
         let mean = late.iter().sum::<f32>() / late.len() as f32;
         assert!(mean < 0.015, "mean error over ratings 41–60: {mean}");
+    }
+
+    #[test]
+    fn vector_and_baseline_arithmetic_give_the_same_model() {
+        // The AVX2 compilation must compute exactly what the baseline one does (a restart on
+        // another machine rebuilds the same model); on a CPU without AVX2 both run the baseline.
+        let data = synthetic(120, 90, 30, 17);
+        let mut models = [true, false].map(|vectors| {
+            let mut als = Als::new(AlsConfig { rank: 32, lambda: 0.1, sweep_every: 500 });
+            als.vectors &= vectors;
+            for &(u, i, r) in &data {
+                als.observe(u, i, r);
+            }
+            als
+        });
+        let [a, b] = &mut models;
+        assert!(a.sweeps_done() > 0);
+        for which in [Which::Users, Which::Items] {
+            let (x, y) = (a.side(which), b.side(which));
+            assert!(x.factors.iter().zip(&y.factors).all(|(p, q)| p.to_bits() == q.to_bits()));
+            assert!(x.stats.iter().zip(&y.stats).all(|(p, q)| p.to_bits() == q.to_bits()));
+        }
     }
 
     #[test]

@@ -228,8 +228,7 @@ fn in_top_n(als: &Als, user: u32, movie: u32, n: usize) -> bool {
     };
     let x = als.user_factor(user).expect("known user");
     let scores = als.scores(x);
-    let rated: rustc_hash::FxHashSet<u32> =
-        als.side(Which::Users).ratings(u).others().iter().copied().collect();
+    let rated: rustc_hash::FxHashSet<u32> = als.side(Which::Users).ratings(u).others().collect();
     let t = scores[target];
     let better = scores
         .iter()

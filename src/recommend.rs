@@ -269,8 +269,7 @@ impl Recommender {
         users
             .ratings(u)
             .others()
-            .iter()
-            .fold(0, |m, &i| m | self.catalog.genres_of(items.id(i as usize)).unwrap_or(0))
+            .fold(0, |m, i| m | self.catalog.genres_of(items.id(i as usize)).unwrap_or(0))
     }
 
     /// The user's taste genres (see the module docs), as a bit mask.
@@ -279,7 +278,7 @@ impl Recommender {
         let Some(u) = users.index_of(user) else { return 0 };
         let rated = users.ratings(u);
         let mut counts = vec![0u64; self.genre_totals.len()];
-        for &i in rated.others() {
+        for i in rated.others() {
             count_bits(&mut counts, self.catalog.genres_of(items.id(i as usize)).unwrap_or(0));
         }
         let n = rated.len().max(1) as f64;
@@ -301,7 +300,7 @@ impl Recommender {
         let (users, items) = (self.als.side(Which::Users), self.als.side(Which::Items));
         users
             .index_of(user)
-            .map(|u| users.ratings(u).others().iter().map(|&i| items.id(i as usize)).collect())
+            .map(|u| users.ratings(u).others().map(|i| items.id(i as usize)).collect())
             .unwrap_or_default()
     }
 
