@@ -330,27 +330,34 @@ impl Als {
         self.insert(user, item, rating);
     }
 
-    /// Records a rating (creating the user and item if new); returns their indices.
-    fn insert(&mut self, user: u32, item: u32, rating: f32) -> (usize, usize) {
+    /// Records a rating (creating the user and item if new); returns their indices and whether
+    /// both were known before.
+    fn insert(&mut self, user: u32, item: u32, rating: f32) -> (usize, usize, bool) {
+        let known = self.users.len();
         let u = self.users.get_or_insert(user, self.shape, USER_SALT);
+        let known = u < known && self.items.index_of(item).is_some();
         let i = self.items.get_or_insert(item, self.shape, ITEM_SALT);
         self.users.ratings[u].push(i as u32, rating);
         self.items.ratings[i].push(u as u32, rating);
         self.ratings += 1;
-        (u, i)
+        (u, i, known)
     }
 
     /// Learns from one rating: updates the user's statistics and re-solves the user, then the
-    /// item with the user's new factor; then advances the incremental sweep.
-    pub fn observe(&mut self, user: u32, item: u32, rating: f32) {
-        let (u, i) = self.insert(user, item, rating);
+    /// item with the user's new factor; then advances the incremental sweep. Returns what
+    /// [`Als::predict`] said before learning, if the user and the item were both known.
+    pub fn observe(&mut self, user: u32, item: u32, rating: f32) -> Option<f32> {
+        let (u, i, known) = self.insert(user, item, rating);
+        let k = self.cfg.rank;
+        let before = known.then(|| dot(self.users.factor(u, k), self.items.factor(i, k)).clamp(0.5, 5.0));
         #[cfg(target_arch = "x86_64")]
         if self.vectors {
             // SAFETY: `vectors` is only set when the CPU has AVX2 (`has_avx2`).
             unsafe { self.learn_avx2(u, i, rating) };
-            return;
+            return before;
         }
         self.learn(u, i, rating);
+        before
     }
 
     /// [`Als::learn`] compiled for 256-bit vectors (see [`exact_all`]).

@@ -226,12 +226,12 @@ impl Recommender {
 
     /// Learns from one applied rating (after scoring the model's prediction of it).
     pub fn observe(&mut self, user: u32, movie: u32, rating: f32, ts: i64) {
-        if let Some(p) = self.als.predict(user, movie) {
+        let started = std::time::Instant::now();
+        let predicted = self.als.observe(user, movie, rating);
+        let dt = started.elapsed().as_secs_f64();
+        if let Some(p) = predicted {
             self.stats.score(p, rating);
         }
-        let started = std::time::Instant::now();
-        self.als.observe(user, movie, rating);
-        let dt = started.elapsed().as_secs_f64();
         self.stats.updates += 1;
         self.stats.update_seconds += dt;
         if let Some(h) = &self.latency {
