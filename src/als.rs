@@ -622,7 +622,7 @@ fn update_entity(
         conjugate_gradient(g, reg as f32, x, r, work, count + 1);
         residual(g, b, reg as f32, x, r, work);
     } else {
-        conjugate_gradient(g, reg as f32, x, r, work, CG_STEPS);
+        conjugate_gradient(g, reg as f32, x, r, work, if count >= 256 { 1 } else { CG_STEPS });
     }
 }
 

@@ -170,6 +170,13 @@ pub fn run(
             ("auto.offset.reset", "earliest"),
             ("fetch.max.bytes", "16777216"),
             ("max.partition.fetch.bytes", "4194304"),
+            // librdkafka's defaults left the consumer idle half the time (1.04 M events through
+            // tansu: 21.4 s, 36 % CPU; with these 8.1 s, 81 %): it postpones a partition's next
+            // fetch by `fetch.queue.backoff.ms` (1 s) whenever its local queue is full, and a
+            // broker may hold a fetch `fetch.wait.max.ms` (500 ms) for partitions with no new
+            // data (the finished tags partitions) before answering for the others.
+            ("fetch.wait.max.ms", "20"),
+            ("fetch.queue.backoff.ms", "10"),
         ],
     );
     let consumer: BaseConsumer<QuietEof> =
