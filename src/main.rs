@@ -720,7 +720,7 @@ fn dump(state: &Path, what: DumpWhat) -> Result<()> {
                 }
             }
             DumpWhat::Sessions => {
-                for s in store.all_sessions() {
+                for s in store.all_sessions()? {
                     writeln!(out, "{}", serde_json::to_string(&s?)?)?;
                 }
             }

@@ -26,7 +26,7 @@ use crate::config::{CoreConfig, MIN_EVENT_TS};
 use crate::engagement::{Engagement, Snapshot};
 use crate::features::Activity;
 use crate::recommend::Recommender;
-use crate::sessions::{OpenSession, Sessions};
+use crate::sessions::{ClosedSession, OpenSession, Sessions};
 use crate::validate::{check_rating, decode, Invalid, Reason};
 
 /// Everything the processor keeps about one user.
@@ -199,8 +199,8 @@ impl Counters {
 pub struct Dirty {
     /// Users whose state changed.
     pub users: FxHashSet<u32>,
-    /// Sessions closed.
-    pub sessions: Vec<SessionSummary>,
+    /// Sessions closed, with their user, in the order they closed.
+    pub sessions: Vec<(u32, ClosedSession)>,
     /// Latest alert per user.
     pub alerts: FxHashMap<u32, ChurnAlert>,
     /// Ratings applied, in order (the recommender's log).
@@ -760,11 +760,11 @@ impl Processor {
         let st = self.users.get_mut(&user).expect("user exists");
         let closed = st.sessions.close_due(wm, gap);
         for s in closed {
-            let summary = self.summarize(user, &s);
+            let c = self.summarize(user, &s);
             self.counters.sessions_closed += 1;
-            self.counters.binge_sessions += summary.binge as u64;
-            self.dirty.sessions.push(summary.clone());
-            out.push(Output::Session(summary));
+            self.counters.binge_sessions += c.binge as u64;
+            self.dirty.sessions.push((user, c));
+            out.push(Output::Session(c.summary(user, self.catalog.genre_names())));
         }
         let st = self.users.get_mut(&user).expect("user exists");
         if let Some(k) = st.close_key.take() {
@@ -777,7 +777,7 @@ impl Processor {
         self.dirty.users.insert(user);
     }
 
-    fn summarize(&mut self, user: u32, s: &OpenSession) -> SessionSummary {
+    fn summarize(&mut self, user: u32, s: &OpenSession) -> ClosedSession {
         let st = self.users.get_mut(&user).expect("user exists");
         let a = &mut st.activity;
         let first = a.sessions == 0;
@@ -788,16 +788,12 @@ impl Processor {
         if binge {
             a.last_binge_end = a.last_binge_end.max(s.end);
         }
-        SessionSummary {
-            v: SCHEMA_VERSION,
-            session_id: format!("{user}-{}", s.start),
-            user_id: user,
+        ClosedSession {
             start: s.start,
-            end: s.end,
+            length: s.end.abs_diff(s.start),
             events: s.events,
             ratings: s.ratings,
-            tags: s.tags(),
-            genres: self.catalog.names(s.genres),
+            genres: s.genres,
             mean_rating: s.mean_rating(),
             binge,
             first,
