@@ -22,8 +22,9 @@
 //!   (postcard, not JSON: a third of the bytes, and floats read back exactly);
 //! - `p` → the pending (accepted, not yet applied) events, postcard;
 //! - `e` → the platform engagement aggregates ([`Engagement`]), postcard;
-//! - `l` + checkpoint number (u64 BE) → the ratings applied since the previous checkpoint, in
-//!   order, [`LoggedRating::SIZE`] bytes each: the recommender's log. The ALS model is a
+//! - `l` + checkpoint number (u64 BE) + piece number (u32 BE) → the ratings applied since the
+//!   previous checkpoint, in order, in pieces of up to 256 ([`LoggedRating::SIZE`] bytes each,
+//!   5 KiB a piece: see `LOG_PIECE`): the recommender's log. The ALS model is a
 //!   deterministic function of this sequence (its sweeps are paced by events, not by a clock), so
 //!   loading replays the log into a fresh model and gets exactly the model of an uninterrupted
 //!   run. The log holds every rating once (20 bytes each), the data a full sweep needs anyway.
@@ -156,6 +157,20 @@ fn session_key(user: u32, checkpoint: u64) -> [u8; 13] {
     let mut k = [0u8; 13];
     k[..5].copy_from_slice(&user_key(b's', user));
     k[5..].copy_from_slice(&checkpoint.to_be_bytes());
+    k
+}
+
+/// Ratings per value of the rating log. A sled leaf holds up to 16 values and is rewritten whole
+/// (and read back whole when evicted), so the log is cut into pieces small enough that a leaf of
+/// them stays below sled's blob threshold (128 KiB): one value per checkpoint made leaves of
+/// 100 MB and more, rewritten every few checkpoints.
+const LOG_PIECE: usize = 256;
+
+fn log_key(checkpoint: u64, piece: u32) -> [u8; 13] {
+    let mut k = [0u8; 13];
+    k[0] = b'l';
+    k[1..9].copy_from_slice(&checkpoint.to_be_bytes());
+    k[9..].copy_from_slice(&piece.to_be_bytes());
     k
 }
 
@@ -355,15 +370,13 @@ impl Store {
                 .map_or(0, |d| d.as_millis() as i64),
             finished,
         };
-        if !dirty.ratings.is_empty() {
-            let mut log = Vec::with_capacity(dirty.ratings.len() * LoggedRating::SIZE);
-            for r in &dirty.ratings {
+        for (piece, ratings) in dirty.ratings.chunks(LOG_PIECE).enumerate() {
+            let mut log = Vec::with_capacity(ratings.len() * LoggedRating::SIZE);
+            for r in ratings {
                 r.encode(&mut log);
             }
-            bytes += log.len() as u64;
-            let mut key = vec![b'l'];
-            key.extend_from_slice(&checkpoints.to_be_bytes());
-            batch.insert(key, log);
+            bytes += 13 + log.len() as u64;
+            batch.insert(&log_key(checkpoints, piece as u32), log);
         }
         let engagement = postcard::to_stdvec(p.engagement()).expect("aggregates serialize");
         bytes += engagement.len() as u64;
