@@ -350,10 +350,10 @@ impl Store {
             bytes += 13 + v.len() as u64;
             batch.insert(&session_key(chunk[0].0, checkpoints), v);
         }
-        for (u, a) in &dirty.alerts {
-            let v = encode(a);
+        let alerts = dirty.alerts.len();
+        for (u, v) in dirty.alerts {
             bytes += 5 + v.len() as u64;
-            batch.insert(&user_key(b'c', *u), v);
+            batch.insert(&user_key(b'c', u), v);
         }
         let meta = Meta {
             version: STATE_VERSION,
@@ -395,7 +395,7 @@ impl Store {
             checkpoint = checkpoints,
             users = dirty.users.len(),
             sessions = closed,
-            alerts = dirty.alerts.len(),
+            alerts,
             ratings = dirty.ratings.len(),
             bytes,
             encode_ms = encoded.as_secs_f64() * 1e3,

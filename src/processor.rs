@@ -201,8 +201,9 @@ pub struct Dirty {
     pub users: FxHashSet<u32>,
     /// Sessions closed, with their user, in the order they closed.
     pub sessions: Vec<(u32, ClosedSession)>,
-    /// Latest alert per user.
-    pub alerts: FxHashMap<u32, ChurnAlert>,
+    /// Latest alert per user, encoded for the store ([`crate::checkpoint::encode`]): cheaper
+    /// than a clone of the alert, which is published too.
+    pub alerts: FxHashMap<u32, Vec<u8>>,
     /// Ratings applied, in order (the recommender's log).
     pub ratings: Vec<LoggedRating>,
 }
@@ -698,7 +699,7 @@ impl Processor {
                 st.churn.churned = false;
                 self.counters.churned_now -= 1;
                 self.counters.reactivated_alerts += 1;
-                self.dirty.alerts.insert(user, alert.clone());
+                self.dirty.alerts.insert(user, crate::checkpoint::encode(&alert));
                 out.push(Output::Alert(alert));
             }
         }
@@ -814,7 +815,7 @@ impl Processor {
         st.churn.episodes += 1;
         self.counters.churned_now += 1;
         self.counters.churned_alerts += 1;
-        self.dirty.alerts.insert(user, alert.clone());
+        self.dirty.alerts.insert(user, crate::checkpoint::encode(&alert));
         self.dirty.users.insert(user);
         out.push(Output::Alert(alert));
     }
