@@ -626,7 +626,7 @@ mod tests {
         let catalog = Arc::new(Catalog::from_movies(&movies).unwrap());
         // Weeks pass between some events, with no heartbeats.
         let cfg = CoreConfig { max_future: 1000 * DAY, ..Default::default() };
-        let mut p = Processor::new(cfg, catalog, vec![("r".into(), 0)]);
+        let mut p = Processor::new(cfg, catalog.clone(), vec![("r".into(), 0)]);
         let store = Store::open(dir.path()).unwrap();
         let mut out: Vec<Output> = Vec::new();
         let mut published = Vec::new();
@@ -658,7 +658,10 @@ mod tests {
         }
         let mut sessions: Vec<SessionSummary> = published
             .iter()
-            .filter_map(|o| if let Output::Session(s) = o { Some(s.clone()) } else { None })
+            .filter_map(|o| match o {
+                Output::Session { user, session } => Some(session.summary(*user, catalog.genre_names())),
+                _ => None,
+            })
             .collect();
         assert!(sessions.len() > 40 && sessions.iter().any(|s| s.genres.len() == 3));
         sessions.sort_by_key(|s| (s.user_id, s.start));

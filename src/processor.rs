@@ -14,9 +14,7 @@ use std::collections::BTreeMap;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 use streamflix_schemas::SCHEMA_VERSION;
-use streamflix_schemas::{
-    ChurnAlert, DeadLetter, SessionSummary, SourcePosition, StreamRecord, UserFeatures,
-};
+use streamflix_schemas::{ChurnAlert, DeadLetter, SourcePosition, StreamRecord, UserFeatures};
 
 use std::sync::{Arc, RwLock};
 
@@ -156,8 +154,15 @@ pub struct Source {
 /// Something the processor produced for the outside world.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
-    /// A closed session, for the sessions topic.
-    Session(SessionSummary),
+    /// A closed session of `user`, for the sessions topic: [`ClosedSession::summary`] with the
+    /// catalog's genre names gives the published form (built only by sinks that publish, so a
+    /// run without outputs does not pay for its strings).
+    Session {
+        /// The user.
+        user: u32,
+        /// The session.
+        session: ClosedSession,
+    },
     /// A churn alert, for the churn-alerts topic.
     Alert(ChurnAlert),
     /// An unusable record, for the dead-letter topic, with its original key.
@@ -773,7 +778,7 @@ impl Processor {
             self.counters.sessions_closed += 1;
             self.counters.binge_sessions += c.binge as u64;
             self.dirty.sessions.push((user, c));
-            out.push(Output::Session(c.summary(user, self.catalog.genre_names())));
+            out.push(Output::Session { user, session: c });
         }
         let st = self.users.get_mut(&user).expect("user exists");
         if let Some(k) = st.close_key.take() {
