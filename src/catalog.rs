@@ -102,8 +102,13 @@ impl Catalog {
 
     /// Names of the genres in `mask`, in bit order.
     pub fn names(&self, mask: u64) -> Vec<String> {
-        self.genres.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, g)| g.clone()).collect()
+        names_in(&self.genres, mask)
     }
+}
+
+/// Names of the genres in `mask`, in bit order, from the genre names `genres` (by bit).
+pub fn names_in(genres: &[String], mask: u64) -> Vec<String> {
+    genres.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, g)| g.clone()).collect()
 }
 
 #[cfg(test)]

@@ -11,13 +11,20 @@
 //! Keys (one tree, so one batch covers everything):
 //! - `m` → [`Meta`] as JSON;
 //! - `u` + user (u32 BE) → [`STATE_VERSION`] byte + postcard [`UserState`];
-//! - `s` + user (BE) + start (i64 BE, sign-flipped) → [`STATE_VERSION`] byte + postcard closed
-//!   session;
-//! - `c` + user (BE) → the user's latest churn alert, JSON;
+//! - `s` + user (BE) + checkpoint number (u64 BE) → [`STATE_VERSION`] byte + postcard list of the
+//!   sessions the user closed in that checkpoint ([`ClosedSession`]: the published
+//!   [`SessionSummary`] less its id, tag count and genre names, which readers derive from the
+//!   user and the meta record's genres), oldest first. A user's sessions close in start order, so
+//!   the user's keys in order give the sessions in start order. One value per user and checkpoint,
+//!   not one per session: sled's cost is per key written (each insert pages in and rewrites a
+//!   tree node), and a busy user closes several sessions between two checkpoints;
+//! - `c` + user (BE) → [`STATE_VERSION`] byte + postcard of the user's latest churn alert
+//!   (postcard, not JSON: a third of the bytes, and floats read back exactly);
 //! - `p` → the pending (accepted, not yet applied) events, postcard;
 //! - `e` → the platform engagement aggregates ([`Engagement`]), postcard;
-//! - `l` + checkpoint number (u64 BE) → the ratings applied since the previous checkpoint, in
-//!   order, [`LoggedRating::SIZE`] bytes each: the recommender's log. The ALS model is a
+//! - `l` + checkpoint number (u64 BE) + piece number (u32 BE) → the ratings applied since the
+//!   previous checkpoint, in order, in pieces of up to 256 ([`LoggedRating::SIZE`] bytes each,
+//!   5 KiB a piece: see `LOG_PIECE`): the recommender's log. The ALS model is a
 //!   deterministic function of this sequence (its sweeps are paced by events, not by a clock), so
 //!   loading replays the log into a fresh model and gets exactly the model of an uninterrupted
 //!   run. The log holds every rating once (20 bytes each), the data a full sweep needs anyway.
@@ -34,9 +41,10 @@ use streamflix_schemas::{ChurnAlert, ChurnStatus, SessionSummary};
 use crate::config::CoreConfig;
 use crate::engagement::Engagement;
 use crate::processor::{Counters, LoggedRating, PartitionState, Pending, Processor, UserState};
+use crate::sessions::ClosedSession;
 
 /// Version of the stored layout and values; bumped (with a migration) on incompatible change.
-pub const STATE_VERSION: u8 = 2;
+pub const STATE_VERSION: u8 = 3;
 
 const META: &[u8] = b"m";
 const PENDING: &[u8] = b"p";
@@ -145,13 +153,33 @@ fn user_key(prefix: u8, user: u32) -> [u8; 5] {
     k
 }
 
-fn session_key(user: u32, start: i64) -> [u8; 13] {
+fn session_key(user: u32, checkpoint: u64) -> [u8; 13] {
     let mut k = [0u8; 13];
-    k[0] = b's';
-    k[1..5].copy_from_slice(&user.to_be_bytes());
-    // Flip the sign bit so byte order is numeric order for negative times too.
-    k[5..].copy_from_slice(&((start as u64) ^ (1 << 63)).to_be_bytes());
+    k[..5].copy_from_slice(&user_key(b's', user));
+    k[5..].copy_from_slice(&checkpoint.to_be_bytes());
     k
+}
+
+/// Ratings per value of the rating log. A sled leaf holds up to 16 values and is rewritten whole
+/// (and read back whole when evicted), so the log is cut into pieces small enough that a leaf of
+/// them stays below sled's blob threshold (128 KiB): one value per checkpoint made leaves of
+/// 100 MB and more, rewritten every few checkpoints.
+const LOG_PIECE: usize = 256;
+
+fn log_key(checkpoint: u64, piece: u32) -> [u8; 13] {
+    let mut k = [0u8; 13];
+    k[0] = b'l';
+    k[1..9].copy_from_slice(&checkpoint.to_be_bytes());
+    k[9..].copy_from_slice(&piece.to_be_bytes());
+    k
+}
+
+/// The user of a `u`, `c` or `s` key.
+fn key_user(k: &[u8]) -> Result<u32, StoreError> {
+    k.get(1..5)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_be_bytes)
+        .ok_or_else(|| StoreError::Corrupt { what: "key".into(), detail: format!("{} bytes", k.len()) })
 }
 
 /// Encodes a stored value: the [`STATE_VERSION`] byte, then postcard.
@@ -186,8 +214,12 @@ fn decode_user_at(user: u32, bytes: &[u8]) -> Result<UserState, StoreError> {
     decode_user(bytes).map_err(|detail| StoreError::Corrupt { what: format!("user {user}"), detail })
 }
 
-fn decode_session(bytes: &[u8]) -> Result<SessionSummary, StoreError> {
-    decode(bytes).map_err(|detail| StoreError::Corrupt { what: "session".into(), detail })
+fn decode_alert(user: u32, bytes: &[u8]) -> Result<ChurnAlert, StoreError> {
+    decode(bytes).map_err(|detail| StoreError::Corrupt { what: format!("alert of user {user}"), detail })
+}
+
+fn decode_sessions(user: u32, bytes: &[u8]) -> Result<Vec<ClosedSession>, StoreError> {
+    decode(bytes).map_err(|detail| StoreError::Corrupt { what: format!("sessions of user {user}"), detail })
 }
 
 impl Store {
@@ -306,15 +338,22 @@ impl Store {
                 batch.insert(&user_key(b'u', u), v);
             }
         }
-        for s in &dirty.sessions {
-            let v = encode(s);
+        // One value per user: the sessions the user closed since the previous checkpoint.
+        let mut sessions = dirty.sessions;
+        let closed = sessions.len();
+        sessions.sort_unstable_by_key(|&(u, s)| (u, s.start));
+        let mut group = Vec::new();
+        for chunk in sessions.chunk_by(|a, b| a.0 == b.0) {
+            group.clear();
+            group.extend(chunk.iter().map(|&(_, s)| s));
+            let v = encode(&group);
             bytes += 13 + v.len() as u64;
-            batch.insert(&session_key(s.user_id, s.start), v);
+            batch.insert(&session_key(chunk[0].0, checkpoints), v);
         }
-        for (u, a) in &dirty.alerts {
-            let v = serde_json::to_vec(a).expect("alerts serialize");
+        let alerts = dirty.alerts.len();
+        for (u, v) in dirty.alerts {
             bytes += 5 + v.len() as u64;
-            batch.insert(&user_key(b'c', *u), v);
+            batch.insert(&user_key(b'c', u), v);
         }
         let meta = Meta {
             version: STATE_VERSION,
@@ -331,15 +370,13 @@ impl Store {
                 .map_or(0, |d| d.as_millis() as i64),
             finished,
         };
-        if !dirty.ratings.is_empty() {
-            let mut log = Vec::with_capacity(dirty.ratings.len() * LoggedRating::SIZE);
-            for r in &dirty.ratings {
+        for (piece, ratings) in dirty.ratings.chunks(LOG_PIECE).enumerate() {
+            let mut log = Vec::with_capacity(ratings.len() * LoggedRating::SIZE);
+            for r in ratings {
                 r.encode(&mut log);
             }
-            bytes += log.len() as u64;
-            let mut key = vec![b'l'];
-            key.extend_from_slice(&checkpoints.to_be_bytes());
-            batch.insert(key, log);
+            bytes += 13 + log.len() as u64;
+            batch.insert(&log_key(checkpoints, piece as u32), log);
         }
         let engagement = postcard::to_stdvec(p.engagement()).expect("aggregates serialize");
         bytes += engagement.len() as u64;
@@ -350,14 +387,23 @@ impl Store {
         let m = serde_json::to_vec(&meta).expect("meta serializes");
         bytes += m.len() as u64;
         batch.insert(META, m);
+        let encoded = started.elapsed();
         self.sled(self.db.apply_batch(batch))?;
+        let applied = started.elapsed();
         self.sled(self.db.flush())?;
-        Ok(CheckpointStats {
-            users: dirty.users.len(),
-            sessions: dirty.sessions.len(),
+        tracing::debug!(
+            checkpoint = checkpoints,
+            users = dirty.users.len(),
+            sessions = closed,
+            alerts,
+            ratings = dirty.ratings.len(),
             bytes,
-            duration: started.elapsed(),
-        })
+            encode_ms = encoded.as_secs_f64() * 1e3,
+            apply_ms = (applied - encoded).as_secs_f64() * 1e3,
+            flush_ms = (started.elapsed() - applied).as_secs_f64() * 1e3,
+            "checkpoint written"
+        );
+        Ok(CheckpointStats { users: dirty.users.len(), sessions: closed, bytes, duration: started.elapsed() })
     }
 
     /// A user's committed state.
@@ -375,9 +421,12 @@ impl Store {
     /// I/O or corruption.
     pub fn last_alert(&self, user: u32) -> Result<Option<ChurnAlert>, StoreError> {
         let Some(v) = self.sled(self.db.get(user_key(b'c', user)))? else { return Ok(None) };
-        serde_json::from_slice(&v)
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt { what: format!("alert of user {user}"), detail: e.to_string() })
+        decode_alert(user, &v).map(Some)
+    }
+
+    /// Genre names by bit, as the committed state counts them (none before the first checkpoint).
+    fn genre_names(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.meta()?.map(|m| m.genres).unwrap_or_default())
     }
 
     /// A user's closed sessions, newest first, at most `limit`.
@@ -385,10 +434,17 @@ impl Store {
     /// # Errors
     /// I/O or corruption.
     pub fn sessions(&self, user: u32, limit: usize) -> Result<Vec<SessionSummary>, StoreError> {
+        let genres = self.genre_names()?;
         let mut out = Vec::new();
-        for kv in self.db.scan_prefix(user_key(b's', user)).rev().take(limit) {
+        // Groups are keyed by checkpoint, and a user's sessions close in start order, so the
+        // groups newest first, each read backwards, give the sessions newest first.
+        for kv in self.db.scan_prefix(user_key(b's', user)).rev() {
+            if out.len() >= limit {
+                break;
+            }
             let (_, v) = self.sled(kv)?;
-            out.push(decode_session(&v)?);
+            let group = decode_sessions(user, &v)?;
+            out.extend(group.iter().rev().take(limit - out.len()).map(|s| s.summary(user, &genres)));
         }
         Ok(out)
     }
@@ -396,12 +452,22 @@ impl Store {
     /// Every closed session of every user, in (user, start) order.
     ///
     /// # Errors
-    /// I/O or corruption.
-    pub fn all_sessions(&self) -> impl Iterator<Item = Result<SessionSummary, StoreError>> + '_ {
-        self.db.scan_prefix(b"s").map(move |kv| {
-            let (_, v) = self.sled(kv)?;
-            decode_session(&v)
-        })
+    /// I/O or corruption (reading the meta record at once; the sessions as they are reached).
+    pub fn all_sessions(
+        &self,
+    ) -> Result<impl Iterator<Item = Result<SessionSummary, StoreError>> + '_, StoreError> {
+        let genres = self.genre_names()?;
+        Ok(self.db.scan_prefix(b"s").flat_map(move |kv| {
+            let group = self.sled(kv).and_then(|(k, v)| {
+                let user = key_user(&k)?;
+                Ok((user, decode_sessions(user, &v)?))
+            });
+            let summaries: Vec<_> = match group {
+                Ok((user, group)) => group.iter().map(|s| Ok(s.summary(user, &genres))).collect(),
+                Err(e) => vec![Err(e)],
+            };
+            summaries
+        }))
     }
 
     /// Users whose latest alert has `status` (any status if `None`), in user order, at most
@@ -422,9 +488,8 @@ impl Store {
         });
         let mut out = Vec::new();
         for kv in self.db.range(start..user_key(b'd', 0).to_vec()) {
-            let (_, v) = self.sled(kv)?;
-            let a: ChurnAlert = serde_json::from_slice(&v)
-                .map_err(|e| StoreError::Corrupt { what: "alert".into(), detail: e.to_string() })?;
+            let (k, v) = self.sled(kv)?;
+            let a = decode_alert(key_user(&k)?, &v)?;
             if status.is_none_or(|s| a.status == s) {
                 out.push(a);
                 if out.len() >= limit {
@@ -439,10 +504,7 @@ impl Store {
     pub fn all_users(&self) -> impl Iterator<Item = Result<(u32, UserState), StoreError>> + '_ {
         self.db.scan_prefix(b"u").map(move |kv| {
             let (k, v) = self.sled(kv)?;
-            let user = u32::from_be_bytes(k[1..5].try_into().map_err(|_| StoreError::Corrupt {
-                what: "user key".into(),
-                detail: format!("{} bytes", k.len()),
-            })?);
+            let user = key_user(&k)?;
             Ok((user, decode_user_at(user, &v)?))
         })
     }
@@ -498,6 +560,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::catalog::Catalog;
+    use crate::config::DAY;
     use crate::processor::{Output, Source};
     use std::sync::Arc;
     use streamflix_replay::movielens::Movie;
@@ -548,6 +611,75 @@ mod tests {
         assert_eq!(store.sessions(3, 10).unwrap().len(), 2, "two sessions closed, newest first");
         assert_eq!(store.sessions(3, 10).unwrap()[0].start, 1_000_100_000);
         assert_eq!(meta.counters, *p.counters());
+    }
+
+    /// What the store returns equals what was published: sessions (grouped per user and
+    /// checkpoint, newest first per user, all in (user, start) order) and each user's latest
+    /// alert, over several checkpoints.
+    #[test]
+    fn stored_sessions_and_alerts_read_back_as_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let movies = vec![
+            Movie { id: 1, title: "A".into(), year: None, genres: vec!["Drama".into()] },
+            Movie { id: 2, title: "B".into(), year: None, genres: vec!["Action".into(), "Comedy".into()] },
+        ];
+        let catalog = Arc::new(Catalog::from_movies(&movies).unwrap());
+        // Weeks pass between some events, with no heartbeats.
+        let cfg = CoreConfig { max_future: 1000 * DAY, ..Default::default() };
+        let mut p = Processor::new(cfg, catalog.clone(), vec![("r".into(), 0)]);
+        let store = Store::open(dir.path()).unwrap();
+        let mut out: Vec<Output> = Vec::new();
+        let mut published = Vec::new();
+        let mut seq = 0u64;
+        let mut ts = 1_000_000_000i64;
+        for checkpoint in 1..=4u64 {
+            for step in 0..60u32 {
+                // Users 1–5 take turns of four events; pauses from minutes to weeks close sessions
+                // and churn users.
+                ts += i64::from(step % 7) * 300
+                    + i64::from(step % 9 / 8) * 7_200
+                    + i64::from(step % 29 / 28) * 40 * DAY;
+                let r = StreamRecord::Rating(RatingEvent {
+                    v: 1,
+                    seq,
+                    user_id: 1 + (step / 4 + checkpoint as u32) % 5,
+                    movie_id: 1 + step % 2,
+                    rating: 0.5 + (step % 10) as f32 * 0.5,
+                    ts,
+                });
+                p.process_record(Source { index: 0, offset: seq, next: seq + 1 }, None, &r, None, &mut out);
+                seq += 1;
+            }
+            if checkpoint == 4 {
+                p.finish(&mut out);
+            }
+            store.checkpoint(&mut p, "embedded", checkpoint == 4, checkpoint).unwrap();
+            published.append(&mut out);
+        }
+        let mut sessions: Vec<SessionSummary> = published
+            .iter()
+            .filter_map(|o| match o {
+                Output::Session { user, session } => Some(session.summary(*user, catalog.genre_names())),
+                _ => None,
+            })
+            .collect();
+        assert!(sessions.len() > 40 && sessions.iter().any(|s| s.genres.len() == 3));
+        sessions.sort_by_key(|s| (s.user_id, s.start));
+        let stored: Vec<SessionSummary> = store.all_sessions().unwrap().map(Result::unwrap).collect();
+        assert_eq!(stored, sessions);
+        for user in 1..=5 {
+            let mine: Vec<&SessionSummary> = sessions.iter().filter(|s| s.user_id == user).rev().collect();
+            assert!(store.sessions(user, 1000).unwrap().iter().eq(mine.iter().copied()));
+            assert!(store.sessions(user, 3).unwrap().iter().eq(mine.iter().copied().take(3)));
+            let last = published.iter().rev().find_map(|o| match o {
+                Output::Alert(a) if a.user_id == user => Some(a.clone()),
+                _ => None,
+            });
+            assert!(last.is_some());
+            assert_eq!(store.last_alert(user).unwrap(), last);
+        }
+        let churned = store.alerts(Some(ChurnStatus::Churned), 10, None).unwrap();
+        assert!(!churned.is_empty() && churned.iter().all(|a| a.status == ChurnStatus::Churned));
     }
 
     #[test]

@@ -61,7 +61,8 @@ pub fn run(
     if positions.iter().any(|&x| x > 0) {
         cfg.resume = Some([positions[..p].to_vec(), positions[p..].to_vec()]);
     }
-    let (tx, rx) = sync_channel::<Outgoing>(16 * 1024);
+    // Chunks of up to CHANNEL_CHUNK records: up to 16 k records in flight, as before chunking.
+    let (tx, rx) = sync_channel::<Vec<Outgoing>>(16);
     let mut records = 0u64;
     // Per input partition: records the replay has sent (lag = sent − processed).
     let sent: Vec<AtomicU64> = (0..2 * p).map(|_| AtomicU64::new(0)).collect();
@@ -91,26 +92,28 @@ pub fn run(
             engine::replay(ds, &mut sink, &cfg, stop, progress)
         });
         let mut failed = None;
-        for out in rx.iter() {
-            let index = input_index(out.topic, out.partition, p);
-            let offset = match &out.record {
-                StreamRecord::Rating(r) => r.seq,
-                StreamRecord::Tag(t) => t.seq,
-                StreamRecord::Heartbeat(h) => h.next_seq,
-            };
-            let src = Source { index, offset, next: out.record.next_seq() };
-            // No Kafka key in-process: a dead letter's payload names the user.
-            if let Err(e) = pipeline.record(src, None, &out.record) {
-                failed = Some(e);
-                break;
-            }
-            records += 1;
-            processed[index] += 1;
-            if records % 4096 == 0 {
-                report(&processed);
-            }
-            if stop.load(Ordering::Relaxed) {
-                break;
+        'chunks: for chunk in rx.iter() {
+            for out in chunk {
+                let index = input_index(out.topic, out.partition, p);
+                let offset = match &out.record {
+                    StreamRecord::Rating(r) => r.seq,
+                    StreamRecord::Tag(t) => t.seq,
+                    StreamRecord::Heartbeat(h) => h.next_seq,
+                };
+                let src = Source { index, offset, next: out.record.next_seq() };
+                // No Kafka key in-process: a dead letter's payload names the user.
+                if let Err(e) = pipeline.record(src, None, &out.record) {
+                    failed = Some(e);
+                    break 'chunks;
+                }
+                records += 1;
+                processed[index] += 1;
+                if records % 4096 == 0 {
+                    report(&processed);
+                }
+                if stop.load(Ordering::Relaxed) {
+                    break 'chunks;
+                }
             }
         }
         // Dropping the receiver unblocks a replay waiting on a full channel.
@@ -144,7 +147,8 @@ fn input_index(topic: Topic, partition: u32, partitions_per_topic: usize) -> usi
     topic as usize * partitions_per_topic + partition as usize
 }
 
-/// The channel sink, counting what it sends per partition (for lag and replay progress).
+/// The channel sink, counting what it sends per partition (for lag and replay progress). A record
+/// counts as sent once the sink has it, chunked or not: until the processor applies it, it is lag.
 struct CountingSink<'a> {
     inner: ChannelSink,
     sent: &'a [AtomicU64],
@@ -166,5 +170,8 @@ impl Sink for CountingSink<'_> {
     }
     fn flush(&mut self) -> Result<(), SinkError> {
         self.inner.flush()
+    }
+    fn idle(&mut self) -> Result<(), SinkError> {
+        self.inner.idle()
     }
 }

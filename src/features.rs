@@ -25,7 +25,10 @@ pub fn day_of(ts: i64) -> i64 {
 }
 
 /// Event counts for the last [`RING_DAYS`] days up to the latest day seen.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Stored as the latest day and `(days before it, count)` for each day with activity, newest
+/// first: a few bytes for a user's usual handful of active days, where the 90 counts took 90.
+#[derive(Debug, Clone, PartialEq)]
 pub struct DayRing {
     /// Latest day with a bucket (`i64::MIN` when empty).
     latest: i64,
@@ -36,6 +39,34 @@ pub struct DayRing {
 impl Default for DayRing {
     fn default() -> Self {
         DayRing { latest: i64::MIN, counts: vec![0; RING_DAYS] }
+    }
+}
+
+impl Serialize for DayRing {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let active: Vec<(u8, u32)> = if self.latest == i64::MIN {
+            Vec::new()
+        } else {
+            (0..RING_DAYS as u8)
+                .map(|age| (age, self.counts[Self::slot(self.latest - i64::from(age))]))
+                .filter(|&(_, c)| c > 0)
+                .collect()
+        };
+        (self.latest, active).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for DayRing {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (latest, active): (i64, Vec<(u8, u32)>) = Deserialize::deserialize(d)?;
+        let mut ring = DayRing { latest, ..DayRing::default() };
+        for (age, c) in active {
+            if usize::from(age) >= RING_DAYS || latest == i64::MIN {
+                return Err(serde::de::Error::custom(format!("day ring: day {age} before {latest}")));
+            }
+            ring.counts[Self::slot(latest - i64::from(age))] = c;
+        }
+        Ok(ring)
     }
 }
 
@@ -257,7 +288,8 @@ mod tests {
 
     proptest! {
         /// Whatever the history (in order up to a 7-day lateness), every trailing count at every
-        /// evaluation day equals a brute-force recount, and active days equal distinct days.
+        /// evaluation day equals a brute-force recount, active days equal distinct days, and the
+        /// ring reads back as stored.
         #[test]
         fn trailing_counts_equal_a_brute_force_recount(
             steps in proptest::collection::vec((0i64..5 * DAY, 0i64..7 * DAY), 1..300),
@@ -275,6 +307,8 @@ mod tests {
                 max_seen = max_seen.max(ts);
                 seen.push(ts);
             }
+            let stored = postcard::to_stdvec(&a.ring).unwrap();
+            prop_assert_eq!(&postcard::from_bytes::<DayRing>(&stored).unwrap(), &a.ring, "the ring round-trips");
             let mut days: Vec<i64> = seen.iter().map(|&t| day_of(t)).collect();
             days.sort_unstable();
             days.dedup();

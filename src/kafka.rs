@@ -75,21 +75,23 @@ pub struct KafkaOutputs {
     tracker: Arc<streamflix_replay::kafka::DeliveryTracker>,
     topics: Topics,
     payload: Vec<u8>,
+    genres: Vec<String>,
 }
 
 impl KafkaOutputs {
-    /// An idempotent producer for the output topics.
+    /// An idempotent producer for the output topics. `genres` are the catalog's genre names, by
+    /// bit (for sessions).
     ///
     /// # Errors
     /// librdkafka rejects the configuration.
-    pub fn new(opts: &KafkaOptions, topics: Topics) -> anyhow::Result<Self> {
+    pub fn new(opts: &KafkaOptions, topics: Topics, genres: Vec<String>) -> anyhow::Result<Self> {
         let ctx = TrackingContext::default();
         let tracker = ctx.0.clone();
         let producer = opts
             .client_config(&[("enable.idempotence", "true"), ("linger.ms", "20")])
             .create_with_context(ctx)
             .context("cannot create the Kafka producer")?;
-        Ok(KafkaOutputs { producer, tracker, topics, payload: Vec::with_capacity(1024) })
+        Ok(KafkaOutputs { producer, tracker, topics, payload: Vec::with_capacity(1024), genres })
     }
 }
 
@@ -97,9 +99,9 @@ impl OutputSink for KafkaOutputs {
     fn send(&mut self, out: &Output) -> anyhow::Result<()> {
         self.payload.clear();
         let (topic, key, ts) = match out {
-            Output::Session(s) => {
-                serde_json::to_writer(&mut self.payload, s)?;
-                (&self.topics.sessions, Some(s.user_id.to_string()), Some(s.end))
+            Output::Session { user, session } => {
+                serde_json::to_writer(&mut self.payload, &session.summary(*user, &self.genres))?;
+                (&self.topics.sessions, Some(user.to_string()), Some(session.end()))
             }
             Output::Alert(a) => {
                 serde_json::to_writer(&mut self.payload, a)?;

@@ -440,7 +440,8 @@ fn run(cli: Cli) -> Result<()> {
                     &[("retention.ms".into(), "-1".into())],
                 ))
                 .context("creating output topics")?;
-            let sink = streamflix::kafka::KafkaOutputs::new(&opts, topics.clone())?;
+            let genres = processor.catalog().genre_names().to_vec();
+            let sink = streamflix::kafka::KafkaOutputs::new(&opts, topics.clone(), genres)?;
             let mut pipeline =
                 Pipeline::new(processor, store, Box::new(sink), "kafka", serve.policy(), checkpoints, status);
             pipeline.set_metrics(metrics);
@@ -585,7 +586,7 @@ fn run_embedded(dir: &Path, e: &EmbeddedArgs, demo: bool) -> Result<()> {
     let metrics = Arc::new(Metrics::new());
     let services = Services::start(serve, &store, &status, processor.model(), &metrics)?;
     let sink: Box<dyn OutputSink> = match &e.out {
-        Some(d) => Box::new(JsonLinesSink::open(d)?),
+        Some(d) => Box::new(JsonLinesSink::open(d, processor.catalog().genre_names().to_vec())?),
         None => Box::new(NullSink),
     };
     let mut pipeline = Pipeline::new(processor, store, sink, "embedded", serve.policy(), checkpoints, status);
@@ -720,7 +721,7 @@ fn dump(state: &Path, what: DumpWhat) -> Result<()> {
                 }
             }
             DumpWhat::Sessions => {
-                for s in store.all_sessions() {
+                for s in store.all_sessions()? {
                     writeln!(out, "{}", serde_json::to_string(&s?)?)?;
                 }
             }

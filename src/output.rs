@@ -40,14 +40,16 @@ impl OutputSink for NullSink {
 /// Appends outputs as JSON lines to `sessions.jsonl`, `churn-alerts.jsonl` and `dlq.jsonl`.
 pub struct JsonLinesSink {
     files: [BufWriter<File>; 3],
+    genres: Vec<String>,
 }
 
 impl JsonLinesSink {
-    /// Opens (appending) the three files in `dir`, creating it if needed.
+    /// Opens (appending) the three files in `dir`, creating it if needed. `genres` are the
+    /// catalog's genre names, by bit (for sessions).
     ///
     /// # Errors
     /// The directory or files cannot be created.
-    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+    pub fn open(dir: &Path, genres: Vec<String>) -> anyhow::Result<Self> {
         use anyhow::Context;
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let open = |name: &str| -> anyhow::Result<BufWriter<File>> {
@@ -61,6 +63,7 @@ impl JsonLinesSink {
         };
         Ok(JsonLinesSink {
             files: [open("sessions.jsonl")?, open("churn-alerts.jsonl")?, open("dlq.jsonl")?],
+            genres,
         })
     }
 }
@@ -68,7 +71,9 @@ impl JsonLinesSink {
 impl OutputSink for JsonLinesSink {
     fn send(&mut self, out: &Output) -> anyhow::Result<()> {
         let (i, r) = match out {
-            Output::Session(s) => (0, serde_json::to_writer(&mut self.files[0], s)),
+            Output::Session { user, session } => {
+                (0, serde_json::to_writer(&mut self.files[0], &session.summary(*user, &self.genres)))
+            }
             Output::Alert(a) => (1, serde_json::to_writer(&mut self.files[1], a)),
             Output::Dead(d) => (2, serde_json::to_writer(&mut self.files[2], d)),
         };

@@ -175,8 +175,8 @@ impl Pipeline {
 
     fn publish(&mut self) -> anyhow::Result<()> {
         for o in self.buf.drain(..) {
-            if let Output::Session(s) = &o {
-                self.metrics.session_length.observe((s.end - s.start) as f64);
+            if let Output::Session { session, .. } = &o {
+                self.metrics.session_length.observe(session.length as f64);
             }
             self.sink.send(&o).context("publishing outputs")?;
         }

@@ -14,9 +14,7 @@ use std::collections::BTreeMap;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 use streamflix_schemas::SCHEMA_VERSION;
-use streamflix_schemas::{
-    ChurnAlert, DeadLetter, SessionSummary, SourcePosition, StreamRecord, UserFeatures,
-};
+use streamflix_schemas::{ChurnAlert, DeadLetter, SourcePosition, StreamRecord, UserFeatures};
 
 use std::sync::{Arc, RwLock};
 
@@ -26,7 +24,7 @@ use crate::config::{CoreConfig, MIN_EVENT_TS};
 use crate::engagement::{Engagement, Snapshot};
 use crate::features::Activity;
 use crate::recommend::Recommender;
-use crate::sessions::{OpenSession, Sessions};
+use crate::sessions::{ClosedSession, OpenSession, Sessions};
 use crate::validate::{check_rating, decode, Invalid, Reason};
 
 /// Everything the processor keeps about one user.
@@ -156,8 +154,15 @@ pub struct Source {
 /// Something the processor produced for the outside world.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
-    /// A closed session, for the sessions topic.
-    Session(SessionSummary),
+    /// A closed session of `user`, for the sessions topic: [`ClosedSession::summary`] with the
+    /// catalog's genre names gives the published form (built only by sinks that publish, so a
+    /// run without outputs does not pay for its strings).
+    Session {
+        /// The user.
+        user: u32,
+        /// The session.
+        session: ClosedSession,
+    },
     /// A churn alert, for the churn-alerts topic.
     Alert(ChurnAlert),
     /// An unusable record, for the dead-letter topic, with its original key.
@@ -199,10 +204,11 @@ impl Counters {
 pub struct Dirty {
     /// Users whose state changed.
     pub users: FxHashSet<u32>,
-    /// Sessions closed.
-    pub sessions: Vec<SessionSummary>,
-    /// Latest alert per user.
-    pub alerts: FxHashMap<u32, ChurnAlert>,
+    /// Sessions closed, with their user, in the order they closed.
+    pub sessions: Vec<(u32, ClosedSession)>,
+    /// Latest alert per user, encoded for the store ([`crate::checkpoint::encode`]): cheaper
+    /// than a clone of the alert, which is published too.
+    pub alerts: FxHashMap<u32, Vec<u8>>,
     /// Ratings applied, in order (the recommender's log).
     pub ratings: Vec<LoggedRating>,
 }
@@ -284,6 +290,9 @@ pub struct Restored {
 struct Learner {
     tx: std::sync::mpsc::SyncSender<LearnerMsg>,
     batch: Vec<LoggedRating>,
+    /// Batches the thread has learned, emptied, for reuse: a fresh 12 KiB buffer per batch,
+    /// freed on the other thread, cost the processing thread more in malloc than the send.
+    spare: std::sync::mpsc::Receiver<Vec<LoggedRating>>,
 }
 
 enum LearnerMsg {
@@ -297,7 +306,8 @@ const LEARN_BATCH: usize = 512;
 impl Learner {
     /// Sends the batch to the thread.
     fn flush(&mut self) {
-        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(LEARN_BATCH));
+        let next = self.spare.try_recv().unwrap_or_else(|_| Vec::with_capacity(LEARN_BATCH));
+        let batch = std::mem::replace(&mut self.batch, next);
         // The thread only ends when the processor does, or if it panicked: the state and the
         // rating log are unaffected, only the live model.
         if self.tx.send(LearnerMsg::Ratings(batch)).is_err() {
@@ -402,17 +412,21 @@ impl Processor {
             return;
         }
         let (tx, rx) = std::sync::mpsc::sync_channel::<LearnerMsg>(64);
+        let (give_back, spare) = std::sync::mpsc::sync_channel::<Vec<LoggedRating>>(64);
         let model = self.model.clone();
         std::thread::Builder::new()
             .name("streamflix-als".into())
             .spawn(move || {
                 for msg in rx {
                     match msg {
-                        LearnerMsg::Ratings(batch) => {
+                        LearnerMsg::Ratings(mut batch) => {
                             let mut m = model.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-                            for r in batch {
+                            for r in batch.drain(..) {
                                 m.observe(r.user, r.movie, r.rating, r.ts);
                             }
+                            drop(m);
+                            // Full (the processor has enough spares) or gone: let it drop.
+                            let _ = give_back.try_send(batch);
                         }
                         LearnerMsg::Sync(ack) => {
                             let _ = ack.send(());
@@ -421,7 +435,7 @@ impl Processor {
                 }
             })
             .expect("spawn the ALS thread");
-        self.learner = Some(Learner { tx, batch: Vec::with_capacity(LEARN_BATCH) });
+        self.learner = Some(Learner { tx, batch: Vec::with_capacity(LEARN_BATCH), spare });
     }
 
     /// Hands the learner what it has not got yet; with `wait`, returns once it has learned it all.
@@ -698,7 +712,7 @@ impl Processor {
                 st.churn.churned = false;
                 self.counters.churned_now -= 1;
                 self.counters.reactivated_alerts += 1;
-                self.dirty.alerts.insert(user, alert.clone());
+                self.dirty.alerts.insert(user, crate::checkpoint::encode(&alert));
                 out.push(Output::Alert(alert));
             }
         }
@@ -760,11 +774,11 @@ impl Processor {
         let st = self.users.get_mut(&user).expect("user exists");
         let closed = st.sessions.close_due(wm, gap);
         for s in closed {
-            let summary = self.summarize(user, &s);
+            let c = self.summarize(user, &s);
             self.counters.sessions_closed += 1;
-            self.counters.binge_sessions += summary.binge as u64;
-            self.dirty.sessions.push(summary.clone());
-            out.push(Output::Session(summary));
+            self.counters.binge_sessions += c.binge as u64;
+            self.dirty.sessions.push((user, c));
+            out.push(Output::Session { user, session: c });
         }
         let st = self.users.get_mut(&user).expect("user exists");
         if let Some(k) = st.close_key.take() {
@@ -777,7 +791,7 @@ impl Processor {
         self.dirty.users.insert(user);
     }
 
-    fn summarize(&mut self, user: u32, s: &OpenSession) -> SessionSummary {
+    fn summarize(&mut self, user: u32, s: &OpenSession) -> ClosedSession {
         let st = self.users.get_mut(&user).expect("user exists");
         let a = &mut st.activity;
         let first = a.sessions == 0;
@@ -788,16 +802,12 @@ impl Processor {
         if binge {
             a.last_binge_end = a.last_binge_end.max(s.end);
         }
-        SessionSummary {
-            v: SCHEMA_VERSION,
-            session_id: format!("{user}-{}", s.start),
-            user_id: user,
+        ClosedSession {
             start: s.start,
-            end: s.end,
+            length: s.end.abs_diff(s.start),
             events: s.events,
             ratings: s.ratings,
-            tags: s.tags(),
-            genres: self.catalog.names(s.genres),
+            genres: s.genres,
             mean_rating: s.mean_rating(),
             binge,
             first,
@@ -818,7 +828,7 @@ impl Processor {
         st.churn.episodes += 1;
         self.counters.churned_now += 1;
         self.counters.churned_alerts += 1;
-        self.dirty.alerts.insert(user, alert.clone());
+        self.dirty.alerts.insert(user, crate::checkpoint::encode(&alert));
         self.dirty.users.insert(user);
         out.push(Output::Alert(alert));
     }

@@ -67,6 +67,15 @@ pub trait Sink {
     /// # Errors
     /// Some records could not be delivered.
     fn flush(&mut self) -> Result<(), SinkError>;
+    /// The engine is about to wait (pacing): hand over what is held back, so the receiving side
+    /// does not wait with it. Unlike [`Sink::flush`], need not wait for delivery. Sinks that hold
+    /// nothing back of their own (Kafka lingers by itself) keep the default, which does nothing.
+    ///
+    /// # Errors
+    /// The destination failed.
+    fn idle(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
 }
 
 /// Discards records after serializing them (so benchmarks still pay for JSON). Counts bytes.
@@ -137,18 +146,35 @@ impl<W: Write> Sink for JsonLinesSink<W> {
     }
 }
 
+/// Records per message of a [`ChannelSink`].
+pub const CHANNEL_CHUNK: usize = 1024;
+
 /// Hands records to an in-process consumer over a bounded channel (the embedded mode: replay and
 /// processor in one process, no broker). The bound gives back-pressure like a broker would.
+///
+/// Records travel in chunks of up to [`CHANNEL_CHUNK`]: one message per record cost a wake-up
+/// (futex, context switch) per record on each side. A chunk is handed over when full, on
+/// [`Sink::flush`], and on [`Sink::idle`] (before the engine sleeps for pacing), so a paced
+/// replay holds a record back no longer than it takes to fill a chunk or reach the next wait.
 pub struct ChannelSink {
     /// Partitions per topic, as the consumer will see them.
     pub partitions: u32,
-    tx: SyncSender<Outgoing>,
+    tx: SyncSender<Vec<Outgoing>>,
+    chunk: Vec<Outgoing>,
 }
 
 impl ChannelSink {
     /// Sends into `tx`, pretending `partitions` partitions per topic.
-    pub fn new(tx: SyncSender<Outgoing>, partitions: u32) -> Self {
-        ChannelSink { partitions, tx }
+    pub fn new(tx: SyncSender<Vec<Outgoing>>, partitions: u32) -> Self {
+        ChannelSink { partitions, tx, chunk: Vec::with_capacity(CHANNEL_CHUNK) }
+    }
+
+    fn hand_over(&mut self) -> Result<(), SinkError> {
+        if self.chunk.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.chunk, Vec::with_capacity(CHANNEL_CHUNK));
+        self.tx.send(chunk).map_err(|_| SinkError::Closed)
     }
 }
 
@@ -157,9 +183,55 @@ impl Sink for ChannelSink {
         self.partitions
     }
     fn send(&mut self, out: Outgoing) -> Result<(), SinkError> {
-        self.tx.send(out).map_err(|_| SinkError::Closed)
+        self.chunk.push(out);
+        if self.chunk.len() >= CHANNEL_CHUNK {
+            self.hand_over()?;
+        }
+        Ok(())
     }
     fn flush(&mut self) -> Result<(), SinkError> {
-        Ok(())
+        self.hand_over()
+    }
+    fn idle(&mut self) -> Result<(), SinkError> {
+        self.hand_over()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use streamflix_schemas::Heartbeat;
+
+    fn beat(ts: i64) -> Outgoing {
+        Outgoing {
+            topic: Topic::Ratings,
+            partition: 0,
+            key: None,
+            ts,
+            record: StreamRecord::Heartbeat(Heartbeat { v: 1, ts, next_seq: 0 }),
+        }
+    }
+
+    #[test]
+    fn the_channel_sink_hands_over_full_chunks_and_the_rest_when_idle_or_flushed() {
+        let (tx, rx) = std::sync::mpsc::sync_channel(64);
+        let mut sink = ChannelSink::new(tx, 1);
+        for ts in 0..CHANNEL_CHUNK as i64 + 3 {
+            sink.send(beat(ts)).unwrap();
+        }
+        assert_eq!(rx.try_recv().unwrap().len(), CHANNEL_CHUNK);
+        assert!(rx.try_recv().is_err(), "a partial chunk waits");
+        sink.idle().unwrap();
+        let rest: Vec<i64> = rx.try_recv().unwrap().iter().map(|o| o.ts).collect();
+        assert_eq!(rest, [1024, 1025, 1026]);
+        sink.idle().unwrap();
+        sink.flush().unwrap();
+        assert!(rx.try_recv().is_err(), "nothing held back, nothing sent");
+        sink.send(beat(7)).unwrap();
+        sink.flush().unwrap();
+        assert_eq!(rx.try_recv().unwrap().len(), 1);
+        drop(rx);
+        sink.send(beat(8)).unwrap();
+        assert!(matches!(sink.flush(), Err(SinkError::Closed)));
     }
 }
