@@ -4,8 +4,9 @@
 #   2. read + sort those 25 M ratings (streamflix-replay inspect): seconds and peak RSS
 #   3. unthrottled replay of 1 M events into a real broker (tansu, in memory) vs an independent
 #      librdkafka producer (confluent-kafka) sending byte-identical records to the same broker
-#   4. the processor (ALS on): embedded on 1 M and 25 M events, a restart of the 25 M state,
-#      recommender quality (streamflix eval), and 1 M events through tansu
+#   4. the processor (ALS on): embedded on 1 M and 25 M events, a restart of the 25 M state, the
+#      model alone (benches/als_stream), recommender quality (streamflix eval), and 1 M events
+#      through tansu
 # Environment: BENCH_DIR (default /tmp/streamflix-bench; needs ~2 GB), BENCH_RATINGS (default
 # 25000095), BENCH_REPLAY_EVENTS (default 1000000).
 set -euo pipefail
@@ -76,6 +77,8 @@ timed run --data "$dir/ml25m" --state "$dir/s25m" --exit-when-done --no-http
 echo "== restart of that 25 M state (loads it and rebuilds the model from the rating log)"
 timed run --data "$dir/ml25m" --state "$dir/s25m" --exit-when-done --no-http
 rm -rf "$dir/s25m"
+echo "== the model alone: Als::observe on the 25 M ratings in time order, one thread"
+cargo bench --quiet --bench als_stream -- "$dir/ml25m" | grep als_stream
 echo "== recommender quality and update latency (streamflix eval, 1 M ratings)"
 "$proc" eval --data "$dir/p1m" 2>/dev/null > "$dir/eval.json"
 python3 - "$dir/eval.json" <<'PY'
