@@ -302,6 +302,11 @@ enum LearnerMsg {
 
 /// Ratings per message to the learner thread.
 const LEARN_BATCH: usize = 512;
+/// Messages the learner's queue holds: 262 k ratings, about a second of learning (5 MB). The
+/// processing thread is faster than the model on average but stops for each checkpoint; a queue
+/// that outlasts a checkpoint keeps the model busy meanwhile (at 25 M ratings, 64 messages left
+/// it idle about 10 s of the run).
+const LEARN_QUEUE: usize = 512;
 
 impl Learner {
     /// Sends the batch to the thread.
@@ -405,13 +410,14 @@ impl Processor {
     }
 
     /// From now on the model learns on its own thread: ratings go to it in order, in batches,
-    /// through a bounded channel (so it cannot fall far behind). The model is the same as when
-    /// learning inline — same ratings, same order — it is only a few batches behind the state.
+    /// through a bounded channel (so it cannot fall far behind: at most [`LEARN_QUEUE`] batches).
+    /// The model is the same as when learning inline — same ratings, same order — only behind
+    /// the state by what is queued.
     pub fn learn_in_background(&mut self) {
         if self.learner.is_some() {
             return;
         }
-        let (tx, rx) = std::sync::mpsc::sync_channel::<LearnerMsg>(64);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<LearnerMsg>(LEARN_QUEUE);
         let (give_back, spare) = std::sync::mpsc::sync_channel::<Vec<LoggedRating>>(64);
         let model = self.model.clone();
         std::thread::Builder::new()
