@@ -361,9 +361,13 @@ impl Als {
     }
 
     /// [`Als::learn`] compiled for 256-bit vectors (see [`exact_all`]).
+    ///
+    /// # Safety
+    /// The CPU must have AVX2. (An `unsafe fn` rather than a safe `#[target_feature]` one, which
+    /// needs Rust 1.86: the crate builds with 1.85.)
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    fn learn_avx2(&mut self, u: usize, i: usize, rating: f32) {
+    unsafe fn learn_avx2(&mut self, u: usize, i: usize, rating: f32) {
         self.learn(u, i, rating);
     }
 
@@ -544,7 +548,7 @@ fn exact_all(
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx2")]
-        fn avx2(f: &mut [f32], st: &mut [f32], r: &[Rated], other: &[f32], lambda: f64, k: usize) {
+        unsafe fn avx2(f: &mut [f32], st: &mut [f32], r: &[Rated], other: &[f32], lambda: f64, k: usize) {
             exact_range(f, st, r, other, lambda, k);
         }
         if has_avx2() {
