@@ -75,40 +75,38 @@ pub struct Metrics {
     retention_labels: std::sync::Mutex<Vec<(String, String)>>,
 }
 
+/// Registers a freshly built metric (the names and help texts are constants: failing is a bug).
+fn registered<C: prometheus::core::Collector + Clone + 'static>(
+    r: &Registry,
+    metric: prometheus::Result<C>,
+) -> C {
+    let m = metric.expect("valid metric");
+    r.register(Box::new(m.clone())).expect("unique metric");
+    m
+}
+
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    r.register(Box::new(c.clone())).expect("unique metric");
-    c
+    registered(r, IntCounterVec::new(Opts::new(name, help), labels))
 }
 
 fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
-    let c = IntCounter::new(name, help).expect("valid metric");
-    r.register(Box::new(c.clone())).expect("unique metric");
-    c
+    registered(r, IntCounter::new(name, help))
 }
 
 fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-    r.register(Box::new(g.clone())).expect("unique metric");
-    g
+    registered(r, IntGaugeVec::new(Opts::new(name, help), labels))
 }
 
 fn int_gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
-    let g = IntGauge::new(name, help).expect("valid metric");
-    r.register(Box::new(g.clone())).expect("unique metric");
-    g
+    registered(r, IntGauge::new(name, help))
 }
 
 fn gauge(r: &Registry, name: &str, help: &str) -> Gauge {
-    let g = Gauge::new(name, help).expect("valid metric");
-    r.register(Box::new(g.clone())).expect("unique metric");
-    g
+    registered(r, Gauge::new(name, help))
 }
 
 fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
-    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid metric");
-    r.register(Box::new(h.clone())).expect("unique metric");
-    h
+    registered(r, Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)))
 }
 
 /// Raises a counter that mirrors a checkpointed total to `value` (never lowers it).
@@ -196,16 +194,14 @@ impl Metrics {
                 "HTTP requests, by route template and status code.",
                 &["route", "status"],
             ),
-            http_seconds: {
-                let h = HistogramVec::new(
+            http_seconds: registered(
+                &r,
+                HistogramVec::new(
                     HistogramOpts::new("streamflix_http_request_duration_seconds", "HTTP request duration, by route template.")
                         .buckets(vec![0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0]),
                     &["route"],
-                )
-                .expect("valid metric");
-                r.register(Box::new(h.clone())).expect("unique metric");
-                h
-            },
+                ),
+            ),
             replay_records: counter(
                 &r,
                 "streamflix_replay_records_total",
@@ -265,18 +261,16 @@ impl Metrics {
                 "Churn alerts published, by status (churned, reactivated).",
                 &["status"],
             ),
-            retention: {
-                let g = GaugeVec::new(
+            retention: registered(
+                &r,
+                GaugeVec::new(
                     Opts::new(
                         "streamflix_retention_ratio",
                         "Share of a signup cohort (month of first event) active in the month months_since after signup; the 12 cohorts up to the watermark's month.",
                     ),
                     &["cohort", "months_since"],
-                )
-                .expect("valid metric");
-                r.register(Box::new(g.clone())).expect("unique metric");
-                g
-            },
+                ),
+            ),
             cohort_users: gauge_vec(
                 &r,
                 "streamflix_cohort_users",

@@ -85,23 +85,22 @@ fn http_answers_bad_requests_with_json_errors() {
     let (status, body) = get(&format!("/users/{user}"));
     assert_eq!((status, body["user_id"].as_u64()), (200, Some(user)));
     assert_eq!(get(&format!("/users/{user}/sessions?limit=3")).0, 200);
-    for (path, want) in [
-        ("/users/abc", 400),
-        ("/users/%FF", 400),
-        ("/churn?status=%FF%FE", 400),
-        ("/users/-1", 400),
-        ("/users/4000000", 404),
-        ("/users/1/sessions?limit=0", 400),
-        ("/users/1/sessions?limit=x", 400),
-        ("/churn?status=maybe", 400),
-        ("/churn?limit=99999999", 400),
-        ("/churn?colour=red", 400),
-        ("/nowhere", 404),
-    ] {
-        let (status, body) = get(path);
-        assert_eq!(status, want, "{path}: {body}");
-        assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{path}: {body}");
-    }
+    assert_json_errors(
+        &base,
+        &[
+            ("/users/abc", 400),
+            ("/users/%FF", 400),
+            ("/churn?status=%FF%FE", 400),
+            ("/users/-1", 400),
+            ("/users/4000000", 404),
+            ("/users/1/sessions?limit=0", 400),
+            ("/users/1/sessions?limit=x", 400),
+            ("/churn?status=maybe", 400),
+            ("/churn?limit=99999999", 400),
+            ("/churn?colour=red", 400),
+            ("/nowhere", 404),
+        ],
+    );
     run.signal("-TERM");
     let (status, _) = run.wait();
     assert!(status.success(), "SIGTERM is a clean stop: {status:?}");
@@ -189,7 +188,7 @@ fn recommendations_follow_known_tastes_and_groups_without_common_ground_fall_bac
     // Each user's whole ranking (n = every movie): how often a favourite-genre movie ranks above
     // one outside the genre (AUC; 0.5 = taste-blind), and the favourite's share of the top 20.
     let truth = tastes(data.path());
-    let (mut users, mut above, mut share, mut base, mut auc_sum) = (0, 0, 0.0, 0.0, 0.0);
+    let (mut users, mut above, mut share, mut catalog_share, mut auc_sum) = (0, 0, 0.0, 0.0, 0.0);
     for (&user, (fav, _, _, n)) in truth.iter().filter(|(_, t)| t.3 >= 60).take(60) {
         let (status, body) = get(&format!("/users/{user}/recommendations?n=1000"));
         assert_eq!(status, 200, "{body}");
@@ -220,14 +219,15 @@ fn recommendations_follow_known_tastes_and_groups_without_common_ground_fall_bac
         above += usize::from(auc > 0.5);
         auc_sum += auc;
         share += s;
-        base += b;
+        catalog_share += b;
     }
-    let (share, base, auc) = (share / f64::from(users), base / f64::from(users), auc_sum / f64::from(users));
+    let (share, catalog_share, auc) =
+        (share / f64::from(users), catalog_share / f64::from(users), auc_sum / f64::from(users));
     eprintln!(
         "recommendations: favourite genre ranked above other genres with AUC {auc:.3} (above 0.5 for {above}/{users} users); \
          {:.1} % of top-20 slots (catalog share {:.1} %)",
         share * 100.0,
-        base * 100.0
+        catalog_share * 100.0
     );
     assert!(users >= 40, "{users} users checked");
     assert!(auc >= 0.7, "mean AUC {auc}");
@@ -235,7 +235,10 @@ fn recommendations_follow_known_tastes_and_groups_without_common_ground_fall_bac
         above as f64 >= 0.9 * f64::from(users),
         "{above}/{users} users rank their favourite genre higher"
     );
-    assert!(share >= 1.5 * base, "favourite genre share of the top 20 {share} vs catalog {base}");
+    assert!(
+        share >= 1.5 * catalog_share,
+        "favourite genre share of the top 20 {share} vs catalog {catalog_share}"
+    );
 
     // A genre filter keeps only that genre.
     let (&user, (fav, ..)) = truth.iter().find(|(_, t)| t.3 >= 60).unwrap();
@@ -309,29 +312,28 @@ fn recommendations_follow_known_tastes_and_groups_without_common_ground_fall_bac
     assert_eq!(model["ratings"], 80_000, "{stats}");
     assert!(model["prequential_rmse"].as_f64().unwrap() > 0.0, "{stats}");
 
-    for (path, want) in [
-        ("/users/4000000/recommendations", 404),
-        ("/users/1/recommendations?n=0", 400),
-        ("/users/1/recommendations?genre=Opera", 400),
-        ("/users/1/recommendations?exclude_rated=perhaps", 400),
-        ("/movies/99999999/similar", 404),
-        ("/movies/x/similar", 400),
-        ("/groups/recommendations", 400),
-        ("/groups/recommendations?users=1", 400),
-        ("/groups/recommendations?users=1,1", 400),
-        ("/groups/recommendations?users=1,2&strategy=median", 400),
-        ("/groups/recommendations?users=1,2&weights=1", 400),
-        ("/groups/recommendations?users=1,2&weights=1,-1", 400),
-        ("/groups/recommendations?users=1,2&weights=1e308,1e308", 400),
-        ("/users/%FF/recommendations", 400),
-        ("/movies/%FF/similar", 400),
-        ("/users/1/recommendations?n=%FF", 400),
-        ("/groups/recommendations?users=1,4000000", 404),
-    ] {
-        let (status, body) = get(path);
-        assert_eq!(status, want, "{path}: {body}");
-        assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{path}: {body}");
-    }
+    assert_json_errors(
+        &base,
+        &[
+            ("/users/4000000/recommendations", 404),
+            ("/users/1/recommendations?n=0", 400),
+            ("/users/1/recommendations?genre=Opera", 400),
+            ("/users/1/recommendations?exclude_rated=perhaps", 400),
+            ("/movies/99999999/similar", 404),
+            ("/movies/x/similar", 400),
+            ("/groups/recommendations", 400),
+            ("/groups/recommendations?users=1", 400),
+            ("/groups/recommendations?users=1,1", 400),
+            ("/groups/recommendations?users=1,2&strategy=median", 400),
+            ("/groups/recommendations?users=1,2&weights=1", 400),
+            ("/groups/recommendations?users=1,2&weights=1,-1", 400),
+            ("/groups/recommendations?users=1,2&weights=1e308,1e308", 400),
+            ("/users/%FF/recommendations", 400),
+            ("/movies/%FF/similar", 400),
+            ("/users/1/recommendations?n=%FF", 400),
+            ("/groups/recommendations?users=1,4000000", 404),
+        ],
+    );
     run.signal("-TERM");
     assert!(run.wait().0.success());
 }

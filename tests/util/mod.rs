@@ -446,6 +446,16 @@ pub fn get_json(url: &str) -> Result<(u16, serde_json::Value), ureq::Error> {
     Ok((status, resp.body_mut().read_json()?))
 }
 
+/// GETs each path under `base` and checks its status and that the body is a JSON object with a
+/// non-empty `error` message.
+pub fn assert_json_errors(base: &str, cases: &[(&str, u16)]) {
+    for &(path, want) in cases {
+        let (status, body) = get_json(&format!("{base}{path}")).unwrap();
+        assert_eq!(status, want, "{path}: {body}");
+        assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{path}: {body}");
+    }
+}
+
 /// GET `url`: the body as text, whatever the status.
 pub fn get_text(url: &str) -> String {
     agent().get(url).call().unwrap().body_mut().read_to_string().unwrap()
