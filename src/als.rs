@@ -7,14 +7,15 @@
 //!
 //! Each side (users, items) keeps, per entity, the **sufficient statistics** of its least-squares
 //! problem: the Gram matrix G = Σ vvᵀ (f32, lower triangle with rows padded to whole 8-float
-//! vectors, see [`row_len`]), the right-hand side b = Σ r·v, the count n, and the residual
-//! b − (G + λnI)x of the current factor x. The factor is the solution of (G + λnI) x = b.
+//! vectors, see [`row_len`]), the right-hand side b = Σ r·v and the residual b − (G + λnI)x
+//! of the current factor x; the count n is the length of the entity's rating list. The factor is the solution of (G + λnI) x = b.
 //!
 //! - **Per event** ([`Als::observe`]): the rating adds one outer product to the user's statistics
 //!   (with the item's current factor), the residual is updated in O(k) and the user's factor is
 //!   re-solved by conjugate gradients warm-started from the current factor: n + 1 steps below
-//!   [`EXACT_BELOW`] ratings, which is exact (G has rank ≤ n), [`CG_STEPS`] steps after that,
-//!   which tracks the solution as one rating moves it little; each step is one O(k²)
+//!   [`EXACT_BELOW`] ratings, which is exact (G has rank ≤ n), [`CG_STEPS`] steps after that
+//!   and one from [`ONE_STEP_FROM`] ratings, which tracks the solution as one rating moves it
+//!   little; each step is one O(k²)
 //!   matrix-vector product. Then the same for the item with the user's new factor. Nothing
 //!   re-reads a history. The kernels run in 256-bit vectors (AVX2) when the CPU has them, with
 //!   bit-identical results either way.
@@ -141,18 +142,13 @@ fn row_len(i: usize, k: usize) -> usize {
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Shape {
     k: usize,
-    /// Floats of one Gram matrix.
-    gram: usize,
+    /// Floats of one entity's statistics: b (k), the residual (k), G (its rows, [`row_len`]).
+    stride: usize,
 }
 
 impl Shape {
     fn new(k: usize) -> Shape {
-        Shape { k, gram: (0..k).map(|i| row_len(i, k)).sum() }
-    }
-
-    /// Floats of one entity's statistics: b, the residual, G.
-    fn stride(&self) -> usize {
-        2 * self.k + self.gram
+        Shape { k, stride: 2 * k + (0..k).map(|i| row_len(i, k)).sum::<usize>() }
     }
 }
 
@@ -198,6 +194,16 @@ impl Side {
         ArrayView2::from_shape((self.len(), k), &self.factors).expect("n × k factors")
     }
 
+    /// Entity `e`'s factor, statistics and ratings, the first two to change.
+    fn entity_mut(&mut self, e: usize, shape: Shape) -> (&mut [f32], &mut [f32], &Rated) {
+        let (k, stride) = (shape.k, shape.stride);
+        (
+            &mut self.factors[e * k..(e + 1) * k],
+            &mut self.stats[e * stride..(e + 1) * stride],
+            &self.ratings[e],
+        )
+    }
+
     fn get_or_insert(&mut self, id: u32, shape: Shape, salt: u64) -> usize {
         if let Some(&i) = self.index.get(&id) {
             return i as usize;
@@ -223,7 +229,7 @@ impl Side {
             *f /= norm;
         }
         // No ratings: b = 0, G = 0, λn = 0, so the residual b − (G + λnI)x is 0 too.
-        self.stats.extend(std::iter::repeat_n(0.0, shape.stride()));
+        self.stats.extend(std::iter::repeat_n(0.0, shape.stride));
         self.ratings.push(Rated::default());
         i
     }
@@ -279,7 +285,7 @@ impl Als {
             sweep: SweepCursor::default(),
             sweeps_done: 0,
             ratings: 0,
-            scratch: vec![0.0; k * k + 2 * k],
+            scratch: vec![0.0; k * k + k],
             work: vec![0.0; 2 * k],
             vectors: has_avx2(),
         }
@@ -333,10 +339,10 @@ impl Als {
     /// Records a rating (creating the user and item if new); returns their indices and whether
     /// both were known before.
     fn insert(&mut self, user: u32, item: u32, rating: f32) -> (usize, usize, bool) {
-        let known = self.users.len();
+        let (users, items) = (self.users.len(), self.items.len());
         let u = self.users.get_or_insert(user, self.shape, USER_SALT);
-        let known = u < known && self.items.index_of(item).is_some();
         let i = self.items.get_or_insert(item, self.shape, ITEM_SALT);
+        let known = u < users && i < items;
         self.users.ratings[u].push(i as u32, rating);
         self.items.ratings[i].push(u as u32, rating);
         self.ratings += 1;
@@ -376,10 +382,24 @@ impl Als {
     fn learn(&mut self, u: usize, i: usize, rating: f32) {
         let k = self.cfg.rank;
         let lambda = f64::from(self.cfg.lambda);
-        let v: [f32; MAX_RANK] = copy_factor(&self.items, i, k);
-        update_entity(&mut self.users, u, &v[..k], rating, lambda, self.shape, &mut self.work);
-        let x: [f32; MAX_RANK] = copy_factor(&self.users, u, k);
-        update_entity(&mut self.items, i, &x[..k], rating, lambda, self.shape, &mut self.work);
+        update_entity(
+            &mut self.users,
+            u,
+            self.items.factor(i, k),
+            rating,
+            lambda,
+            self.shape,
+            &mut self.work,
+        );
+        update_entity(
+            &mut self.items,
+            i,
+            self.users.factor(u, k),
+            rating,
+            lambda,
+            self.shape,
+            &mut self.work,
+        );
         self.sweep_step();
     }
 
@@ -411,17 +431,8 @@ impl Als {
             }
             let e = self.sweep.next;
             self.sweep.credit -= (this.ratings[e].len() + k) as f64;
-            let stride = self.shape.stride();
-            exact(
-                &mut this.factors[e * k..(e + 1) * k],
-                &mut this.stats[e * stride..(e + 1) * stride],
-                &this.ratings[e],
-                &other.factors,
-                lambda,
-                k,
-                &mut self.scratch,
-                &mut self.work,
-            );
+            let (x, stats, rated) = this.entity_mut(e, self.shape);
+            exact(x, stats, rated, &other.factors, lambda, k, &mut self.scratch, &mut self.work);
             self.sweep.next += 1;
         }
     }
@@ -445,7 +456,7 @@ impl Als {
     pub fn solve_side(&mut self, which: Which) {
         let k = self.cfg.rank;
         let lambda = f64::from(self.cfg.lambda);
-        let stride = self.shape.stride();
+        let (shape, vectors) = (self.shape, self.vectors);
         let (this, other) = match which {
             Which::Users => (&mut self.users, &self.items),
             Which::Items => (&mut self.items, &self.users),
@@ -458,10 +469,10 @@ impl Als {
             let parts = this
                 .factors
                 .chunks_mut(chunk * k)
-                .zip(this.stats.chunks_mut(chunk * stride))
+                .zip(this.stats.chunks_mut(chunk * shape.stride))
                 .zip(this.ratings.chunks(chunk));
             for ((f, st), r) in parts {
-                s.spawn(move || exact_all(f, st, r, other_factors, lambda, k));
+                s.spawn(move || exact_all(f, st, r, other_factors, lambda, shape, vectors));
             }
         });
     }
@@ -543,21 +554,22 @@ fn exact_all(
     ratings: &[Rated],
     other: &[f32],
     lambda: f64,
-    k: usize,
+    shape: Shape,
+    vectors: bool,
 ) {
     #[cfg(target_arch = "x86_64")]
-    {
+    if vectors {
         #[target_feature(enable = "avx2")]
-        unsafe fn avx2(f: &mut [f32], st: &mut [f32], r: &[Rated], other: &[f32], lambda: f64, k: usize) {
-            exact_range(f, st, r, other, lambda, k);
+        unsafe fn avx2(f: &mut [f32], st: &mut [f32], r: &[Rated], other: &[f32], lambda: f64, shape: Shape) {
+            exact_range(f, st, r, other, lambda, shape);
         }
-        if has_avx2() {
-            // SAFETY: the CPU has AVX2, checked just above.
-            unsafe { avx2(factors, stats, ratings, other, lambda, k) };
-            return;
-        }
+        // SAFETY: `vectors` is only set when the CPU has AVX2 (`has_avx2`).
+        unsafe { avx2(factors, stats, ratings, other, lambda, shape) };
+        return;
     }
-    exact_range(factors, stats, ratings, other, lambda, k);
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = vectors;
+    exact_range(factors, stats, ratings, other, lambda, shape);
 }
 
 #[inline(always)]
@@ -567,28 +579,22 @@ fn exact_range(
     ratings: &[Rated],
     other: &[f32],
     lambda: f64,
-    k: usize,
+    shape: Shape,
 ) {
-    let (mut scratch, mut work) = (vec![0.0; k * k + 2 * k], vec![0.0; 2 * k]);
-    let stride = stats.len() / ratings.len().max(1);
+    let (k, stride) = (shape.k, shape.stride);
+    let (mut scratch, mut work) = (vec![0.0; k * k + k], vec![0.0; 2 * k]);
     for (e, rated) in ratings.iter().enumerate() {
         let (x, st) = (&mut factors[e * k..(e + 1) * k], &mut stats[e * stride..(e + 1) * stride]);
         exact(x, st, rated, other, lambda, k, &mut scratch, &mut work);
     }
 }
 
-fn copy_factor(side: &Side, e: usize, k: usize) -> [f32; MAX_RANK] {
-    let mut v = [0.0; MAX_RANK];
-    v[..k].copy_from_slice(side.factor(e, k));
-    v
-}
-
 /// Below this many ratings an entity's per-event update solves its system exactly (conjugate
 /// gradients to convergence). From it on, one rating changes the system little, and
-/// [`CG_STEPS`] conjugate-gradient steps warm-started from the current factor track its solution
-/// in O(k²) (sweeps then remove what is left).
+/// [`CG_STEPS`] conjugate-gradient steps (one from [`ONE_STEP_FROM`]) warm-started from the
+/// current factor track its solution in O(k²) (sweeps then remove what is left).
 pub const EXACT_BELOW: u32 = 16;
-/// Conjugate-gradient steps per update at or above [`EXACT_BELOW`] ratings.
+/// Conjugate-gradient steps per update from [`EXACT_BELOW`] up to [`ONE_STEP_FROM`] ratings.
 pub const CG_STEPS: usize = 2;
 /// From this many ratings on, one rating moves the solution so little that one step tracks it
 /// (`streamflix eval` on 1 M ratings: the same streaming RMSE to four digits, p50 update latency
@@ -610,12 +616,12 @@ fn update_entity(
     shape: Shape,
     work: &mut [f32],
 ) {
-    let (k, stride) = (shape.k, shape.stride());
+    let k = shape.k;
+    let (x, stats, rated) = side.entity_mut(e, shape);
     // The count weighting λ is the entity's ratings, including the one just added.
-    let count = side.ratings[e].len();
+    let count = rated.len();
     let reg = lambda * count as f64;
-    let x = &mut side.factors[e * k..(e + 1) * k];
-    let (b, r, g) = split_stats(&mut side.stats[e * stride..(e + 1) * stride], k);
+    let (b, r, g) = split_stats(stats, k);
     rank_one(g, v);
     let err = rating - dot(v, x);
     let lam = lambda as f32;
@@ -1046,6 +1052,8 @@ mod tests {
             for &(u, i, r) in &data {
                 als.observe(u, i, r);
             }
+            // And the batch solve (`exact_all`), which has its own AVX2 entry point.
+            als.train(2, None);
             als
         });
         let [a, b] = &mut models;
