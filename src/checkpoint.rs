@@ -121,8 +121,6 @@ pub struct Loaded {
     pub users: FxHashMap<u32, UserState>,
     /// Accepted events not yet applied.
     pub pending: Vec<Pending>,
-    /// Every rating applied, in order.
-    pub ratings: Vec<LoggedRating>,
     /// Platform aggregates.
     pub engagement: Engagement,
 }
@@ -285,7 +283,6 @@ impl Store {
             Some(v) => postcard::from_bytes(&v)
                 .map_err(|e| StoreError::Corrupt { what: "pending events".into(), detail: e.to_string() })?,
         };
-        let ratings = self.rating_log()?;
         let engagement = match self.sled(self.db.get(ENGAGEMENT))? {
             None => Engagement::default(),
             Some(v) => postcard::from_bytes(&v).map_err(|e| StoreError::Corrupt {
@@ -293,7 +290,7 @@ impl Store {
                 detail: e.to_string(),
             })?,
         };
-        Ok(Some(Loaded { meta, users, pending, ratings, engagement }))
+        Ok(Some(Loaded { meta, users, pending, engagement }))
     }
 
     /// Every rating applied up to the committed checkpoint, in the order applied.
@@ -301,18 +298,21 @@ impl Store {
     /// # Errors
     /// I/O or a corrupt log chunk.
     pub fn rating_log(&self) -> Result<Vec<LoggedRating>, StoreError> {
-        let mut ratings = Vec::new();
-        for kv in self.db.scan_prefix(b"l") {
-            let (_, v) = self.sled(kv)?;
-            if v.len() % LoggedRating::SIZE != 0 {
-                return Err(StoreError::Corrupt {
-                    what: "rating log".into(),
-                    detail: format!("a chunk of {} bytes", v.len()),
-                });
+        self.ratings().collect()
+    }
+
+    /// [`Store::rating_log`], read piece by piece (a restart replays it without holding it all).
+    pub fn ratings(&self) -> impl Iterator<Item = Result<LoggedRating, StoreError>> + '_ {
+        self.db.scan_prefix(b"l").flat_map(move |kv| match self.sled(kv) {
+            Ok((_, v)) if v.len() % LoggedRating::SIZE == 0 => {
+                v.chunks_exact(LoggedRating::SIZE).map(|c| Ok(LoggedRating::decode(c))).collect::<Vec<_>>()
             }
-            ratings.extend(v.chunks_exact(LoggedRating::SIZE).map(LoggedRating::decode));
-        }
-        Ok(ratings)
+            Ok((_, v)) => vec![Err(StoreError::Corrupt {
+                what: "rating log".into(),
+                detail: format!("a chunk of {} bytes", v.len()),
+            })],
+            Err(e) => vec![Err(e)],
+        })
     }
 
     /// Writes a checkpoint of `p`: dirty users, closed sessions, latest alerts and the meta
@@ -597,7 +597,8 @@ mod tests {
         assert_eq!(stats.users, 1);
         drop(store);
         let store = Store::open(dir.path()).unwrap();
-        let Loaded { meta, users, pending, ratings: log, engagement } = store.load().unwrap().unwrap();
+        let Loaded { meta, users, pending, engagement } = store.load().unwrap().unwrap();
+        let log = store.rating_log().unwrap();
         assert_eq!(&engagement, p.engagement());
         assert_eq!(log.len() as u64, p.counters().ratings, "every applied rating is in the log");
         assert_eq!(log.len() + pending.len(), 4);

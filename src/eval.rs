@@ -177,13 +177,6 @@ pub fn streaming(cfg: &EvalConfig, train: &[Rating], test: &[Rating]) -> StreamR
     let sweeps_before = als.sweeps_done();
     let mut update_time = 0.0;
     for r in &test {
-        if let Some(p) = als.predict(r.user, r.movie) {
-            all.score(p, r.rating);
-            if let Some(q) = frozen.predict(r.user, r.movie) {
-                mine.score(p, r.rating);
-                theirs.score(q, r.rating);
-            }
-        }
         if r.rating >= 4.0 && als.user_factor(r.user).is_some() && als.item_factor(r.movie).is_some() {
             high_seen += 1;
             if high_seen % every == 0 && (sampled as usize) < cfg.recall_sample {
@@ -194,8 +187,16 @@ pub fn streaming(cfg: &EvalConfig, train: &[Rating], test: &[Rating]) -> StreamR
             }
         }
         let t = Instant::now();
-        als.observe(r.user, r.movie, r.rating);
+        // The model's prediction before it learns this rating.
+        let predicted = als.observe(r.user, r.movie, r.rating);
         let dt = t.elapsed();
+        if let Some(p) = predicted {
+            all.score(p, r.rating);
+            if let Some(q) = frozen.predict(r.user, r.movie) {
+                mine.score(p, r.rating);
+                theirs.score(q, r.rating);
+            }
+        }
         update_time += dt.as_secs_f64();
         nanos.push(dt.as_nanos().min(u128::from(u32::MAX)) as u32);
     }

@@ -663,7 +663,7 @@ fn print_summary(p: &Pipeline, records: u64, seconds: f64) {
         st.mae(),
         bound(st.latency_quantile_us(0.5)),
         bound(st.latency_quantile_us(0.99)),
-        st.update_seconds * 1e6 / st.updates.max(1) as f64
+        st.update_seconds * 1e6 / st.updates().max(1) as f64
     );
 }
 
@@ -731,11 +731,12 @@ fn dump(state: &Path, what: DumpWhat) -> Result<()> {
                 }
             }
             DumpWhat::Model => {
-                use streamflix::als::{Als, Which};
-                let mut als = Als::new(meta.config.als.clone());
-                for r in store.rating_log()? {
-                    als.observe(r.user, r.movie, r.rating);
-                }
+                use streamflix::als::Which;
+                // The model a restart rebuilds, the same way (genres play no part in the factors).
+                let catalog = Arc::new(streamflix::catalog::Catalog::default());
+                let model =
+                    streamflix::processor::Processor::replay_model(&meta.config, &catalog, store.ratings())?;
+                let als = model.als();
                 for (which, name) in [(Which::Users, "user"), (Which::Items, "movie")] {
                     let side = als.side(which);
                     let m = side.matrix(als.rank());

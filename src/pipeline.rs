@@ -239,11 +239,10 @@ pub fn open_processor(
 ) -> anyhow::Result<(Processor, u64)> {
     match store.load()? {
         None => Ok((Processor::new(cfg, catalog, partitions), 0)),
-        Some(crate::checkpoint::Loaded { meta, users, pending, ratings, engagement }) => {
+        Some(crate::checkpoint::Loaded { meta, users, pending, engagement }) => {
             store.check_compatible(&meta, mode, &cfg, catalog.genre_names(), &partitions)?;
             let n = meta.checkpoints;
-            let model = Processor::replay_model(&cfg, &catalog, &ratings);
-            drop(ratings);
+            let model = Processor::replay_model(&cfg, &catalog, store.ratings())?;
             let restored = crate::processor::Restored {
                 partitions: meta.partitions,
                 watermark: meta.watermark,

@@ -333,12 +333,20 @@ impl Processor {
     }
 
     /// The recommender rebuilt from the rating log (see [`crate::checkpoint`]).
-    pub fn replay_model(cfg: &CoreConfig, catalog: &Arc<Catalog>, ratings: &[LoggedRating]) -> Recommender {
+    ///
+    /// # Errors
+    /// The first error reading the log.
+    pub fn replay_model<E>(
+        cfg: &CoreConfig,
+        catalog: &Arc<Catalog>,
+        ratings: impl IntoIterator<Item = Result<LoggedRating, E>>,
+    ) -> Result<Recommender, E> {
         let mut model = Recommender::new(cfg.als.clone(), catalog.clone());
         for r in ratings {
+            let r = r?;
             model.observe(r.user, r.movie, r.rating, r.ts);
         }
-        model
+        Ok(model)
     }
 
     /// Rebuilds a processor from checkpointed parts (the catalog is the model's); the indexes are

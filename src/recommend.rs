@@ -124,12 +124,10 @@ pub struct ModelStats {
     pub squared_error: f64,
     /// Σ |predicted − actual|.
     pub absolute_error: f64,
-    /// Updates timed.
-    pub updates: u64,
     /// Σ update time, seconds.
     pub update_seconds: f64,
     /// Updates per latency bucket ([`LATENCY_BOUNDS_US`], then one for slower).
-    pub latency_buckets: [u64; 13],
+    pub latency_buckets: [u64; LATENCY_BOUNDS_US.len() + 1],
 }
 
 impl ModelStats {
@@ -159,10 +157,15 @@ impl ModelStats {
         }
     }
 
+    /// Updates timed.
+    pub fn updates(&self) -> u64 {
+        self.latency_buckets.iter().sum()
+    }
+
     /// Upper bound of the bucket holding quantile `q` of update latency, µs; `None` when it is
     /// beyond the last bound (1024 µs) or nothing was timed.
     pub fn latency_quantile_us(&self, q: f64) -> Option<f64> {
-        let want = (self.updates as f64 * q).ceil().max(1.0) as u64;
+        let want = (self.updates() as f64 * q).ceil().max(1.0) as u64;
         let mut seen = 0;
         for (i, &c) in self.latency_buckets.iter().enumerate() {
             seen += c;
@@ -232,7 +235,6 @@ impl Recommender {
         if let Some(p) = predicted {
             self.stats.score(p, rating);
         }
-        self.stats.updates += 1;
         self.stats.update_seconds += dt;
         if let Some(h) = &self.latency {
             h.observe(dt);
@@ -262,26 +264,32 @@ impl Recommender {
         users.index_of(user).map_or(0, |u| users.ratings(u).len())
     }
 
+    /// The movies the user rated, in rating order (none if unknown).
+    fn rated_movies(&self, user: u32) -> impl Iterator<Item = u32> + '_ {
+        let (users, items) = (self.als.side(Which::Users), self.als.side(Which::Items));
+        users
+            .index_of(user)
+            .into_iter()
+            .flat_map(move |u| users.ratings(u).others().map(move |i| items.id(i as usize)))
+    }
+
     /// Genres of the movies the user rated (bit mask).
     pub fn rated_genres(&self, user: u32) -> u64 {
-        let (users, items) = (self.als.side(Which::Users), self.als.side(Which::Items));
-        let Some(u) = users.index_of(user) else { return 0 };
-        users
-            .ratings(u)
-            .others()
-            .fold(0, |m, i| m | self.catalog.genres_of(items.id(i as usize)).unwrap_or(0))
+        self.rated_movies(user).fold(0, |m, movie| m | self.catalog.genres_of(movie).unwrap_or(0))
     }
 
     /// The user's taste genres (see the module docs), as a bit mask.
     pub fn taste(&self, user: u32) -> u64 {
-        let (users, items) = (self.als.side(Which::Users), self.als.side(Which::Items));
-        let Some(u) = users.index_of(user) else { return 0 };
-        let rated = users.ratings(u);
         let mut counts = vec![0u64; self.genre_totals.len()];
-        for i in rated.others() {
-            count_bits(&mut counts, self.catalog.genres_of(items.id(i as usize)).unwrap_or(0));
+        let mut n = 0usize;
+        for movie in self.rated_movies(user) {
+            count_bits(&mut counts, self.catalog.genres_of(movie).unwrap_or(0));
+            n += 1;
         }
-        let n = rated.len().max(1) as f64;
+        if n == 0 {
+            return 0;
+        }
+        let n = n as f64;
         let all = self.als.ratings().max(1) as f64;
         let mut lifts: Vec<(f64, usize)> = counts
             .iter()
@@ -297,11 +305,7 @@ impl Recommender {
     }
 
     fn rated_set(&self, user: u32) -> FxHashSet<u32> {
-        let (users, items) = (self.als.side(Which::Users), self.als.side(Which::Items));
-        users
-            .index_of(user)
-            .map(|u| users.ratings(u).others().map(|i| items.id(i as usize)).collect())
-            .unwrap_or_default()
+        self.rated_movies(user).collect()
     }
 
     fn popular(&self, mask: u64, n: usize, exclude: &FxHashSet<u32>, reason: String) -> Recommendations {
