@@ -28,12 +28,22 @@ pub enum CatalogError {
     },
 }
 
+/// The genre bits set in `mask`, lowest first.
+pub fn bits(mask: u64) -> impl Iterator<Item = usize> {
+    let mut rest = mask;
+    std::iter::from_fn(move || {
+        (rest != 0).then(|| {
+            let i = rest.trailing_zeros() as usize;
+            rest &= rest - 1;
+            i
+        })
+    })
+}
+
 /// Adds one to `counts[g]` for every genre bit `g` set in `mask` (`counts` covers the catalog).
 pub fn count_bits(counts: &mut [u64], mask: u64) {
-    let mut bits = mask;
-    while bits != 0 {
-        counts[bits.trailing_zeros() as usize] += 1;
-        bits &= bits - 1;
+    for g in bits(mask) {
+        counts[g] += 1;
     }
 }
 

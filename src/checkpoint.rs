@@ -2,7 +2,8 @@
 //!
 //! A checkpoint writes, in **one sled batch** (atomic: all of it or none of it survives a crash),
 //! the users changed since the previous checkpoint, the sessions closed and the latest churn
-//! alert of each user that got one, and a meta record holding the per-partition resume positions,
+//! alert of each user that got one, the ratings applied (the recommender's log), the pending
+//! events, the platform aggregates, and a meta record holding the per-partition resume positions,
 //! watermarks, counters and the configuration. Resume positions and state therefore always
 //! describe the same point in the input: on start the processor loads the checkpoint and reads
 //! the input from exactly those positions (exactly-once state). Outputs published after the last
@@ -23,7 +24,7 @@
 //! - `p` → the pending (accepted, not yet applied) events, postcard;
 //! - `e` → the platform engagement aggregates ([`Engagement`]), postcard;
 //! - `l` + checkpoint number (u64 BE) + piece number (u32 BE) → the ratings applied since the
-//!   previous checkpoint, in order, in pieces of up to 256 ([`LoggedRating::SIZE`] bytes each,
+//!   previous checkpoint, in order, in pieces of up to 256 ([`RATING_SIZE`] bytes each,
 //!   5 KiB a piece: see `LOG_PIECE`): the recommender's log. The ALS model is a
 //!   deterministic function of this sequence (its sweeps are paced by events, not by a clock), so
 //!   loading replays the log into a fresh model and gets exactly the model of an uninterrupted
@@ -172,6 +173,27 @@ fn log_key(checkpoint: u64, piece: u32) -> [u8; 13] {
     k
 }
 
+/// Bytes per rating of the log: user, movie, rating bits (u32 LE each), event time (i64 LE).
+const RATING_SIZE: usize = 20;
+
+fn encode_rating(r: &LoggedRating, out: &mut Vec<u8>) {
+    out.extend_from_slice(&r.user.to_le_bytes());
+    out.extend_from_slice(&r.movie.to_le_bytes());
+    out.extend_from_slice(&r.rating.to_le_bytes());
+    out.extend_from_slice(&r.ts.to_le_bytes());
+}
+
+/// Decodes one rating from exactly [`RATING_SIZE`] bytes.
+fn decode_rating(b: &[u8]) -> LoggedRating {
+    let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    LoggedRating {
+        user: u32_at(0),
+        movie: u32_at(4),
+        rating: f32::from_bits(u32_at(8)),
+        ts: i64::from_le_bytes(b[12..20].try_into().expect("8 bytes")),
+    }
+}
+
 /// The user of a `u`, `c` or `s` key.
 fn key_user(k: &[u8]) -> Result<u32, StoreError> {
     k.get(1..5)
@@ -208,16 +230,12 @@ pub fn decode_user(bytes: &[u8]) -> Result<UserState, String> {
     decode(bytes)
 }
 
-fn decode_user_at(user: u32, bytes: &[u8]) -> Result<UserState, StoreError> {
-    decode_user(bytes).map_err(|detail| StoreError::Corrupt { what: format!("user {user}"), detail })
-}
-
-fn decode_alert(user: u32, bytes: &[u8]) -> Result<ChurnAlert, StoreError> {
-    decode(bytes).map_err(|detail| StoreError::Corrupt { what: format!("alert of user {user}"), detail })
-}
-
-fn decode_sessions(user: u32, bytes: &[u8]) -> Result<Vec<ClosedSession>, StoreError> {
-    decode(bytes).map_err(|detail| StoreError::Corrupt { what: format!("sessions of user {user}"), detail })
+/// [`decode`], naming the value (`what`, built only on failure) in the error.
+fn decode_at<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    what: impl FnOnce() -> String,
+) -> Result<T, StoreError> {
+    decode(bytes).map_err(|detail| StoreError::Corrupt { what: what(), detail })
 }
 
 impl Store {
@@ -257,7 +275,8 @@ impl Store {
         Ok(Some(meta))
     }
 
-    /// Loads the whole checkpoint: meta and every user. `None` if there is none.
+    /// Loads the checkpoint: meta, every user, the pending events and the platform aggregates
+    /// (the rating log is read separately, [`Store::ratings`]). `None` if there is none.
     ///
     /// # Errors
     /// I/O, corruption, or a checkpoint from an incompatible version.
@@ -278,19 +297,22 @@ impl Store {
             let (user, st) = kv?;
             users.insert(user, st);
         }
-        let pending = match self.sled(self.db.get(PENDING))? {
-            None => Vec::new(),
-            Some(v) => postcard::from_bytes(&v)
-                .map_err(|e| StoreError::Corrupt { what: "pending events".into(), detail: e.to_string() })?,
-        };
-        let engagement = match self.sled(self.db.get(ENGAGEMENT))? {
-            None => Engagement::default(),
-            Some(v) => postcard::from_bytes(&v).map_err(|e| StoreError::Corrupt {
-                what: "engagement aggregates".into(),
-                detail: e.to_string(),
-            })?,
-        };
+        let pending = self.postcard_or_default(PENDING, "pending events")?;
+        let engagement = self.postcard_or_default(ENGAGEMENT, "engagement aggregates")?;
         Ok(Some(Loaded { meta, users, pending, engagement }))
+    }
+
+    /// The postcard value under `key` (no version byte), its type's default if absent.
+    fn postcard_or_default<T: serde::de::DeserializeOwned + Default>(
+        &self,
+        key: &[u8],
+        what: &str,
+    ) -> Result<T, StoreError> {
+        match self.sled(self.db.get(key))? {
+            None => Ok(T::default()),
+            Some(v) => postcard::from_bytes(&v)
+                .map_err(|e| StoreError::Corrupt { what: what.into(), detail: e.to_string() }),
+        }
     }
 
     /// Every rating applied up to the committed checkpoint, in the order applied.
@@ -304,8 +326,8 @@ impl Store {
     /// [`Store::rating_log`], read piece by piece (a restart replays it without holding it all).
     pub fn ratings(&self) -> impl Iterator<Item = Result<LoggedRating, StoreError>> + '_ {
         self.db.scan_prefix(b"l").flat_map(move |kv| match self.sled(kv) {
-            Ok((_, v)) if v.len() % LoggedRating::SIZE == 0 => {
-                v.chunks_exact(LoggedRating::SIZE).map(|c| Ok(LoggedRating::decode(c))).collect::<Vec<_>>()
+            Ok((_, v)) if v.len() % RATING_SIZE == 0 => {
+                v.chunks_exact(RATING_SIZE).map(|c| Ok(decode_rating(c))).collect::<Vec<_>>()
             }
             Ok((_, v)) => vec![Err(StoreError::Corrupt {
                 what: "rating log".into(),
@@ -315,8 +337,9 @@ impl Store {
         })
     }
 
-    /// Writes a checkpoint of `p`: dirty users, closed sessions, latest alerts and the meta
-    /// record, in one atomic batch, then fsyncs.
+    /// Writes a checkpoint of `p`: dirty users, closed sessions, latest alerts, the ratings
+    /// applied since the last one, pending events, aggregates and the meta record, in one atomic
+    /// batch, then fsyncs.
     ///
     /// # Errors
     /// I/O; the previous checkpoint then stays the committed one.
@@ -371,9 +394,9 @@ impl Store {
             finished,
         };
         for (piece, ratings) in dirty.ratings.chunks(LOG_PIECE).enumerate() {
-            let mut log = Vec::with_capacity(ratings.len() * LoggedRating::SIZE);
+            let mut log = Vec::with_capacity(ratings.len() * RATING_SIZE);
             for r in ratings {
-                r.encode(&mut log);
+                encode_rating(r, &mut log);
             }
             bytes += 13 + log.len() as u64;
             batch.insert(&log_key(checkpoints, piece as u32), log);
@@ -412,7 +435,7 @@ impl Store {
     /// I/O or corruption.
     pub fn user(&self, user: u32) -> Result<Option<UserState>, StoreError> {
         let Some(v) = self.sled(self.db.get(user_key(b'u', user)))? else { return Ok(None) };
-        decode_user_at(user, &v).map(Some)
+        decode_at(&v, || format!("user {user}")).map(Some)
     }
 
     /// A user's latest churn alert.
@@ -421,20 +444,21 @@ impl Store {
     /// I/O or corruption.
     pub fn last_alert(&self, user: u32) -> Result<Option<ChurnAlert>, StoreError> {
         let Some(v) = self.sled(self.db.get(user_key(b'c', user)))? else { return Ok(None) };
-        decode_alert(user, &v).map(Some)
+        decode_at(&v, || format!("alert of user {user}")).map(Some)
     }
 
     /// Genre names by bit, as the committed state counts them (none before the first checkpoint).
-    fn genre_names(&self) -> Result<Vec<String>, StoreError> {
-        Ok(self.meta()?.map(|m| m.genres).unwrap_or_default())
-    }
-
-    /// A user's closed sessions, newest first, at most `limit`.
+    /// A user's closed sessions, newest first, at most `limit`; `genres` are the committed meta
+    /// record's (the meaning of the stored genre bits).
     ///
     /// # Errors
     /// I/O or corruption.
-    pub fn sessions(&self, user: u32, limit: usize) -> Result<Vec<SessionSummary>, StoreError> {
-        let genres = self.genre_names()?;
+    pub fn sessions(
+        &self,
+        user: u32,
+        limit: usize,
+        genres: &[String],
+    ) -> Result<Vec<SessionSummary>, StoreError> {
         let mut out = Vec::new();
         // Groups are keyed by checkpoint, and a user's sessions close in start order, so the
         // groups newest first, each read backwards, give the sessions newest first.
@@ -443,31 +467,32 @@ impl Store {
                 break;
             }
             let (_, v) = self.sled(kv)?;
-            let group = decode_sessions(user, &v)?;
-            out.extend(group.iter().rev().take(limit - out.len()).map(|s| s.summary(user, &genres)));
+            let group: Vec<ClosedSession> = decode_at(&v, || format!("sessions of user {user}"))?;
+            out.extend(group.iter().rev().take(limit - out.len()).map(|s| s.summary(user, genres)));
         }
         Ok(out)
     }
 
-    /// Every closed session of every user, in (user, start) order.
+    /// Every closed session of every user, in (user, start) order (`genres` as for
+    /// [`Store::sessions`]).
     ///
     /// # Errors
-    /// I/O or corruption (reading the meta record at once; the sessions as they are reached).
-    pub fn all_sessions(
-        &self,
-    ) -> Result<impl Iterator<Item = Result<SessionSummary, StoreError>> + '_, StoreError> {
-        let genres = self.genre_names()?;
-        Ok(self.db.scan_prefix(b"s").flat_map(move |kv| {
+    /// I/O or corruption, as the sessions are reached.
+    pub fn all_sessions<'a>(
+        &'a self,
+        genres: &'a [String],
+    ) -> impl Iterator<Item = Result<SessionSummary, StoreError>> + 'a {
+        self.db.scan_prefix(b"s").flat_map(move |kv| {
             let group = self.sled(kv).and_then(|(k, v)| {
                 let user = key_user(&k)?;
-                Ok((user, decode_sessions(user, &v)?))
+                Ok((user, decode_at::<Vec<ClosedSession>>(&v, || format!("sessions of user {user}"))?))
             });
             let summaries: Vec<_> = match group {
-                Ok((user, group)) => group.iter().map(|s| Ok(s.summary(user, &genres))).collect(),
+                Ok((user, group)) => group.iter().map(|s| Ok(s.summary(user, genres))).collect(),
                 Err(e) => vec![Err(e)],
             };
             summaries
-        }))
+        })
     }
 
     /// Users whose latest alert has `status` (any status if `None`), in user order, at most
@@ -489,7 +514,8 @@ impl Store {
         let mut out = Vec::new();
         for kv in self.db.range(start..user_key(b'd', 0).to_vec()) {
             let (k, v) = self.sled(kv)?;
-            let a = decode_alert(key_user(&k)?, &v)?;
+            let user = key_user(&k)?;
+            let a: ChurnAlert = decode_at(&v, || format!("alert of user {user}"))?;
             if status.is_none_or(|s| a.status == s) {
                 out.push(a);
                 if out.len() >= limit {
@@ -505,7 +531,7 @@ impl Store {
         self.db.scan_prefix(b"u").map(move |kv| {
             let (k, v) = self.sled(kv)?;
             let user = key_user(&k)?;
-            Ok((user, decode_user_at(user, &v)?))
+            Ok((user, decode_at(&v, || format!("user {user}"))?))
         })
     }
 
@@ -609,8 +635,12 @@ mod tests {
             .is_err());
         assert_eq!(meta.partitions[0].position, 4);
         assert_eq!(&users[&3], &p.users()[&3]);
-        assert_eq!(store.sessions(3, 10).unwrap().len(), 2, "two sessions closed, newest first");
-        assert_eq!(store.sessions(3, 10).unwrap()[0].start, 1_000_100_000);
+        assert_eq!(
+            store.sessions(3, 10, &meta.genres).unwrap().len(),
+            2,
+            "two sessions closed, newest first"
+        );
+        assert_eq!(store.sessions(3, 10, &meta.genres).unwrap()[0].start, 1_000_100_000);
         assert_eq!(meta.counters, *p.counters());
     }
 
@@ -666,12 +696,21 @@ mod tests {
             .collect();
         assert!(sessions.len() > 40 && sessions.iter().any(|s| s.genres.len() == 3));
         sessions.sort_by_key(|s| (s.user_id, s.start));
-        let stored: Vec<SessionSummary> = store.all_sessions().unwrap().map(Result::unwrap).collect();
+        let stored: Vec<SessionSummary> =
+            store.all_sessions(catalog.genre_names()).map(Result::unwrap).collect();
         assert_eq!(stored, sessions);
         for user in 1..=5 {
             let mine: Vec<&SessionSummary> = sessions.iter().filter(|s| s.user_id == user).rev().collect();
-            assert!(store.sessions(user, 1000).unwrap().iter().eq(mine.iter().copied()));
-            assert!(store.sessions(user, 3).unwrap().iter().eq(mine.iter().copied().take(3)));
+            assert!(store
+                .sessions(user, 1000, catalog.genre_names())
+                .unwrap()
+                .iter()
+                .eq(mine.iter().copied()));
+            assert!(store
+                .sessions(user, 3, catalog.genre_names())
+                .unwrap()
+                .iter()
+                .eq(mine.iter().copied().take(3)));
             let last = published.iter().rev().find_map(|o| match o {
                 Output::Alert(a) if a.user_id == user => Some(a.clone()),
                 _ => None,

@@ -61,7 +61,8 @@ pub fn run(
     if positions.iter().any(|&x| x > 0) {
         cfg.resume = Some([positions[..p].to_vec(), positions[p..].to_vec()]);
     }
-    // Chunks of up to CHANNEL_CHUNK records: up to 16 k records in flight, as before chunking.
+    // Chunks of up to CHANNEL_CHUNK records: 16 queued chunks (16 k records, the bound before
+    // chunking), plus the chunk being filled and the one being applied.
     let (tx, rx) = sync_channel::<Vec<Outgoing>>(16);
     let mut records = 0u64;
     // Per input partition: records the replay has sent (lag = sent − processed).

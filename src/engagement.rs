@@ -3,8 +3,8 @@
 //! Per-user state answers "who"; these answer "how many": ratings by value, activity by UTC hour
 //! and weekday, ratings per genre over the last 30 event-days, and retention by signup cohort
 //! month. They are updated as events are applied (in event-time order) and are part of the
-//! checkpoint, so they are exactly-once like the rest of the state. [`Snapshot`] evaluates them,
-//! with counts over all users, at the watermark.
+//! checkpoint, so they are exactly-once like the rest of the state. The metrics evaluate them at
+//! the watermark, beside [`Snapshot`]'s counts over all users.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -182,7 +182,7 @@ impl Engagement {
 
 /// Counts over all users at the watermark (computed when a checkpoint is written, from the state
 /// it commits).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
     /// The watermark they are evaluated at.
     pub watermark: Option<i64>,

@@ -172,14 +172,11 @@ impl Activity {
                 let delta = x - self.rating_mean;
                 self.rating_mean += delta / self.ratings as f64;
                 self.rating_m2 += delta * (x - self.rating_mean);
-                let mut bits = genres;
-                while bits != 0 {
-                    let i = bits.trailing_zeros() as usize;
+                for i in crate::catalog::bits(genres) {
                     if i >= self.genre_counts.len() {
                         self.genre_counts.resize(i + 1, 0);
                     }
                     self.genre_counts[i] += 1;
-                    bits &= bits - 1;
                 }
             }
             None => self.tags += 1,

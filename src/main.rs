@@ -721,7 +721,7 @@ fn dump(state: &Path, what: DumpWhat) -> Result<()> {
                 }
             }
             DumpWhat::Sessions => {
-                for s in store.all_sessions()? {
+                for s in store.all_sessions(&meta.genres) {
                     writeln!(out, "{}", serde_json::to_string(&s?)?)?;
                 }
             }

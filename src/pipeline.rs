@@ -214,7 +214,6 @@ impl Pipeline {
         self.last = Instant::now();
         self.status.checkpoints.fetch_add(1, Ordering::Relaxed);
         self.status.ready.store(true, Ordering::Relaxed);
-        tracing::debug!(users = s.users, bytes = s.bytes, ms = s.duration.as_millis() as u64, "checkpoint");
         Ok(())
     }
 

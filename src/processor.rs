@@ -213,43 +213,9 @@ pub struct Dirty {
     pub ratings: Vec<LoggedRating>,
 }
 
-/// A rating as the recommender saw it: the checkpoint keeps them all, in the order they were
-/// applied, and a restart rebuilds the identical model from them.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LoggedRating {
-    /// The user.
-    pub user: u32,
-    /// The movie.
-    pub movie: u32,
-    /// The rating.
-    pub rating: f32,
-    /// Event time.
-    pub ts: i64,
-}
-
-impl LoggedRating {
-    /// Bytes per encoded rating.
-    pub const SIZE: usize = 20;
-
-    /// Appends the fixed-size little-endian encoding.
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.user.to_le_bytes());
-        out.extend_from_slice(&self.movie.to_le_bytes());
-        out.extend_from_slice(&self.rating.to_le_bytes());
-        out.extend_from_slice(&self.ts.to_le_bytes());
-    }
-
-    /// Decodes one rating from exactly [`LoggedRating::SIZE`] bytes.
-    pub fn decode(b: &[u8]) -> LoggedRating {
-        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-        LoggedRating {
-            user: u32_at(0),
-            movie: u32_at(4),
-            rating: f32::from_bits(u32_at(8)),
-            ts: i64::from_le_bytes(b[12..20].try_into().expect("8 bytes")),
-        }
-    }
-}
+/// A rating as the recommender saw it (the replay's own rating type): the checkpoint keeps them
+/// all, in the order they were applied, and a restart rebuilds the identical model from them.
+pub type LoggedRating = streamflix_replay::movielens::Rating;
 
 /// The processor's whole state.
 pub struct Processor {
@@ -726,8 +692,7 @@ impl Processor {
                 st.churn.churned = false;
                 self.counters.churned_now -= 1;
                 self.counters.reactivated_alerts += 1;
-                self.dirty.alerts.insert(user, crate::checkpoint::encode(&alert));
-                out.push(Output::Alert(alert));
+                self.emit_alert(user, alert, out);
             }
         }
         let st = self.users.entry(user).or_insert_with(|| UserState {
@@ -842,8 +807,13 @@ impl Processor {
         st.churn.episodes += 1;
         self.counters.churned_now += 1;
         self.counters.churned_alerts += 1;
-        self.dirty.alerts.insert(user, crate::checkpoint::encode(&alert));
         self.dirty.users.insert(user);
+        self.emit_alert(user, alert, out);
+    }
+
+    /// Publishes `alert` and keeps it, encoded, as the user's latest for the checkpoint.
+    fn emit_alert(&mut self, user: u32, alert: ChurnAlert, out: &mut Vec<Output>) {
+        self.dirty.alerts.insert(user, crate::checkpoint::encode(&alert));
         out.push(Output::Alert(alert));
     }
 }

@@ -262,11 +262,11 @@ async fn sessions(State(s): State<AppState>, IdParam(id): IdParam, QueryMap(q): 
     let id = user_id(&id)?;
     check_params(&q, &["limit"])?;
     let limit = count(&q, "limit", 20, 1000)?;
-    committed(&s.store)?;
+    let meta = committed(&s.store)?;
     if s.store.user(id)?.is_none() {
         return Err(ApiError(StatusCode::NOT_FOUND, format!("user {id} not seen")));
     }
-    let list = s.store.sessions(id, limit)?;
+    let list = s.store.sessions(id, limit, &meta.genres)?;
     Ok(Json(json!({ "user_id": id, "sessions": list })))
 }
 

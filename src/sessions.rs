@@ -54,11 +54,6 @@ impl OpenSession {
         self.end.saturating_add(gap)
     }
 
-    /// Tags among the events.
-    pub fn tags(&self) -> u32 {
-        self.events - self.ratings
-    }
-
     /// Mean rating, if the session has ratings.
     pub fn mean_rating(&self) -> Option<f64> {
         (self.ratings > 0).then(|| self.rating_sum / f64::from(self.ratings))
