@@ -253,9 +253,9 @@ pub fn run(
 /// Sets `streamflix_consumer_lag_records` per partition: high watermark − position (one broker
 /// round trip per partition; called after checkpoints and every 5 s when idle). Failures only warn.
 fn update_lag(consumer: &BaseConsumer<QuietEof>, pipeline: &Pipeline) {
-    for p in pipeline.processor.partitions() {
-        match consumer.fetch_watermarks(&p.topic, p.partition as i32, Duration::from_secs(2)) {
-            Ok((_, high)) => pipeline
+    for (p, high) in end_offsets(consumer, pipeline, Duration::from_secs(2)) {
+        match high {
+            Ok(high) => pipeline
                 .metrics()
                 .lag
                 .with_label_values(&[&p.topic, &p.partition.to_string()])
@@ -267,15 +267,25 @@ fn update_lag(consumer: &BaseConsumer<QuietEof>, pipeline: &Pipeline) {
 
 /// Whether every input partition has been read up to its high watermark.
 fn at_end(consumer: &BaseConsumer<QuietEof>, pipeline: &Pipeline) -> anyhow::Result<bool> {
-    for p in pipeline.processor.partitions() {
-        let (_, high) = consumer
-            .fetch_watermarks(&p.topic, p.partition as i32, Duration::from_secs(10))
-            .with_context(|| format!("cannot read the end offset of {}[{}]", p.topic, p.partition))?;
+    for (p, high) in end_offsets(consumer, pipeline, Duration::from_secs(10)) {
+        let high =
+            high.with_context(|| format!("cannot read the end offset of {}[{}]", p.topic, p.partition))?;
         if (p.position as i64) < high {
             return Ok(false);
         }
     }
     Ok(true)
+}
+
+/// Each input partition with its end offset (high watermark), asked of the broker one at a time.
+fn end_offsets<'a>(
+    consumer: &'a BaseConsumer<QuietEof>,
+    pipeline: &'a Pipeline,
+    timeout: Duration,
+) -> impl Iterator<Item = (&'a crate::processor::PartitionState, rdkafka::error::KafkaResult<i64>)> + 'a {
+    pipeline.processor.partitions().iter().map(move |p| {
+        (p, consumer.fetch_watermarks(&p.topic, p.partition as i32, timeout).map(|(_, high)| high))
+    })
 }
 
 /// Commits the checkpointed positions to the group, for lag monitoring. Failures only warn.
