@@ -29,7 +29,9 @@ fn dashboard_queries(path: &Path) -> Vec<(String, String)> {
         let title = p["title"].as_str().unwrap().to_string();
         assert!(p["description"].as_str().is_some_and(|s| !s.is_empty()), "{title}: no description");
         assert!(p["fieldConfig"]["defaults"]["unit"].as_str().is_some(), "{title}: no unit");
-        for t in p["targets"].as_array().unwrap() {
+        let targets = p["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{title}: no targets");
+        for t in targets {
             out.push((title.clone(), t["expr"].as_str().unwrap().to_string()));
         }
     }
@@ -54,13 +56,12 @@ impl Prometheus {
     fn start(target: &str) -> Prometheus {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: streamflix\n    static_configs:\n      - targets: [\"{target}\"]\n"
-            ),
-        )
-        .unwrap();
+        // The compose stack's own configuration, pointed at this processor, scraping every second.
+        let shipped =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus.yml"))
+                .unwrap();
+        assert!(shipped.contains("processor:8080") && shipped.contains("5s"), "{shipped}");
+        std::fs::write(&config, shipped.replace("processor:8080", target).replace("5s", "1s")).unwrap();
         let port = free_port();
         let child = Command::new(prometheus_bin())
             .arg(format!("--config.file={}", config.display()))
@@ -80,21 +81,12 @@ impl Prometheus {
     }
 
     fn query(&self, expr: &str) -> Value {
-        let url = format!("{}/api/v1/query?query={}", self.base, urlencode(expr));
-        let (status, body) = get_json(&url).unwrap();
+        let (status, body) =
+            get_json_query(&format!("{}/api/v1/query", self.base), &[("query", expr)]).unwrap();
         assert_eq!(status, 200, "{expr}: {body}");
         assert_eq!(body["status"], "success", "{expr}: {body}");
         body["data"]["result"].clone()
     }
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[test]
@@ -231,22 +223,16 @@ fn compose_stack_and_prometheus_config_pass_real_validators() {
     // The validator does reject a broken file (a misspelt key, a missing mount).
     let dir = tempfile::tempdir().unwrap();
     let original = std::fs::read_to_string(root.join("docker-compose.yml")).unwrap();
+    // What the compose file refers to, beside the broken copies.
+    for sub in ["deploy", "grafana", "Dockerfile"] {
+        std::os::unix::fs::symlink(root.join(sub), dir.path().join(sub)).unwrap();
+    }
     for (from, to, needle) in [
         ("    depends_on:\n      kafka:", "    depends_onn:\n      kafka:", "depends_onn"),
         ("./deploy/prometheus.yml", "./deploy/missing.yml", "does not exist"),
     ] {
         let broken = dir.path().join("docker-compose.yml");
         std::fs::write(&broken, original.replacen(from, to, 1)).unwrap();
-        for sub in ["deploy", "grafana"] {
-            let link = dir.path().join(sub);
-            if !link.exists() {
-                std::os::unix::fs::symlink(root.join(sub), link).unwrap();
-            }
-        }
-        let link = dir.path().join("Dockerfile");
-        if !link.exists() {
-            std::os::unix::fs::symlink(root.join("Dockerfile"), link).unwrap();
-        }
         let out = check(&broken);
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(!out.status.success() && text.contains(needle), "{from:?} → {to:?} passed: {text}");

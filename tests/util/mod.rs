@@ -416,13 +416,25 @@ pub fn dump(state: &Path, what: &str) -> Vec<serde_json::Value> {
 
 /// Users the generator made inactive at the end (`ground_truth.csv`, `churnedAtEnd`).
 pub fn ground_truth_churned(dir: &Path) -> std::collections::BTreeSet<u32> {
+    ground_truth(dir)
+        .into_iter()
+        .filter(|(_, row)| matches!(row["churnedAtEnd"].as_str(), "true" | "1"))
+        .map(|(user, _)| user)
+        .collect()
+}
+
+/// The generator's `ground_truth.csv`: each user (first column) with its row by column name.
+pub fn ground_truth(dir: &Path) -> Vec<(u32, std::collections::HashMap<String, String>)> {
     let mut r = csv::Reader::from_path(dir.join("ground_truth.csv")).unwrap();
     let headers = r.headers().unwrap().clone();
-    let col = headers.iter().position(|h| h == "churnedAtEnd").unwrap();
     r.records()
         .map(|r| r.unwrap())
-        .filter(|r| matches!(&r[col], "true" | "1"))
-        .map(|r| r[0].parse().unwrap())
+        .map(|r| {
+            (
+                r[0].parse().unwrap(),
+                headers.iter().zip(&r).map(|(h, v)| (h.to_string(), v.to_string())).collect(),
+            )
+        })
         .collect()
 }
 
@@ -441,7 +453,12 @@ fn agent() -> ureq::Agent {
 
 /// GET `url`: status and JSON body, whatever the status.
 pub fn get_json(url: &str) -> Result<(u16, serde_json::Value), ureq::Error> {
-    let mut resp = agent().get(url).call()?;
+    get_json_query(url, &[])
+}
+
+/// [`get_json`] with query parameters (percent-encoded by ureq).
+pub fn get_json_query(url: &str, query: &[(&str, &str)]) -> Result<(u16, serde_json::Value), ureq::Error> {
+    let mut resp = agent().get(url).query_pairs(query.iter().copied()).call()?;
     let status = resp.status().as_u16();
     Ok((status, resp.body_mut().read_json()?))
 }
