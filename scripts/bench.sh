@@ -67,7 +67,7 @@ TABLE
 # --- processor ---------------------------------------------------------------------------------
 proc="target/release/streamflix"
 # Runs the processor with wall time and peak RSS appended, keeping its summary lines.
-timed() { /usr/bin/time -f "   wall %e s, peak RSS %M KB" "$proc" "$@" 2>&1 | grep -E "read and sorted|resuming|processed|checkpoints|recommender|wall"; }
+timed() { /usr/bin/time -f "   wall %e s, peak RSS %M KB, CPU %P" "$proc" "$@" 2>&1 | grep -E "read and sorted|resuming|processed|checkpoints|recommender|wall"; }
 echo "== processor, embedded: 1 M ratings"
 "$bin" generate --out "$dir/p1m" --users 8000 --ratings 1000000 --tags 40000 --quiet --force
 timed run --data "$dir/p1m" --exit-when-done --no-http

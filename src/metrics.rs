@@ -11,7 +11,7 @@
 //! after a restart instead of starting from zero.
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -93,7 +93,7 @@ fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
     registered(r, IntCounter::new(name, help))
 }
 
-fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+fn int_gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     registered(r, IntGaugeVec::new(Opts::new(name, help), labels))
 }
 
@@ -147,7 +147,7 @@ impl Metrics {
                 "Time to decode, validate and apply one input record (one record in 64 is timed).",
                 latency_buckets.clone(),
             ),
-            lag: gauge_vec(
+            lag: int_gauge_vec(
                 &r,
                 "streamflix_consumer_lag_records",
                 "Records in the input not yet processed, per partition (Kafka: high watermark minus position; embedded: replayed but not yet processed).",
@@ -218,13 +218,13 @@ impl Metrics {
                 "Events applied to the state (in event-time order), by kind (rating, tag).",
                 &["kind"],
             ),
-            active_users: gauge_vec(
+            active_users: int_gauge_vec(
                 &r,
                 "streamflix_active_users",
                 "Users whose latest activity is within the window before the watermark (event time).",
                 &["window"],
             ),
-            binge_watchers: gauge_vec(
+            binge_watchers: int_gauge_vec(
                 &r,
                 "streamflix_binge_watchers",
                 "Users with a binge session ending within the window before the watermark.",
@@ -238,7 +238,7 @@ impl Metrics {
                 "Length (first to last event) of sessions closed by this process.",
                 vec![0.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0],
             ),
-            genre_ratings: gauge_vec(
+            genre_ratings: int_gauge_vec(
                 &r,
                 "streamflix_genre_ratings_30d",
                 "Ratings of movies of each genre in the 30 event-days ending with the watermark's day.",
@@ -271,7 +271,7 @@ impl Metrics {
                     &["cohort", "months_since"],
                 ),
             ),
-            cohort_users: gauge_vec(
+            cohort_users: int_gauge_vec(
                 &r,
                 "streamflix_cohort_users",
                 "Users per signup cohort (month of first event); the 12 cohorts up to the watermark's month.",
@@ -306,7 +306,7 @@ impl Metrics {
                 "streamflix_als_prequential_scored_total",
                 "Ratings predicted before being learned (the RMSE's sample), since the model was built.",
             ),
-            als_entities: gauge_vec(&r, "streamflix_als_entities", "Users and movies with ALS factors.", &["kind"]),
+            als_entities: int_gauge_vec(&r, "streamflix_als_entities", "Users and movies with ALS factors.", &["kind"]),
             als_sweeps: counter(
                 &r,
                 "streamflix_als_sweeps_total",
@@ -435,10 +435,5 @@ impl Metrics {
         // Text encoding of gathered families cannot fail for metrics built with valid names.
         let _ = TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out);
         out
-    }
-
-    /// The content type of [`Metrics::render`].
-    pub fn content_type(&self) -> String {
-        TextEncoder::new().format_type().to_string()
     }
 }

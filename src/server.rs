@@ -7,7 +7,7 @@
 //! hold its read lock for one scoring pass (about a millisecond per 60 k movies).
 //! Features are evaluated at the committed watermark. Errors are JSON: `{"error": "..."}` with a
 //! 4xx status for bad requests and unknown ids, 500 for a store failure, 503 before the first
-//! checkpoint.
+//! checkpoint (state routes, user and group recommendations; similar titles need only the model).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -139,7 +139,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
     s.metrics.state_disk.set(s.store.size_on_disk() as i64);
     s.metrics.set_model(&model(&s));
     let body = s.metrics.render();
-    ([(axum::http::header::CONTENT_TYPE, s.metrics.content_type())], body).into_response()
+    ([(axum::http::header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body).into_response()
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then finishes in-flight requests.
