@@ -34,7 +34,12 @@ fn main() {
     let mut als = Als::new(AlsConfig::default());
     let (started, cpu0) = (Instant::now(), cpu_seconds());
     let mut last = started;
+    // As the processor's learner does (`Recommender::observe_all`): each rating's model data is
+    // requested from memory a few ratings before it is learned.
     for (n, r) in ratings.iter().enumerate() {
+        if let Some(next) = ratings.get(n + 8) {
+            als.prefetch(next.user, next.movie);
+        }
         als.observe(r.user, r.movie, r.rating);
         if (n + 1) % 5_000_000 == 0 {
             let now = Instant::now();

@@ -18,7 +18,9 @@
 //!   little; each step is one O(k²)
 //!   matrix-vector product. Then the same for the item with the user's new factor. Nothing
 //!   re-reads a history. The kernels run in 256-bit vectors (AVX2) when the CPU has them, with
-//!   bit-identical results either way.
+//!   bit-identical results either way, and rank 32 (the default) is compiled on its own with
+//!   every loop bound a constant. [`Als::prefetch`] lets a caller that knows the next ratings
+//!   start their memory loads early (at millions of ratings the statistics are in no cache).
 //! - **Sweeps** correct the drift of statistics accumulated with factors that have since moved:
 //!   an entity is re-solved exactly from its ratings and the other side's current factors. The
 //!   streaming sweep is incremental: a few entities after each event (users first, then items),
@@ -98,6 +100,7 @@ pub struct Rated {
 
 /// Bits of a rating entry that hold the other side's index: up to 268 M users or movies.
 const INDEX_BITS: u32 = 28;
+const INDEX_MASK: u32 = (1 << INDEX_BITS) - 1;
 
 impl Rated {
     /// Ratings.
@@ -112,12 +115,12 @@ impl Rated {
 
     /// The other side's indices.
     pub fn others(&self) -> impl Iterator<Item = u32> + '_ {
-        self.packed.iter().map(|&p| p & ((1 << INDEX_BITS) - 1))
+        self.packed.iter().map(|&p| p & INDEX_MASK)
     }
 
     /// (other side's index, rating) pairs.
     pub fn iter(&self) -> impl Iterator<Item = (u32, f32)> + '_ {
-        self.packed.iter().map(|&p| (p & ((1 << INDEX_BITS) - 1), (p >> INDEX_BITS) as f32 / 2.0))
+        self.packed.iter().map(|&p| (p & INDEX_MASK, (p >> INDEX_BITS) as f32 / 2.0))
     }
 
     fn push(&mut self, other: u32, rating: f32) {
@@ -147,9 +150,21 @@ struct Shape {
 }
 
 impl Shape {
-    fn new(k: usize) -> Shape {
-        Shape { k, stride: 2 * k + (0..k).map(|i| row_len(i, k)).sum::<usize>() }
+    const fn new(k: usize) -> Shape {
+        let mut stride = 2 * k;
+        let mut i = 0;
+        while i < k {
+            // row_len(i, k), which is not const.
+            let end = (i / LANES + 1) * LANES;
+            stride += if end < k { end } else { k };
+            i += 1;
+        }
+        Shape { k, stride }
     }
+
+    /// The default rank's layout, as a constant: the per-event code compiled for it has every
+    /// loop bound known, so it is unrolled into whole vectors with no remainder loops.
+    const RANK32: Shape = Shape::new(32);
 }
 
 /// One entity's statistics, split: (b, residual, G).
@@ -202,6 +217,19 @@ impl Side {
             &mut self.stats[e * stride..(e + 1) * stride],
             &self.ratings[e],
         )
+    }
+
+    /// Starts loading entity `e`'s factor, statistics and the end of its rating list into the
+    /// cache (see [`Als::prefetch`]).
+    #[inline(always)]
+    fn prefetch(&self, e: usize, shape: Shape) {
+        let (k, stride) = (shape.k, shape.stride);
+        prefetch_floats(&self.stats[e * stride..(e + 1) * stride]);
+        prefetch_floats(&self.factors[e * k..(e + 1) * k]);
+        let rated = &self.ratings[e].packed;
+        if let Some(last) = rated.last() {
+            prefetch(last);
+        }
     }
 
     fn get_or_insert(&mut self, id: u32, shape: Shape, salt: u64) -> usize {
@@ -331,6 +359,20 @@ impl Als {
         Some(dot(x, v).clamp(0.5, 5.0))
     }
 
+    /// Starts loading into the cache what [`Als::observe`] of this user and item will touch
+    /// (their statistics are ~2.8 KB each at rank 32, and at millions of ratings most are not in
+    /// any cache): called a few ratings ahead, the loads overlap the arithmetic of the ratings
+    /// between. Changes nothing; unknown ids are ignored.
+    #[inline]
+    pub fn prefetch(&self, user: u32, item: u32) {
+        if let Some(u) = self.users.index_of(user) {
+            self.users.prefetch(u, self.shape);
+        }
+        if let Some(i) = self.items.index_of(item) {
+            self.items.prefetch(i, self.shape);
+        }
+    }
+
     /// Adds ratings without solving (batch loading before [`Als::train`]).
     pub fn add(&mut self, user: u32, item: u32, rating: f32) {
         self.insert(user, item, rating);
@@ -377,34 +419,28 @@ impl Als {
         self.learn(u, i, rating);
     }
 
-    /// The arithmetic of [`Als::observe`] for user index `u`, item index `i`.
+    /// The arithmetic of [`Als::observe`] for user index `u`, item index `i`; rank 32 compiled
+    /// on its own (see [`Shape::RANK32`]).
     #[inline(always)]
     fn learn(&mut self, u: usize, i: usize, rating: f32) {
-        let k = self.cfg.rank;
-        let lambda = f64::from(self.cfg.lambda);
-        update_entity(
-            &mut self.users,
-            u,
-            self.items.factor(i, k),
-            rating,
-            lambda,
-            self.shape,
-            &mut self.work,
-        );
-        update_entity(
-            &mut self.items,
-            i,
-            self.users.factor(u, k),
-            rating,
-            lambda,
-            self.shape,
-            &mut self.work,
-        );
-        self.sweep_step();
+        if self.shape == Shape::RANK32 {
+            self.learn_shaped(u, i, rating, Shape::RANK32);
+        } else {
+            self.learn_shaped(u, i, rating, self.shape);
+        }
     }
 
     #[inline(always)]
-    fn sweep_step(&mut self) {
+    fn learn_shaped(&mut self, u: usize, i: usize, rating: f32, shape: Shape) {
+        let k = shape.k;
+        let lambda = f64::from(self.cfg.lambda);
+        update_entity(&mut self.users, u, self.items.factor(i, k), rating, lambda, shape, &mut self.work);
+        update_entity(&mut self.items, i, self.users.factor(u, k), rating, lambda, shape, &mut self.work);
+        self.sweep_step(shape);
+    }
+
+    #[inline(always)]
+    fn sweep_step(&mut self, shape: Shape) {
         if self.cfg.sweep_every == 0 {
             return;
         }
@@ -412,7 +448,7 @@ impl Als {
         // over max(sweep_every, ratings) events.
         let work = 2.0 * self.ratings as f64 + (self.cfg.rank * (self.users.len() + self.items.len())) as f64;
         self.sweep.credit += work / self.cfg.sweep_every.max(self.ratings) as f64;
-        let k = self.cfg.rank;
+        let k = shape.k;
         let lambda = f64::from(self.cfg.lambda);
         while self.sweep.credit > 0.0 {
             let (this, other) = match self.sweep.side {
@@ -431,7 +467,7 @@ impl Als {
             }
             let e = self.sweep.next;
             self.sweep.credit -= (this.ratings[e].len() + k) as f64;
-            let (x, stats, rated) = this.entity_mut(e, self.shape);
+            let (x, stats, rated) = this.entity_mut(e, shape);
             exact(x, stats, rated, &other.factors, lambda, k, &mut self.scratch, &mut self.work);
             self.sweep.next += 1;
         }
@@ -658,22 +694,35 @@ fn rank_one(g: &mut [f32], v: &[f32]) {
 /// y = (G + reg·I) x for G in the stored layout: each row's stored part (its lower blocks and
 /// its whole diagonal block) gives a dot product; the part above the diagonal block comes from
 /// the later rows, whose lower blocks are its transpose.
+///
+/// The later rows' terms are summed block by block of [`LANES`] outputs in registers, in row
+/// order (y[j] = reg·x[j] + row j's dot product + the later rows' terms, as a row-by-row pass
+/// would add them), rather than row by row into `y` in memory, where each row's update waited
+/// for the previous row's store (rank 32: 1.92 → 1.76 µs per rating in `als_stream`, sweeps off).
+/// Only whole blocks have later rows: a partial block is the last.
 #[inline(always)]
 fn sym_mul(g: &[f32], x: &[f32], reg: f32, y: &mut [f32]) {
     let k = x.len();
-    for (yi, &xi) in y.iter_mut().zip(x) {
-        *yi = reg * xi;
-    }
     let mut off = 0;
-    for (i, &xi) in x.iter().enumerate() {
+    for (i, (yi, &xi)) in y.iter_mut().zip(x).enumerate() {
         let len = row_len(i, k);
-        let row = &g[off..off + len];
-        let below = i / LANES * LANES;
-        for (yj, &gij) in y[..below].iter_mut().zip(&row[..below]) {
-            *yj += gij * xi;
-        }
-        y[i] += dot(row, &x[..len]);
+        *yi = reg * xi + dot(&g[off..off + len], &x[..len]);
         off += len;
+    }
+    let full = k / LANES;
+    for block in 0..full {
+        let lo = block * LANES;
+        let mut acc: [f32; LANES] = y[lo..lo + LANES].try_into().expect("a block");
+        // The rows of the later blocks hold this block's column entries at [lo, lo + LANES).
+        let mut off = LANES * LANES * (block + 1) * (block + 2) / 2;
+        for (i, &xi) in x.iter().enumerate().skip(lo + LANES) {
+            let row: &[f32; LANES] = g[off + lo..off + lo + LANES].try_into().expect("a block");
+            for t in 0..LANES {
+                acc[t] += row[t] * xi;
+            }
+            off += row_len(i, k);
+        }
+        y[lo..lo + LANES].copy_from_slice(&acc);
     }
 }
 
@@ -739,7 +788,15 @@ fn exact(
     let (b, r, g) = split_stats(stats, k);
     g.fill(0.0);
     b.fill(0.0);
-    for (j, rating) in ratings.iter() {
+    /// Ratings ahead whose factor is requested from memory (a sweep gathers the factors of
+    /// all of an entity's ratings, scattered over the other side).
+    const AHEAD: usize = 8;
+    let others = &ratings.packed;
+    for (n, (j, rating)) in ratings.iter().enumerate() {
+        if let Some(&p) = others.get(n + AHEAD) {
+            let j = (p & INDEX_MASK) as usize;
+            prefetch_floats(&other[j * k..(j + 1) * k]);
+        }
         let v = &other[j as usize * k..(j as usize + 1) * k];
         rank_one(g, v);
         for (bb, &vv) in b.iter_mut().zip(v) {
@@ -806,6 +863,29 @@ fn solve_spd(l: &mut [f64], y: &mut [f64], k: usize) -> bool {
         y[i] = s / l[i * k + i];
     }
     y[..k].iter().all(|v| v.is_finite())
+}
+
+/// Asks the CPU to start loading the cache line holding `*v` (a hint: no effect on results).
+#[inline(always)]
+fn prefetch<T>(v: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch has no architectural effect and cannot fault (the address is a live
+    // reference anyway); SSE, which has the instruction, is part of x86-64.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch(std::ptr::from_ref(v).cast::<i8>(), std::arch::x86_64::_MM_HINT_T0);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = v;
+}
+
+/// [`prefetch`] of every cache line of `v`.
+#[inline(always)]
+fn prefetch_floats(v: &[f32]) {
+    /// Floats per 64-byte cache line.
+    const LINE: usize = 16;
+    for f in v.iter().step_by(LINE) {
+        prefetch(f);
+    }
 }
 
 /// f32 dot product with eight independent sums (vectorises).
@@ -1060,6 +1140,59 @@ mod tests {
         assert!(a.sweeps_done() > 0);
         for which in [Which::Users, Which::Items] {
             let (x, y) = (a.side(which), b.side(which));
+            assert!(x.factors.iter().zip(&y.factors).all(|(p, q)| p.to_bits() == q.to_bits()));
+            assert!(x.stats.iter().zip(&y.stats).all(|(p, q)| p.to_bits() == q.to_bits()));
+        }
+    }
+
+    /// The row-by-row form of [`sym_mul`] (each row's lower blocks added into `y` in memory).
+    fn sym_mul_by_rows(g: &[f32], x: &[f32], reg: f32, y: &mut [f32]) {
+        let k = x.len();
+        for (yi, &xi) in y.iter_mut().zip(x) {
+            *yi = reg * xi;
+        }
+        let mut off = 0;
+        for (i, &xi) in x.iter().enumerate() {
+            let len = row_len(i, k);
+            let row = &g[off..off + len];
+            let below = i / LANES * LANES;
+            for (yj, &gij) in y[..below].iter_mut().zip(&row[..below]) {
+                *yj += gij * xi;
+            }
+            y[i] += dot(row, &x[..len]);
+            off += len;
+        }
+    }
+
+    #[test]
+    fn the_blocked_product_adds_in_the_row_by_row_order() {
+        let mut next = rng(5);
+        for k in 1..=41 {
+            let shape = Shape::new(k);
+            let g: Vec<f32> = (0..shape.stride - 2 * k).map(|_| next() as f32 - 0.5).collect();
+            let x: Vec<f32> = (0..k).map(|_| next() as f32 - 0.5).collect();
+            let (mut y, mut z) = (vec![0.0; k], vec![0.0; k]);
+            sym_mul(&g, &x, 0.37, &mut y);
+            sym_mul_by_rows(&g, &x, 0.37, &mut z);
+            assert!(y.iter().zip(&z).all(|(a, b)| a.to_bits() == b.to_bits()), "rank {k}");
+        }
+    }
+
+    #[test]
+    fn the_rank_32_compilation_equals_the_general_one() {
+        // `learn` runs rank 32 with its shape a compile-time constant; the same arithmetic with
+        // the shape only known at run time must give the same bits.
+        let data = synthetic(120, 90, 30, 19);
+        let cfg = AlsConfig { rank: 32, lambda: 0.1, sweep_every: 500 };
+        let (mut special, mut general) = (Als::new(cfg.clone()), Als::new(cfg));
+        for &(u, i, r) in &data {
+            special.observe(u, i, r);
+            let (u, i, _) = general.insert(u, i, r);
+            general.learn_shaped(u, i, r, std::hint::black_box(Shape::new(32)));
+        }
+        assert!(special.sweeps_done() > 0);
+        for which in [Which::Users, Which::Items] {
+            let (x, y) = (special.side(which), general.side(which));
             assert!(x.factors.iter().zip(&y.factors).all(|(p, q)| p.to_bits() == q.to_bits()));
             assert!(x.stats.iter().zip(&y.stats).all(|(p, q)| p.to_bits() == q.to_bits()));
         }

@@ -308,10 +308,15 @@ impl Processor {
         ratings: impl IntoIterator<Item = Result<LoggedRating, E>>,
     ) -> Result<Recommender, E> {
         let mut model = Recommender::new(cfg.als.clone(), catalog.clone());
+        let mut batch = Vec::with_capacity(LEARN_BATCH);
         for r in ratings {
-            let r = r?;
-            model.observe(r.user, r.movie, r.rating, r.ts);
+            batch.push(r?);
+            if batch.len() == LEARN_BATCH {
+                model.observe_all(&batch);
+                batch.clear();
+            }
         }
+        model.observe_all(&batch);
         Ok(model)
     }
 
@@ -401,10 +406,9 @@ impl Processor {
                     match msg {
                         LearnerMsg::Ratings(mut batch) => {
                             let mut m = model.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-                            for r in batch.drain(..) {
-                                m.observe(r.user, r.movie, r.rating, r.ts);
-                            }
+                            m.observe_all(&batch);
                             drop(m);
+                            batch.clear();
                             // Full (the processor has enough spares) or gone: let it drop.
                             let _ = give_back.try_send(batch);
                         }

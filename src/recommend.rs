@@ -21,6 +21,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
 use crate::als::{dot, Als, AlsConfig, Which};
+
 use crate::catalog::{count_bits, Catalog};
 use crate::engagement::day_bucket;
 use crate::features::day_of;
@@ -177,6 +178,12 @@ impl ModelStats {
     }
 }
 
+/// How many ratings ahead [`Recommender::observe_all`] prefetches: a memory latency's worth of
+/// arithmetic or more. Measured with the bench's loop (`cargo bench --bench als_stream` on the
+/// first 6 M of the 25 M ratings, before the rank-32 compilation): 3.04 µs per rating without,
+/// 2.66 at 8, 2.73 at 32, 2.88 at 64; about 10–15 % on a noisy machine.
+const PREFETCH_AHEAD: usize = 8;
+
 /// The recommender: ALS plus popularity, fed by the processor with every applied rating.
 #[derive(Debug, Clone)]
 pub struct Recommender {
@@ -225,6 +232,18 @@ impl Recommender {
     /// Prequential error and update latency so far.
     pub fn stats(&self) -> &ModelStats {
         &self.stats
+    }
+
+    /// [`Recommender::observe`] of each rating in order, with each rating's model data requested
+    /// from memory [`PREFETCH_AHEAD`] ratings before it is learned (the same model as one by
+    /// one, sooner: at millions of ratings most statistics are in no cache).
+    pub fn observe_all(&mut self, ratings: &[crate::processor::LoggedRating]) {
+        for (n, r) in ratings.iter().enumerate() {
+            if let Some(next) = ratings.get(n + PREFETCH_AHEAD) {
+                self.als.prefetch(next.user, next.movie);
+            }
+            self.observe(r.user, r.movie, r.rating, r.ts);
+        }
     }
 
     /// Learns from one applied rating (after scoring the model's prediction of it).
