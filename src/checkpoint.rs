@@ -592,6 +592,20 @@ mod tests {
     use streamflix_replay::movielens::Movie;
     use streamflix_schemas::{RatingEvent, StreamRecord};
 
+    /// Opens the store again after dropping it: sled's flusher thread can hold the database (and
+    /// its file lock) a moment past the drop, so a locked store is retried for up to 5 s.
+    fn reopen(dir: &Path) -> Store {
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match Store::open(dir) {
+                Err(StoreError::Locked { .. }) if Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                r => return r.unwrap(),
+            }
+        }
+    }
+
     #[test]
     fn a_checkpoint_round_trips_the_processor() {
         let dir = tempfile::tempdir().unwrap();
@@ -622,7 +636,7 @@ mod tests {
         let stats = store.checkpoint(&mut p, "embedded", false, 1).unwrap();
         assert_eq!(stats.users, 1);
         drop(store);
-        let store = Store::open(dir.path()).unwrap();
+        let store = reopen(dir.path());
         let Loaded { meta, users, pending, engagement } = store.load().unwrap().unwrap();
         let log = store.rating_log().unwrap();
         assert_eq!(&engagement, p.engagement());
