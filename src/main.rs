@@ -23,12 +23,6 @@ use streamflix_replay::generate::{generate, GenerateConfig};
 use streamflix_replay::kafka::KafkaOptions;
 use streamflix_replay::time::format_datetime;
 
-/// mimalloc instead of glibc's malloc: the processing thread allocates and frees per record and
-/// sled allocates per key written; with glibc, malloc and free were ~9 % of the 25 M-event run's
-/// samples on that thread.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Streaming engagement analytics for a video platform, fed by MovieLens-style rating events:
 /// sessions, rolling RFM features and churn alerts per user, in event time, with exactly-once
 /// state in sled and an HTTP API.
