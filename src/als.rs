@@ -219,8 +219,8 @@ impl Side {
         )
     }
 
-    /// Starts loading entity `e`'s factor, statistics and the end of its rating list into the
-    /// cache (see [`Als::prefetch`]).
+    /// Starts loading entity `e`'s factor, statistics and rating-list header into the cache
+    /// (see [`Als::prefetch`]).
     #[inline(always)]
     fn prefetch(&self, e: usize, shape: Shape) {
         let (k, stride) = (shape.k, shape.stride);
