@@ -1,13 +1,14 @@
 //! Per-event ALS throughput, alone: the model's `observe` on a rating stream in event-time order,
 //! the work the processor's learner thread does. Prints µs per event and events/s; asserts nothing.
 //!
-//! `cargo bench --bench als_stream -- [DATA_DIR] [MAX_RATINGS]` — a MovieLens directory (e.g. one
-//! written by `streamflix-replay generate`); without one, 1 M ratings with ml-25m-like shape are
-//! generated into a temporary directory first.
+//! `cargo bench --bench als_stream -- [DATA_DIR] [MAX_RATINGS] [SWEEP_EVERY]` — a MovieLens
+//! directory (e.g. one written by `streamflix-replay generate`); without one, 1 M ratings with
+//! ml-25m-like shape are generated into a temporary directory first. `SWEEP_EVERY` is the model's
+//! `--sweep-every` (default 1,000,000; 0 measures the per-event updates without sweeps).
 
 use std::time::Instant;
 
-use streamflix::als::{Als, AlsConfig};
+use streamflix::als::{Als, AlsConfig, PREFETCH_AHEAD};
 use streamflix_replay::dataset::Dataset;
 use streamflix_replay::generate::{generate, GenerateConfig};
 
@@ -31,13 +32,17 @@ fn main() {
     let max: usize = args.get(1).map_or(usize::MAX, |n| n.parse().expect("MAX_RATINGS is a number"));
     let ds = Dataset::load(&dir, false).expect("read the ratings");
     let ratings = &ds.ratings[..ds.ratings.len().min(max)];
-    let mut als = Als::new(AlsConfig::default());
+    let mut cfg = AlsConfig::default();
+    if let Some(n) = args.get(2) {
+        cfg.sweep_every = n.parse().expect("SWEEP_EVERY is a number");
+    }
+    let mut als = Als::new(cfg);
     let (started, cpu0) = (Instant::now(), cpu_seconds());
     let mut last = started;
     // As the processor's learner does (`Recommender::observe_all`): each rating's model data is
     // requested from memory a few ratings before it is learned.
     for (n, r) in ratings.iter().enumerate() {
-        if let Some(next) = ratings.get(n + 8) {
+        if let Some(next) = ratings.get(n + PREFETCH_AHEAD) {
             als.prefetch(next.user, next.movie);
         }
         als.observe(r.user, r.movie, r.rating);

@@ -8,16 +8,16 @@
 //! Each side (users, items) keeps, per entity, the **sufficient statistics** of its least-squares
 //! problem: the Gram matrix G = Σ vvᵀ (f32, lower triangle with rows padded to whole 8-float
 //! vectors, see [`row_len`]), the right-hand side b = Σ r·v and the residual b − (G + λnI)x
-//! of the current factor x; the count n is the length of the entity's rating list. The factor is the solution of (G + λnI) x = b.
+//! of the current factor x; the count n is the length of the entity's rating list. The factor is
+//! the solution of (G + λnI) x = b.
 //!
 //! - **Per event** ([`Als::observe`]): the rating adds one outer product to the user's statistics
 //!   (with the item's current factor), the residual is updated in O(k) and the user's factor is
 //!   re-solved by conjugate gradients warm-started from the current factor: n + 1 steps below
 //!   [`EXACT_BELOW`] ratings, which is exact (G has rank ≤ n), [`CG_STEPS`] steps after that
 //!   and one from [`ONE_STEP_FROM`] ratings, which tracks the solution as one rating moves it
-//!   little; each step is one O(k²)
-//!   matrix-vector product. Then the same for the item with the user's new factor. Nothing
-//!   re-reads a history. The kernels run in 256-bit vectors (AVX2) when the CPU has them, with
+//!   little; each step is one O(k²) matrix-vector product. Then the same for the item with the
+//!   user's new factor. Nothing re-reads a history. The kernels run in 256-bit vectors (AVX2) when the CPU has them, with
 //!   bit-identical results either way, and rank 32 (the default) is compiled on its own with
 //!   every loop bound a constant. [`Als::prefetch`] lets a caller that knows the next ratings
 //!   start their memory loads early (at millions of ratings the statistics are in no cache).
@@ -137,8 +137,13 @@ const LANES: usize = 8;
 /// row extended to the end of its block of [`LANES`] rows, so every row is whole vectors and the
 /// diagonal blocks are stored in full (rank 32: 640 floats, against 528 packed and 1,024 full).
 #[inline(always)]
-fn row_len(i: usize, k: usize) -> usize {
-    ((i / LANES + 1) * LANES).min(k)
+const fn row_len(i: usize, k: usize) -> usize {
+    let end = (i / LANES + 1) * LANES;
+    if end < k {
+        end
+    } else {
+        k
+    }
 }
 
 /// The per-entity storage layout for rank k.
@@ -154,9 +159,7 @@ impl Shape {
         let mut stride = 2 * k;
         let mut i = 0;
         while i < k {
-            // row_len(i, k), which is not const.
-            let end = (i / LANES + 1) * LANES;
-            stride += if end < k { end } else { k };
+            stride += row_len(i, k);
             i += 1;
         }
         Shape { k, stride }
@@ -666,9 +669,9 @@ fn exact_range(
 /// current factor track its solution in O(k²) (sweeps then remove what is left).
 ///
 /// Exactness costs n + 2 products per update, most of the per-event work of entities with few
-/// ratings. `streamflix eval` on 1 M ratings, streaming RMSE at 16 / 8 / 4: 0.655607 / 0.655632 /
-/// 0.655626; `als_stream` on 5 M ratings with ml-25m's users and movies: 3.0 / 2.4 / 2.2 µs per
-/// rating.
+/// ratings. With this constant at 16 / 8 / 4: `streamflix eval` on 1 M ratings, streaming RMSE
+/// 0.655607 / 0.655632 / 0.655626; `als_stream` on 5 M ratings with ml-25m's users and movies,
+/// 3.0 / 2.4 / 2.2 µs per rating.
 pub const EXACT_BELOW: u32 = 4;
 /// Conjugate-gradient steps per update from [`EXACT_BELOW`] up to [`ONE_STEP_FROM`] ratings.
 pub const CG_STEPS: usize = 2;
@@ -738,7 +741,8 @@ fn rank_one(g: &mut [f32], v: &[f32]) {
 /// The later rows' terms are summed block by block of [`LANES`] outputs in registers, in row
 /// order (y[j] = reg·x[j] + row j's dot product + the later rows' terms, as a row-by-row pass
 /// would add them), rather than row by row into `y` in memory, where each row's update waited
-/// for the previous row's store (rank 32: 1.92 → 1.76 µs per rating in `als_stream`, sweeps off).
+/// for the previous row's store (rank 32, `cargo bench --bench als_stream -- <25 M dir> 6000000 0`:
+/// 1.92 → 1.76 µs per rating).
 /// Only whole blocks have later rows: a partial block is the last.
 #[inline(always)]
 fn sym_mul(g: &[f32], x: &[f32], reg: f32, y: &mut [f32]) {
@@ -828,14 +832,12 @@ fn exact(
     let (b, r, g) = split_stats(stats, k);
     g.fill(0.0);
     b.fill(0.0);
-    /// Ratings ahead whose factor is requested from memory (a sweep gathers the factors of
-    /// all of an entity's ratings, scattered over the other side).
-    const AHEAD: usize = 8;
-    let others = &ratings.packed;
-    for (n, (j, rating)) in ratings.iter().enumerate() {
-        if let Some(&p) = others.get(n + AHEAD) {
-            let j = (p & INDEX_MASK) as usize;
-            prefetch_floats(&other[j * k..(j + 1) * k]);
+    // The factors of all the entity's ratings are scattered over the other side: each is
+    // requested from memory a few ratings before it is added.
+    let mut ahead = ratings.others().skip(PREFETCH_AHEAD).map(|j| j as usize);
+    for (j, rating) in ratings.iter() {
+        if let Some(a) = ahead.next() {
+            prefetch_floats(&other[a * k..(a + 1) * k]);
         }
         let v = &other[j as usize * k..(j as usize + 1) * k];
         rank_one(g, v);
@@ -904,6 +906,13 @@ fn solve_spd(l: &mut [f64], y: &mut [f64], k: usize) -> bool {
     }
     y[..k].iter().all(|v| v.is_finite())
 }
+
+/// How many ratings ahead of its use data is prefetched ([`Als::prefetch`] as the processor's
+/// learner calls it, and a sweep's factor gathers): a memory latency's worth of arithmetic or
+/// more. Measured at the time with a variant of `benches/als_stream` taking the distance as a
+/// parameter (first 6 M of the 25 M ratings, before the rank-32 build): 3.04 µs per rating
+/// without, 2.66 at 8, 2.73 at 32, 2.88 at 64; single runs on a machine whose speed drifts 10 %.
+pub const PREFETCH_AHEAD: usize = 8;
 
 /// Asks the CPU to start loading the cache line holding `*v` (a hint: no effect on results).
 #[inline(always)]
@@ -1161,12 +1170,21 @@ mod tests {
         assert!(mean < 0.015, "mean error over ratings 41–60: {mean}");
     }
 
+    /// Both models hold the same factors and statistics, bit for bit.
+    fn assert_same_bits(a: &Als, b: &Als) {
+        for which in [Which::Users, Which::Items] {
+            let (x, y) = (a.side(which), b.side(which));
+            assert!(x.factors.iter().zip(&y.factors).all(|(p, q)| p.to_bits() == q.to_bits()));
+            assert!(x.stats.iter().zip(&y.stats).all(|(p, q)| p.to_bits() == q.to_bits()));
+        }
+    }
+
     #[test]
     fn vector_and_baseline_arithmetic_give_the_same_model() {
         // The AVX2 compilation must compute exactly what the baseline one does (a restart on
         // another machine rebuilds the same model); on a CPU without AVX2 both run the baseline.
         let data = synthetic(120, 90, 30, 17);
-        let mut models = [true, false].map(|vectors| {
+        let models = [true, false].map(|vectors| {
             let mut als = Als::new(AlsConfig { rank: 32, lambda: 0.1, sweep_every: 500 });
             als.vectors &= vectors;
             for &(u, i, r) in &data {
@@ -1176,13 +1194,9 @@ mod tests {
             als.train(2, None);
             als
         });
-        let [a, b] = &mut models;
+        let [a, b] = &models;
         assert!(a.sweeps_done() > 0);
-        for which in [Which::Users, Which::Items] {
-            let (x, y) = (a.side(which), b.side(which));
-            assert!(x.factors.iter().zip(&y.factors).all(|(p, q)| p.to_bits() == q.to_bits()));
-            assert!(x.stats.iter().zip(&y.stats).all(|(p, q)| p.to_bits() == q.to_bits()));
-        }
+        assert_same_bits(a, b);
     }
 
     /// The row-by-row form of [`sym_mul`] (each row's lower blocks added into `y` in memory).
@@ -1247,11 +1261,7 @@ mod tests {
             general.learn_shaped(u, i, r, std::hint::black_box(Shape::new(32)));
         }
         assert!(special.sweeps_done() > 0);
-        for which in [Which::Users, Which::Items] {
-            let (x, y) = (special.side(which), general.side(which));
-            assert!(x.factors.iter().zip(&y.factors).all(|(p, q)| p.to_bits() == q.to_bits()));
-            assert!(x.stats.iter().zip(&y.stats).all(|(p, q)| p.to_bits() == q.to_bits()));
-        }
+        assert_same_bits(&special, &general);
     }
 
     #[test]

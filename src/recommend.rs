@@ -20,8 +20,7 @@ use std::sync::Arc;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
-use crate::als::{dot, Als, AlsConfig, Which};
-
+use crate::als::{dot, Als, AlsConfig, Which, PREFETCH_AHEAD};
 use crate::catalog::{count_bits, Catalog};
 use crate::engagement::day_bucket;
 use crate::features::day_of;
@@ -177,12 +176,6 @@ impl ModelStats {
         None
     }
 }
-
-/// How many ratings ahead [`Recommender::observe_all`] prefetches: a memory latency's worth of
-/// arithmetic or more. Measured with the bench's loop (`cargo bench --bench als_stream` on the
-/// first 6 M of the 25 M ratings, before the rank-32 compilation): 3.04 µs per rating without,
-/// 2.66 at 8, 2.73 at 32, 2.88 at 64; about 10–15 % on a noisy machine.
-const PREFETCH_AHEAD: usize = 8;
 
 /// The recommender: ALS plus popularity, fed by the processor with every applied rating.
 #[derive(Debug, Clone)]
