@@ -28,18 +28,6 @@ pub struct Expected {
     pub sessions: Vec<Value>,
 }
 
-fn civil(days: i64) -> (i64, u32) {
-    // Howard Hinnant's days → civil date.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m)
-}
-
 pub fn compute(dir: &Path) -> Expected {
     let mut genres_of: BTreeMap<u32, Vec<String>> = BTreeMap::new();
     let mut all_genres = BTreeSet::new();
@@ -126,7 +114,7 @@ pub fn compute(dir: &Path) -> Expected {
         let fav = gc.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0))).map(|(g, _)| g.clone());
         let h: f64 = gc.values().map(|&c| c as f64 / total as f64).map(|p| -p * p.ln()).sum();
         let days: BTreeSet<i64> = evs.iter().map(|e| e.ts.div_euclid(DAY)).collect();
-        let (y, m) = civil(first.div_euclid(DAY));
+        let cohort = chrono::DateTime::from_timestamp(first, 0).unwrap().format("%Y-%m").to_string();
         let churned = end - last >= CHURN;
         let pauses = evs.windows(2).filter(|w| w[1].ts - w[0].ts >= CHURN).count() as u64;
         users.insert(
@@ -136,7 +124,7 @@ pub fn compute(dir: &Path) -> Expected {
                 "churn_episodes": pauses + u64::from(churned),
                 "features": {
                     "as_of": end, "recency_days": (end - last) as f64 / DAY as f64,
-                    "last_activity": last, "first_seen": first, "cohort": format!("{y:04}-{m:02}"),
+                    "last_activity": last, "first_seen": first, "cohort": cohort,
                     "events_7d": window(7), "events_30d": window(30), "events_90d": window(90),
                     "events_lifetime": evs.len(), "ratings": ratings.len(), "tags": evs.len() - ratings.len(),
                     "rating_mean": if ratings.is_empty() { Value::Null } else { json!(mean) },
