@@ -447,7 +447,6 @@ impl Store {
         decode_at(&v, || format!("alert of user {user}")).map(Some)
     }
 
-    /// Genre names by bit, as the committed state counts them (none before the first checkpoint).
     /// A user's closed sessions, newest first, at most `limit`; `genres` are the committed meta
     /// record's (the meaning of the stored genre bits).
     ///
