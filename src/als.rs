@@ -833,11 +833,13 @@ fn exact(
     g.fill(0.0);
     b.fill(0.0);
     // The factors of all the entity's ratings are scattered over the other side: each is
-    // requested from memory a few ratings before it is added.
-    let mut ahead = ratings.others().skip(PREFETCH_AHEAD).map(|j| j as usize);
-    for (j, rating) in ratings.iter() {
-        if let Some(a) = ahead.next() {
-            prefetch_floats(&other[a * k..(a + 1) * k]);
+    // requested from memory a few ratings before it is added. (Indexing the packed entries, not
+    // a second `others()` iterator skipped ahead: that compiled to a loop 25 % slower.)
+    let others = &ratings.packed;
+    for (n, (j, rating)) in ratings.iter().enumerate() {
+        if let Some(&p) = others.get(n + PREFETCH_AHEAD) {
+            let j = (p & INDEX_MASK) as usize;
+            prefetch_floats(&other[j * k..(j + 1) * k]);
         }
         let v = &other[j as usize * k..(j as usize + 1) * k];
         rank_one(g, v);
