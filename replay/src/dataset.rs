@@ -52,7 +52,8 @@ impl EventRef<'_> {
 
 impl Dataset {
     /// Reads `ratings.{csv,dat}` (required) and, when `with_tags`, `tags.{csv,dat}` (optional)
-    /// from `dir`, and sorts both by event time. The two files are read on two threads.
+    /// from `dir`, and sorts both by event time. The two files are read on two threads (a large
+    /// ratings file on every core: [`movielens::read_ratings_sorted`]).
     ///
     /// # Errors
     /// [`Error::NoRatings`] when there is no ratings file, or any error of the readers.
@@ -71,10 +72,7 @@ impl Dataset {
                     None => Ok(None),
                 }
             });
-            let ratings = movielens::read_ratings(&ratings_path).map(|(mut ratings, report)| {
-                ratings.sort_by_key(|r| r.ts);
-                (ratings, report)
-            });
+            let ratings = movielens::read_ratings_sorted(&ratings_path);
             (ratings, tags.join().expect("tag reader thread panicked"))
         });
         let (ratings, ratings_report) = ratings?;
