@@ -64,7 +64,8 @@ pub struct Metrics {
     cohort_users: IntGaugeVec,
     events_by_hour: IntCounterVec,
     events_by_weekday: IntCounterVec,
-    /// `streamflix_als_update_duration_seconds`, observed by the learner.
+    /// `streamflix_als_update_duration_seconds`, observed by the learner (one update in
+    /// [`crate::recommend::TIME_EVERY`]).
     pub als_update: Histogram,
     als_rmse: Gauge,
     als_mae: Gauge,
@@ -292,7 +293,7 @@ impl Metrics {
             als_update: histogram(
                 &r,
                 "streamflix_als_update_duration_seconds",
-                "Time of one ALS update (user and movie re-solved, sweep step).",
+                "Time of one ALS update (user and movie re-solved, sweep step); every 8th update is timed.",
                 latency_buckets,
             ),
             als_rmse: gauge(
