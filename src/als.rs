@@ -17,10 +17,11 @@
 //!   [`EXACT_BELOW`] ratings, which is exact (G has rank ≤ n), [`CG_STEPS`] steps after that
 //!   and one from [`ONE_STEP_FROM`] ratings, which tracks the solution as one rating moves it
 //!   little; each step is one O(k²) matrix-vector product. Then the same for the item with the
-//!   user's new factor. Nothing re-reads a history. The kernels run in 256-bit vectors (AVX2) when the CPU has them, with
-//!   bit-identical results either way, and rank 32 (the default) is compiled on its own with
-//!   every loop bound a constant. [`Als::prefetch`] lets a caller that knows the next ratings
-//!   start their memory loads early (at millions of ratings the statistics are in no cache).
+//!   user's new factor. Nothing re-reads a history. The kernels run in 256-bit vectors (AVX2)
+//!   when the CPU has them, with bit-identical results either way, and rank 32 (the default) is
+//!   compiled on its own with every loop bound a constant. [`Als::prefetch`] lets a caller that
+//!   knows the next ratings start their memory loads early (at millions of ratings the
+//!   statistics are in no cache).
 //! - **Sweeps** correct the drift of statistics accumulated with factors that have since moved:
 //!   an entity is re-solved exactly from its ratings and the other side's current factors. The
 //!   streaming sweep is incremental: a few entities after each event (users first, then items),
@@ -536,7 +537,7 @@ impl Als {
             Which::Items => (&mut self.items, &self.users),
         };
         let n = this.len();
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+        let threads = streamflix_replay::movielens::cores();
         let chunk = n.div_ceil(threads).max(1);
         let other_factors = &other.factors;
         std::thread::scope(|s| {

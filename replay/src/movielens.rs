@@ -206,8 +206,9 @@ pub fn read_ratings_sorted(path: &Path) -> Result<(Vec<Rating>, ReadReport), Err
     read_ratings_in_pieces(path, true, PARALLEL_FROM, cores())
 }
 
-/// Threads for a parallel read: one per core, at most 8.
-fn cores() -> usize {
+/// Threads for parallel work (a large file's read here, the batch ALS solve): one per core, at
+/// most 8.
+pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8)
 }
 
@@ -305,10 +306,9 @@ struct Piece {
 }
 
 fn read_piece(path: &Path, start: u64, end: u64, sorted: bool) -> Result<Piece, Error> {
-    let mut file = File::open(path).map_err(|source| Error::Open { path: path.to_path_buf(), source })?;
-    file.seek(SeekFrom::Start(start)).map_err(io_err(path))?;
-    let mut watch =
-        QuoteWatch { inner: BufReader::with_capacity(1 << 20, file.take(end - start)), quoted: false };
+    let mut reader = open(path)?;
+    reader.seek(SeekFrom::Start(start)).map_err(io_err(path))?;
+    let mut watch = QuoteWatch { inner: reader.take(end - start), quoted: false };
     let header = (start == 0).then_some(RATINGS_HEADER);
     let mut ratings = Vec::with_capacity(((end - start) / 24) as usize);
     let mut report = ReadReport::new(path);
@@ -321,11 +321,9 @@ fn read_piece(path: &Path, start: u64, end: u64, sorted: bool) -> Result<Piece, 
 
 /// The offset just past the first `\n` at or after `from` (the file's size if there is none).
 fn line_start_from(path: &Path, from: u64) -> Result<u64, Error> {
-    let mut file = File::open(path).map_err(|source| Error::Open { path: path.to_path_buf(), source })?;
-    file.seek(SeekFrom::Start(from)).map_err(io_err(path))?;
-    let mut reader = BufReader::with_capacity(64 << 10, file);
-    let mut skipped = Vec::new();
-    let n = reader.read_until(b'\n', &mut skipped).map_err(io_err(path))?;
+    let mut reader = open(path)?;
+    reader.seek(SeekFrom::Start(from)).map_err(io_err(path))?;
+    let n = reader.skip_until(b'\n').map_err(io_err(path))?;
     Ok(from + n as u64)
 }
 
