@@ -293,7 +293,10 @@ impl Metrics {
             als_update: histogram(
                 &r,
                 "streamflix_als_update_duration_seconds",
-                "Time of one ALS update (user and movie re-solved, sweep step); every 8th update is timed.",
+                &format!(
+                    "Time of one ALS update (user and movie re-solved, sweep step); one update in {} is timed.",
+                    crate::recommend::TIME_EVERY
+                ),
                 latency_buckets,
             ),
             als_rmse: gauge(

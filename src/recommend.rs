@@ -21,7 +21,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
 use crate::als::{dot, Als, AlsConfig, Which, PREFETCH_AHEAD};
-use crate::catalog::{count_bits, Catalog};
+use crate::catalog::{bits, count_bits, Catalog};
 use crate::engagement::day_bucket;
 use crate::features::day_of;
 
@@ -275,9 +275,8 @@ impl Recommender {
         let items = self.als.side(Which::Items);
         for i in 0..items.len() {
             let n = items.ratings(i).len() as u64;
-            let mask = self.catalog.genres_of(items.id(i)).unwrap_or(0);
-            for (g, total) in totals.iter_mut().enumerate() {
-                *total += n * ((mask >> g) & 1);
+            for g in bits(self.catalog.genres_of(items.id(i)).unwrap_or(0)) {
+                totals[g] += n;
             }
         }
         totals
@@ -313,9 +312,15 @@ impl Recommender {
         self.rated_movies(user).fold(0, |m, movie| m | self.catalog.genres_of(movie).unwrap_or(0))
     }
 
-    /// The user's taste genres (see the module docs), as a bit mask.
-    pub fn taste(&self, user: u32) -> u64 {
+    /// Each user's taste genres (see the module docs), as bit masks (the platform's genre totals
+    /// are counted once for all of them).
+    pub fn tastes(&self, users: &[u32]) -> Vec<u64> {
         let totals = self.genre_totals();
+        users.iter().map(|&u| self.taste(u, &totals)).collect()
+    }
+
+    /// One user's taste genres, given the ratings learned per genre.
+    fn taste(&self, user: u32, totals: &[u64]) -> u64 {
         let mut counts = vec![0u64; totals.len()];
         let mut n = 0usize;
         for movie in self.rated_movies(user) {

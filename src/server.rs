@@ -410,7 +410,7 @@ async fn group(State(s): State<AppState>, QueryMap(q): QueryMap) -> ApiResult {
         }
     }
     let members: Vec<(u32, f64)> = users.iter().copied().zip(weights.iter().copied()).collect();
-    let tastes: Vec<u64> = users.iter().map(|&u| model.taste(u)).collect();
+    let tastes = model.tastes(&users);
     let recs = model.for_group(&members, &tastes, strategy, n);
     Ok(Json(json!({
         "users": users,
