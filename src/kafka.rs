@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
+use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use streamflix_replay::kafka::{KafkaOptions, QuietEof, TrackingContext};
@@ -181,8 +182,8 @@ pub fn run(
             ("fetch.queue.backoff.ms", "10"),
         ],
     );
-    let consumer: BaseConsumer<QuietEof> =
-        cfg.create_with_context(QuietEof).context("cannot create the consumer")?;
+    let consumer: Arc<BaseConsumer<QuietEof>> =
+        Arc::new(cfg.create_with_context(QuietEof).context("cannot create the consumer")?);
     let parts: Vec<(String, u32, u64)> =
         pipeline.processor.partitions().iter().map(|p| (p.topic.clone(), p.partition, p.position)).collect();
     // A fresh state has positions 0: `auto.offset.reset=earliest` covers logs that no longer
@@ -193,35 +194,79 @@ pub fn run(
             .context("building the assignment")?;
     }
     consumer.assign(&tpl).context("cannot assign the input partitions")?;
+    // One queue per partition (split after `assign`, which would undo it), so the loop chooses
+    // which partition to read: see `Lanes`.
+    let mut lanes = Vec::with_capacity(parts.len());
+    for (index, (t, p, _)) in parts.iter().enumerate() {
+        let queue = consumer
+            .split_partition_queue(t, *p as i32)
+            .with_context(|| format!("cannot read {t}[{p}] on its own queue"))?;
+        lanes.push((index, queue));
+    }
     let index_of =
         |topic: &str, partition: i32| parts.iter().position(|(t, p, _)| t == topic && *p as i32 == partition);
 
     let mut records = 0u64;
     let mut committed = pipeline.status.checkpoints.load(Ordering::Relaxed);
-    let mut idle_since: Option<Instant> = None;
     let mut done = false;
+    // The first lag reading waits for the first checkpoint or idle moment: asked before the
+    // first fetch, its round trips (one per partition, on a connection still being set up)
+    // delayed the first record by 0.2–0.3 s.
     let mut lag_at = Instant::now();
-    update_lag(&consumer, pipeline);
+    let mut end_checked = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        let idle = match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(msg)) => {
-                idle_since = None;
-                let Some(index) = index_of(msg.topic(), msg.partition()) else { continue };
-                let offset = msg.offset().max(0) as u64;
-                let src = Source { index, offset, next: offset + 1 };
-                pipeline.raw(src, msg.key(), msg.payload().unwrap_or_default())?;
-                records += 1;
-                false
+        let mut read = 0;
+        // Events (errors) are served on the main queue, which also holds any record fetched
+        // before its partition was split off (earlier than everything on the partition's queue).
+        while let Some(polled) = consumer.poll(Duration::ZERO) {
+            match polled {
+                Ok(msg) => {
+                    let Some(index) = index_of(msg.topic(), msg.partition()) else { continue };
+                    feed(pipeline, index, &msg)?;
+                    read += 1;
+                }
+                Err(e) => tracing::warn!("kafka: {e}"),
             }
-            Some(Err(e)) => {
-                tracing::warn!("kafka: {e}");
-                false
+        }
+        // The partition furthest behind in event time first: it holds the watermark back, and
+        // reading ahead elsewhere only piles events up waiting for it (through tansu, reading
+        // in arrival order left the tags topic behind and the whole input pending to the end).
+        let partitions = pipeline.processor.partitions();
+        lanes.sort_by_key(|(index, _)| partitions[*index].max_ts.unwrap_or(i64::MIN));
+        for (index, queue) in &lanes {
+            while read < BURST {
+                match queue.poll(Duration::ZERO) {
+                    Some(Ok(msg)) => {
+                        feed(pipeline, *index, &msg)?;
+                        read += 1;
+                    }
+                    Some(Err(e)) => tracing::warn!("kafka: {e}"),
+                    None => break,
+                }
             }
-            None => {
-                pipeline.checkpoint_if_idle_due()?;
-                true
+            if read > 0 {
+                break;
             }
-        };
+        }
+        records += read as u64;
+        let idle = read == 0;
+        if idle {
+            pipeline.checkpoint_if_idle_due()?;
+            if exit_when_done && end_checked.elapsed() >= END_CHECK_EVERY {
+                end_checked = Instant::now();
+                if at_end(&consumer, pipeline)? {
+                    done = true;
+                    break;
+                }
+            }
+            // Nothing anywhere: wait a little for the partition furthest behind.
+            if let Some((index, queue)) = lanes.first() {
+                if let Some(Ok(msg)) = queue.poll(IDLE_WAIT) {
+                    feed(pipeline, *index, &msg)?;
+                    records += 1;
+                }
+            }
+        }
         let n = pipeline.status.checkpoints.load(Ordering::Relaxed);
         if n != committed || (idle && lag_at.elapsed() >= Duration::from_secs(5)) {
             if n != committed {
@@ -230,14 +275,6 @@ pub fn run(
             }
             update_lag(&consumer, pipeline);
             lag_at = Instant::now();
-        }
-        if idle {
-            let since = *idle_since.get_or_insert_with(Instant::now);
-            if exit_when_done && since.elapsed() >= Duration::from_millis(500) && at_end(&consumer, pipeline)?
-            {
-                done = true;
-                break;
-            }
         }
     }
     if done {
@@ -248,6 +285,20 @@ pub fn run(
     commit_positions(&consumer, pipeline);
     update_lag(&consumer, pipeline);
     Ok(Outcome { records, seconds: started.elapsed().as_secs_f64(), done })
+}
+
+/// Records read from one partition before choosing again.
+const BURST: usize = 64;
+/// How long an idle loop waits for a record before looking again.
+const IDLE_WAIT: Duration = Duration::from_millis(20);
+/// With `exit_when_done`, how often an idle loop asks the broker whether the input has ended.
+const END_CHECK_EVERY: Duration = Duration::from_millis(50);
+
+/// Applies one record of the partition with index `index`.
+fn feed(pipeline: &mut Pipeline, index: usize, msg: &BorrowedMessage<'_>) -> anyhow::Result<()> {
+    let offset = msg.offset().max(0) as u64;
+    let src = Source { index, offset, next: offset + 1 };
+    pipeline.raw(src, msg.key(), msg.payload().unwrap_or_default())
 }
 
 /// Sets `streamflix_consumer_lag_records` per partition: high watermark − position (one broker
