@@ -5,9 +5,10 @@
 #   3. unthrottled replay of 1 M events into a real broker (tansu, in memory) vs an independent
 #      librdkafka producer (confluent-kafka) sending byte-identical records to the same broker
 #   4. the processor (ALS on): embedded on 1 M and 25 M events, a restart of the 25 M state, the
-#      model alone (benches/als_stream), recommender quality (streamflix eval), and 1 M events
-#      through tansu
-# Environment: BENCH_DIR (default /tmp/streamflix-bench; needs ~2 GB), BENCH_RATINGS (default
+#      model alone (benches/als_stream), recommender quality (streamflix eval), and 1 M and 25 M
+#      events through tansu
+# Environment: BENCH_DIR (default /tmp/streamflix-bench; needs ~2 GB of disk and, for tansu's
+# in-memory copy of the 25 M set, ~4 GB of memory), BENCH_RATINGS (default
 # 25000095), BENCH_REPLAY_EVENTS (default 1000000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -95,3 +96,9 @@ echo "== processor through tansu: 1 M ratings replayed first, then consumed"
 rm -rf "$dir/pstate" # a state left by an earlier run would resume against this fresh broker
 timed process --brokers "127.0.0.1:$port" --topic-prefix p --movies "$dir/p1m" --state "$dir/pstate" \
   --exit-when-done --no-http
+rm -rf "$dir/pstate"
+echo "== processor through tansu: the 25 M set replayed first (tansu holds it in memory: ~3.3 GB), then consumed"
+"$bin" run --data "$dir/ml25m" --brokers "127.0.0.1:$port" --topic-prefix q --quiet
+timed process --brokers "127.0.0.1:$port" --topic-prefix q --movies "$dir/ml25m" --state "$dir/pstate" \
+  --exit-when-done --no-http
+rm -rf "$dir/pstate"

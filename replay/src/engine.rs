@@ -27,6 +27,9 @@ use crate::pacing::Pacer;
 use crate::partition::partition_for;
 use crate::sink::{Outgoing, Sink, SinkError, Topic};
 
+/// Event-seconds of silence after which a partition gets a heartbeat, unless configured.
+pub const DEFAULT_HEARTBEAT_EVERY: i64 = 3600;
+
 /// How a replay runs. `Default` is: everything, unthrottled, heartbeats every event-hour.
 #[derive(Debug, Clone)]
 pub struct ReplayConfig {
@@ -54,7 +57,7 @@ impl Default for ReplayConfig {
             from: None,
             to: None,
             limit: None,
-            heartbeat_every: 900,
+            heartbeat_every: DEFAULT_HEARTBEAT_EVERY,
             resume: None,
         }
     }

@@ -85,7 +85,7 @@ struct RunArgs {
     #[arg(long)]
     limit: Option<u64>,
     /// Send a clock heartbeat to a partition after this many event-seconds without a record.
-    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(i64).range(1..))]
+    #[arg(long, default_value_t = engine::DEFAULT_HEARTBEAT_EVERY, value_parser = clap::value_parser!(i64).range(1..))]
     heartbeat_every: i64,
     /// Continue after the last event already on the topics: no duplicates, no gap. Use the same
     /// --data, --from and --no-tags as the interrupted run.
