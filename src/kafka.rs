@@ -10,7 +10,7 @@
 //! subset with its own state directory; rebalancing checkpoints between instances is not built.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -195,12 +195,15 @@ pub fn run(
     }
     consumer.assign(&tpl).context("cannot assign the input partitions")?;
     // One queue per partition (split after `assign`, which would undo it), so the loop chooses
-    // which partition to read: see `Lanes`.
+    // which partition to read. Each rings the doorbell when records arrive in it empty.
+    let doorbell = Arc::new(Doorbell::default());
     let mut lanes = Vec::with_capacity(parts.len());
     for (index, (t, p, _)) in parts.iter().enumerate() {
-        let queue = consumer
+        let mut queue = consumer
             .split_partition_queue(t, *p as i32)
             .with_context(|| format!("cannot read {t}[{p}] on its own queue"))?;
+        let bell = doorbell.clone();
+        queue.set_nonempty_callback(move || bell.ring());
         lanes.push((index, queue));
     }
     let index_of =
@@ -259,13 +262,9 @@ pub fn run(
                     break;
                 }
             }
-            // Nothing anywhere: wait a little for the partition furthest behind.
-            if let Some((index, queue)) = lanes.first() {
-                if let Some(Ok(msg)) = queue.poll(IDLE_WAIT) {
-                    feed(pipeline, *index, &msg)?;
-                    records += 1;
-                }
-            }
+            // Nothing anywhere: wait until some partition receives records (waiting on one
+            // partition's queue would sleep through records arriving on the others).
+            doorbell.wait(IDLE_WAIT);
         }
         let n = pipeline.status.checkpoints.load(Ordering::Relaxed);
         if n != committed || (idle && lag_at.elapsed() >= Duration::from_secs(5)) {
@@ -289,8 +288,33 @@ pub fn run(
 
 /// Records read from one partition before choosing again.
 const BURST: usize = 64;
-/// How long an idle loop waits for a record before looking again.
+/// How long an idle loop waits for records before looking again anyway (events on the main
+/// queue, the end-of-input check, idle checkpoints).
 const IDLE_WAIT: Duration = Duration::from_millis(20);
+
+/// Wakes the consume loop when a partition queue receives records after being empty (librdkafka
+/// calls the queues' callbacks from its own threads).
+#[derive(Default)]
+struct Doorbell {
+    rung: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Doorbell {
+    fn ring(&self) {
+        *self.rung.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        self.cv.notify_one();
+    }
+
+    /// Returns once rung since the last wait (at once if it was rung meanwhile: records that
+    /// arrived after the loop looked are not missed), or after `timeout`.
+    fn wait(&self, timeout: Duration) {
+        let rung = self.rung.lock().unwrap_or_else(PoisonError::into_inner);
+        let (mut rung, _) =
+            self.cv.wait_timeout_while(rung, timeout, |r| !*r).unwrap_or_else(PoisonError::into_inner);
+        *rung = false;
+    }
+}
 /// With `exit_when_done`, how often an idle loop asks the broker whether the input has ended.
 const END_CHECK_EVERY: Duration = Duration::from_millis(50);
 
