@@ -291,7 +291,7 @@ impl Store {
         let db = sled::Config::new()
             .path(dir)
             // A checkpoint rewrites the leaves of every dirty user's key; with 64 MB most of them
-            // had been evicted and were read back first (5 M events: 6.2-6.4 s applying batches,
+            // had been evicted and were read back first (5 M ratings: 6.2-6.4 s applying batches,
             // 4.6-4.9 s with 256 MB, no better with 512 MB; peak RSS 2.81 → 2.58 GB).
             .cache_capacity(256 * 1024 * 1024)
             .mode(sled::Mode::HighThroughput)

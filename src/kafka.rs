@@ -299,6 +299,8 @@ const BURST: usize = 64;
 /// How long an idle loop waits for records before looking again anyway (events on the main
 /// queue, the end-of-input check, idle checkpoints).
 const IDLE_WAIT: Duration = Duration::from_millis(20);
+/// With `exit_when_done`, how often an idle loop may ask the broker whether the input has ended.
+const END_CHECK_EVERY: Duration = Duration::from_millis(50);
 
 /// Wakes the consume loop when a partition queue receives records after being empty (librdkafka
 /// calls the queues' callbacks from its own threads).
@@ -323,8 +325,6 @@ impl Doorbell {
         *rung = false;
     }
 }
-/// With `exit_when_done`, how often an idle loop asks the broker whether the input has ended.
-const END_CHECK_EVERY: Duration = Duration::from_millis(50);
 
 /// Applies one record of the partition with index `index`.
 fn feed(pipeline: &mut Pipeline, index: usize, msg: &BorrowedMessage<'_>) -> anyhow::Result<()> {
