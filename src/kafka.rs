@@ -199,12 +199,10 @@ pub fn run(
     let doorbell = Arc::new(Doorbell::default());
     let mut lanes = Vec::with_capacity(parts.len());
     for (index, (t, p, _)) in parts.iter().enumerate() {
-        let mut queue = consumer
-            .split_partition_queue(t, *p as i32)
-            .with_context(|| format!("cannot read {t}[{p}] on its own queue"))?;
-        let bell = doorbell.clone();
-        queue.set_nonempty_callback(move || bell.ring());
-        lanes.push((index, queue));
+        lanes.push(
+            Lane::split(&consumer, index, t, *p, &doorbell)
+                .with_context(|| format!("cannot read {t}[{p}] on its own queue"))?,
+        );
     }
     let index_of =
         |topic: &str, partition: i32| parts.iter().position(|(t, p, _)| t == topic && *p as i32 == partition);
@@ -233,18 +231,9 @@ pub fn run(
         // reading ahead elsewhere only piles events up waiting for it (through tansu, reading
         // in arrival order left the tags topic behind and the whole input pending to the end).
         let partitions = pipeline.processor.partitions();
-        lanes.sort_by_key(|(index, _)| partitions[*index].max_ts.unwrap_or(i64::MIN));
-        for (index, queue) in &lanes {
-            while read < BURST {
-                match queue.poll(Duration::ZERO) {
-                    Some(Ok(msg)) => {
-                        feed(pipeline, *index, &msg)?;
-                        read += 1;
-                    }
-                    Some(Err(e)) => tracing::warn!("kafka: {e}"),
-                    None => break,
-                }
-            }
+        lanes.sort_by_key(|lane| partitions[lane.index].max_ts.unwrap_or(i64::MIN));
+        for lane in &mut lanes {
+            read += lane.read(pipeline)?;
             if read > 0 {
                 break;
             }
@@ -301,6 +290,116 @@ const BURST: usize = 64;
 const IDLE_WAIT: Duration = Duration::from_millis(20);
 /// With `exit_when_done`, how often an idle loop may ask the broker whether the input has ended.
 const END_CHECK_EVERY: Duration = Duration::from_millis(50);
+
+/// One input partition's own librdkafka queue, read a batch at a time
+/// (`rd_kafka_consume_batch_queue`, which rdkafka does not wrap: its per-message poll, with an
+/// event conversion and clock reads per record, and each message's release were about a quarter
+/// of the processing thread through tansu).
+struct Lane {
+    index: usize,
+    queue: *mut rdkafka::bindings::rd_kafka_queue_t,
+    /// Keeps the callback's target alive as long as the queue may call it.
+    doorbell: Arc<Doorbell>,
+    /// The consumer the queue belongs to: dropped after the queue.
+    _consumer: Arc<BaseConsumer<QuietEof>>,
+}
+
+impl Lane {
+    /// Takes partition `partition` of `topic` off the consumer's queue onto its own (what
+    /// rdkafka's `split_partition_queue` does), ringing `doorbell` when records arrive in it empty.
+    fn split(
+        consumer: &Arc<BaseConsumer<QuietEof>>,
+        index: usize,
+        topic: &str,
+        partition: u32,
+        doorbell: &Arc<Doorbell>,
+    ) -> anyhow::Result<Lane> {
+        let c_topic = std::ffi::CString::new(topic).context("a topic name with a NUL byte")?;
+        // SAFETY: the client pointer is valid while `consumer` lives (the lane holds it); the
+        // topic string outlives the call.
+        let queue = unsafe {
+            rdkafka::bindings::rd_kafka_queue_get_partition(
+                consumer.client().native_ptr(),
+                c_topic.as_ptr(),
+                partition as i32,
+            )
+        };
+        if queue.is_null() {
+            bail!("librdkafka has no queue for it");
+        }
+        let lane = Lane { index, queue, doorbell: doorbell.clone(), _consumer: consumer.clone() };
+        // SAFETY: `queue` is a live queue handle. The callback's argument points into the
+        // lane's `doorbell` Arc, which outlives the registration: `drop` unregisters it first.
+        unsafe {
+            rdkafka::bindings::rd_kafka_queue_forward(queue, std::ptr::null_mut());
+            rdkafka::bindings::rd_kafka_queue_cb_event_enable(
+                queue,
+                Some(ring_doorbell),
+                Arc::as_ptr(&lane.doorbell) as *mut std::ffi::c_void,
+            );
+        }
+        Ok(lane)
+    }
+
+    /// Applies the records waiting in the queue, up to [`BURST`]; returns how many it took.
+    fn read(&mut self, pipeline: &mut Pipeline) -> anyhow::Result<usize> {
+        use rdkafka::bindings::{rd_kafka_message_t, rd_kafka_resp_err_t};
+        let mut batch: [*mut rd_kafka_message_t; BURST] = [std::ptr::null_mut(); BURST];
+        // SAFETY: `queue` is live; librdkafka writes at most BURST message pointers.
+        let n = unsafe {
+            rdkafka::bindings::rd_kafka_consume_batch_queue(self.queue, 0, batch.as_mut_ptr(), BURST)
+        };
+        let Ok(n) = usize::try_from(n) else {
+            tracing::warn!("kafka: reading a partition queue failed");
+            return Ok(0);
+        };
+        let mut result = Ok(());
+        for &m in &batch[..n] {
+            if result.is_ok() {
+                // SAFETY: librdkafka returned `m` as a live message; its payload and key are
+                // valid until `rd_kafka_message_destroy` below.
+                let msg: &rd_kafka_message_t = unsafe { &*m };
+                if msg.err == rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+                    let bytes = |ptr: *mut std::ffi::c_void, len: usize| {
+                        // SAFETY: see above; a null pointer is an absent payload or key.
+                        (!ptr.is_null()).then(|| unsafe { std::slice::from_raw_parts(ptr as *const u8, len) })
+                    };
+                    let offset = msg.offset.max(0) as u64;
+                    let src = Source { index: self.index, offset, next: offset + 1 };
+                    result = pipeline.raw(
+                        src,
+                        bytes(msg.key, msg.key_len),
+                        bytes(msg.payload, msg.len).unwrap_or_default(),
+                    );
+                } else {
+                    let e = KafkaError::MessageConsumption(msg.err.into());
+                    tracing::warn!("kafka: {e}");
+                }
+            }
+            // SAFETY: each message returned by the batch call is released exactly once.
+            unsafe { rdkafka::bindings::rd_kafka_message_destroy(m) };
+        }
+        result.map(|()| n)
+    }
+}
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        // SAFETY: unregisters the callback before the doorbell can go, then releases the
+        // handle `rd_kafka_queue_get_partition` gave (the consumer is still alive: the lane
+        // holds it).
+        unsafe {
+            rdkafka::bindings::rd_kafka_queue_cb_event_enable(self.queue, None, std::ptr::null_mut());
+            rdkafka::bindings::rd_kafka_queue_destroy(self.queue);
+        }
+    }
+}
+
+unsafe extern "C" fn ring_doorbell(_: *mut rdkafka::bindings::rd_kafka_t, doorbell: *mut std::ffi::c_void) {
+    // SAFETY: registered by `Lane::split` with a pointer to a live Doorbell (see there).
+    let doorbell = unsafe { &*(doorbell as *const Doorbell) };
+    doorbell.ring();
+}
 
 /// Wakes the consume loop when a partition queue receives records after being empty (librdkafka
 /// calls the queues' callbacks from its own threads).
