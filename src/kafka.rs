@@ -76,7 +76,9 @@ pub struct KafkaOutputs {
     tracker: Arc<streamflix_replay::kafka::DeliveryTracker>,
     topics: Topics,
     payload: Vec<u8>,
-    genres: Vec<String>,
+    key: Vec<u8>,
+    /// Each genre name as a JSON string, by bit (see [`crate::sessions::ClosedSession::write_json`]).
+    genre_json: Vec<Vec<u8>>,
 }
 
 impl KafkaOutputs {
@@ -92,30 +94,45 @@ impl KafkaOutputs {
             .client_config(&[("enable.idempotence", "true"), ("linger.ms", "20")])
             .create_with_context(ctx)
             .context("cannot create the Kafka producer")?;
-        Ok(KafkaOutputs { producer, tracker, topics, payload: Vec::with_capacity(1024), genres })
+        let genre_json = genres.iter().map(|g| serde_json::to_vec(g).expect("a string serializes")).collect();
+        Ok(KafkaOutputs {
+            producer,
+            tracker,
+            topics,
+            payload: Vec::with_capacity(1024),
+            key: Vec::with_capacity(16),
+            genre_json,
+        })
     }
 }
 
 impl OutputSink for KafkaOutputs {
     fn send(&mut self, out: &Output) -> anyhow::Result<()> {
+        use std::io::Write;
         self.payload.clear();
-        let (topic, key, ts) = match out {
+        self.key.clear();
+        let (topic, keyed, ts) = match out {
             Output::Session { user, session } => {
-                serde_json::to_writer(&mut self.payload, &session.summary(*user, &self.genres))?;
-                (&self.topics.sessions, Some(user.to_string()), Some(session.end()))
+                session.write_json(*user, &self.genre_json, &mut self.payload);
+                write!(self.key, "{user}")?;
+                (&self.topics.sessions, true, Some(session.end()))
             }
             Output::Alert(a) => {
                 serde_json::to_writer(&mut self.payload, a)?;
-                (&self.topics.alerts, Some(a.user_id.to_string()), Some(a.at))
+                write!(self.key, "{}", a.user_id)?;
+                (&self.topics.alerts, true, Some(a.at))
             }
             Output::Dead(d) => {
                 serde_json::to_writer(&mut self.payload, d)?;
-                (&self.topics.dlq, d.key.clone(), None)
+                if let Some(k) = &d.key {
+                    self.key.extend_from_slice(k.as_bytes());
+                }
+                (&self.topics.dlq, d.key.is_some(), None)
             }
         };
-        let mut record = BaseRecord::to(topic).payload(&self.payload);
-        if let Some(k) = &key {
-            record = record.key(k);
+        let mut record = BaseRecord::<[u8], [u8]>::to(topic).payload(&self.payload[..]);
+        if keyed {
+            record = record.key(&self.key[..]);
         }
         if let Some(ts) = ts {
             record = record.timestamp(ts.saturating_mul(1000));
