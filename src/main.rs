@@ -421,6 +421,11 @@ fn run(cli: Cli) -> Result<()> {
             let catalog = Arc::new(Catalog::load(&movies)?);
             let opts = KafkaOptions { brokers, extra: kafka_property };
             let topics = streamflix::kafka::Topics::with_prefix(&topic_prefix);
+            // Created first: an idempotent producer takes a few hundred ms to connect and get its
+            // producer id, which then overlaps the rest of the start-up instead of holding up the
+            // first checkpoint's flush (through tansu, 0.3-0.5 s of a 2.5 s run).
+            let sink =
+                streamflix::kafka::KafkaOutputs::new(&opts, topics.clone(), catalog.genre_names().to_vec())?;
             let partitions = streamflix::kafka::input_partitions(&opts, &topics)?;
             let store = Store::open(&state)?;
             let (processor, checkpoints) = open_processor(&store, "kafka", cfg, catalog, partitions.clone())?;
@@ -440,8 +445,6 @@ fn run(cli: Cli) -> Result<()> {
                     &[("retention.ms".into(), "-1".into())],
                 ))
                 .context("creating output topics")?;
-            let genres = processor.catalog().genre_names().to_vec();
-            let sink = streamflix::kafka::KafkaOutputs::new(&opts, topics.clone(), genres)?;
             let mut pipeline =
                 Pipeline::new(processor, store, Box::new(sink), "kafka", serve.policy(), checkpoints, status);
             pipeline.set_metrics(metrics);
