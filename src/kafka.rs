@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use streamflix_replay::kafka::{KafkaOptions, QuietEof, TrackingContext};
@@ -247,7 +246,7 @@ pub fn run(
             match polled {
                 Ok(msg) => {
                     let Some(index) = index_of(msg.topic(), msg.partition()) else { continue };
-                    feed(pipeline, index, &msg)?;
+                    feed(pipeline, index, msg.offset(), msg.key(), msg.payload())?;
                     read += 1;
                 }
                 Err(e) => tracing::warn!("kafka: {e}"),
@@ -275,7 +274,7 @@ pub fn run(
             // (or, should librdkafka not know them, after a second of idling).
             if exit_when_done
                 && end_checked.elapsed() >= END_CHECK_EVERY
-                && (read_to_known_end(&consumer, pipeline) || idle_for >= Duration::from_secs(1))
+                && (read_to_known_end(&lanes, pipeline) || idle_for >= Duration::from_secs(1))
             {
                 end_checked = Instant::now();
                 if at_end(&consumer, pipeline)? {
@@ -293,7 +292,7 @@ pub fn run(
                 committed = n;
                 commit_positions(&consumer, pipeline);
             }
-            update_lag(&consumer, pipeline);
+            update_lag(&lanes, pipeline);
             lag_at = Instant::now();
         }
     }
@@ -303,7 +302,7 @@ pub fn run(
         pipeline.checkpoint(false)?;
     }
     commit_positions(&consumer, pipeline);
-    update_lag(&consumer, pipeline);
+    update_lag(&lanes, pipeline);
     Ok(Outcome { records, seconds: started.elapsed().as_secs_f64(), done })
 }
 
@@ -323,11 +322,14 @@ const END_CHECK_EVERY: Duration = Duration::from_millis(50);
 /// of the processing thread through tansu).
 struct Lane {
     index: usize,
+    /// The topic, for librdkafka calls by name.
+    topic: std::ffi::CString,
+    partition: i32,
     queue: *mut rdkafka::bindings::rd_kafka_queue_t,
     /// Keeps the callback's target alive as long as the queue may call it.
     doorbell: Arc<Doorbell>,
     /// The consumer the queue belongs to: dropped after the queue.
-    _consumer: Arc<BaseConsumer<QuietEof>>,
+    consumer: Arc<BaseConsumer<QuietEof>>,
 }
 
 impl Lane {
@@ -340,20 +342,22 @@ impl Lane {
         partition: u32,
         doorbell: &Arc<Doorbell>,
     ) -> anyhow::Result<Lane> {
-        let c_topic = std::ffi::CString::new(topic).context("a topic name with a NUL byte")?;
+        let topic = std::ffi::CString::new(topic).context("a topic name with a NUL byte")?;
+        let partition = partition as i32;
         // SAFETY: the client pointer is valid while `consumer` lives (the lane holds it); the
         // topic string outlives the call.
         let queue = unsafe {
             rdkafka::bindings::rd_kafka_queue_get_partition(
                 consumer.client().native_ptr(),
-                c_topic.as_ptr(),
-                partition as i32,
+                topic.as_ptr(),
+                partition,
             )
         };
         if queue.is_null() {
             bail!("librdkafka has no queue for it");
         }
-        let lane = Lane { index, queue, doorbell: doorbell.clone(), _consumer: consumer.clone() };
+        let lane =
+            Lane { index, topic, partition, queue, doorbell: doorbell.clone(), consumer: consumer.clone() };
         // SAFETY: `queue` is a live queue handle. The callback's argument points into the
         // lane's `doorbell` Arc, which outlives the registration: `drop` unregisters it first.
         unsafe {
@@ -390,12 +394,12 @@ impl Lane {
                         // SAFETY: see above; a null pointer is an absent payload or key.
                         (!ptr.is_null()).then(|| unsafe { std::slice::from_raw_parts(ptr as *const u8, len) })
                     };
-                    let offset = msg.offset.max(0) as u64;
-                    let src = Source { index: self.index, offset, next: offset + 1 };
-                    result = pipeline.raw(
-                        src,
+                    result = feed(
+                        pipeline,
+                        self.index,
+                        msg.offset,
                         bytes(msg.key, msg.key_len),
-                        bytes(msg.payload, msg.len).unwrap_or_default(),
+                        bytes(msg.payload, msg.len),
                     );
                 } else {
                     let e = KafkaError::MessageConsumption(msg.err.into());
@@ -406,6 +410,25 @@ impl Lane {
             unsafe { rdkafka::bindings::rd_kafka_message_destroy(m) };
         }
         result.map(|()| n)
+    }
+
+    /// The partition's high watermark as its latest fetch response gave it, if there was one
+    /// (librdkafka's cached value, no request; rdkafka has no safe wrapper for it).
+    fn fetched_high(&self) -> Option<i64> {
+        let (mut low, mut high) = (-1i64, -1i64);
+        // SAFETY: the client pointer is valid while the lane holds the consumer; the topic string
+        // and the out-pointers outlive the call.
+        let err = unsafe {
+            rdkafka::bindings::rd_kafka_get_watermark_offsets(
+                self.consumer.client().native_ptr(),
+                self.topic.as_ptr(),
+                self.partition,
+                &mut low,
+                &mut high,
+            )
+        };
+        (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+            .then_some(high)
     }
 }
 
@@ -451,20 +474,26 @@ impl Doorbell {
     }
 }
 
-/// Applies one record of the partition with index `index`.
-fn feed(pipeline: &mut Pipeline, index: usize, msg: &BorrowedMessage<'_>) -> anyhow::Result<()> {
-    let offset = msg.offset().max(0) as u64;
-    let src = Source { index, offset, next: offset + 1 };
-    pipeline.raw(src, msg.key(), msg.payload().unwrap_or_default())
+/// Applies the record at `offset` of the partition with index `index`.
+fn feed(
+    pipeline: &mut Pipeline,
+    index: usize,
+    offset: i64,
+    key: Option<&[u8]>,
+    payload: Option<&[u8]>,
+) -> anyhow::Result<()> {
+    let offset = offset.max(0) as u64;
+    pipeline.raw(Source { index, offset, next: offset + 1 }, key, payload.unwrap_or_default())
 }
 
 /// Sets `streamflix_consumer_lag_records` per partition: high watermark − position, with the high
 /// watermark of the partition's latest fetch response (no request; asking the broker, one round
 /// trip per partition, took 0.3 s of a 3 s run through tansu). Called after checkpoints and every
 /// second; a partition not fetched yet has no value.
-fn update_lag(consumer: &BaseConsumer<QuietEof>, pipeline: &Pipeline) {
-    for p in pipeline.processor.partitions() {
-        if let Some(high) = fetched_high(consumer, &p.topic, p.partition) {
+fn update_lag(lanes: &[Lane], pipeline: &Pipeline) {
+    for lane in lanes {
+        let p = &pipeline.processor.partitions()[lane.index];
+        if let Some(high) = lane.fetched_high() {
             pipeline
                 .metrics()
                 .lag
@@ -474,33 +503,10 @@ fn update_lag(consumer: &BaseConsumer<QuietEof>, pipeline: &Pipeline) {
     }
 }
 
-/// The partition's high watermark as its latest fetch response gave it, if there was one.
-fn fetched_high(consumer: &BaseConsumer<QuietEof>, topic: &str, partition: u32) -> Option<i64> {
-    let topic = std::ffi::CString::new(topic).ok()?;
-    let (mut low, mut high) = (-1i64, -1i64);
-    // SAFETY: the client pointer is valid while `consumer` is borrowed; `topic` is a
-    // NUL-terminated string that outlives the call, and the out-pointers are locals.
-    // (rd_kafka_get_watermark_offsets reads librdkafka's cached values; rdkafka has no safe
-    // wrapper for it.)
-    let err = unsafe {
-        rdkafka::bindings::rd_kafka_get_watermark_offsets(
-            consumer.client().native_ptr(),
-            topic.as_ptr(),
-            partition as i32,
-            &mut low,
-            &mut high,
-        )
-    };
-    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
-}
-
 /// Whether, by the fetched high watermarks, every input partition has been read to its end.
-fn read_to_known_end(consumer: &BaseConsumer<QuietEof>, pipeline: &Pipeline) -> bool {
-    pipeline
-        .processor
-        .partitions()
-        .iter()
-        .all(|p| fetched_high(consumer, &p.topic, p.partition).is_some_and(|h| p.position as i64 >= h))
+fn read_to_known_end(lanes: &[Lane], pipeline: &Pipeline) -> bool {
+    let partitions = pipeline.processor.partitions();
+    lanes.iter().all(|l| l.fetched_high().is_some_and(|h| partitions[l.index].position as i64 >= h))
 }
 
 /// Whether every input partition has been read up to its high watermark, asking the broker (one

@@ -423,7 +423,7 @@ fn run(cli: Cli) -> Result<()> {
             let topics = streamflix::kafka::Topics::with_prefix(&topic_prefix);
             // Created first: an idempotent producer takes a few hundred ms to connect and get its
             // producer id, which then overlaps the rest of the start-up instead of holding up the
-            // first checkpoint's flush (through tansu, 0.3-0.5 s of a 2.5 s run).
+            // first checkpoint's flush (through tansu, 0.3-0.6 s of a 2.2-2.7 s run).
             let sink =
                 streamflix::kafka::KafkaOutputs::new(&opts, topics.clone(), catalog.genre_names().to_vec())?;
             let partitions = streamflix::kafka::input_partitions(&opts, &topics)?;

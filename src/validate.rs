@@ -97,11 +97,7 @@ pub fn decode(payload: &[u8], max_bytes: usize) -> Result<StreamRecord, Invalid>
     let fast = decode_canonical(payload).or_else(|| decode_flat(payload));
     match fast.map_or_else(|| serde_json::from_slice::<StreamRecord>(payload), Ok) {
         Ok(record) => {
-            let v = match &record {
-                StreamRecord::Rating(r) => r.v,
-                StreamRecord::Tag(t) => t.v,
-                StreamRecord::Heartbeat(h) => h.v,
-            };
+            let v = version(&record);
             if v != SCHEMA_VERSION {
                 return Err(Invalid::new(
                     Reason::UnsupportedVersion,
@@ -119,6 +115,15 @@ pub fn decode(payload: &[u8], max_bytes: usize) -> Result<StreamRecord, Invalid>
                 Err(Invalid::new(Reason::SchemaViolation, e.to_string()))
             }
         }
+    }
+}
+
+/// The schema version a record states.
+fn version(record: &StreamRecord) -> u32 {
+    match record {
+        StreamRecord::Rating(r) => r.v,
+        StreamRecord::Tag(t) => t.v,
+        StreamRecord::Heartbeat(h) => h.v,
     }
 }
 
@@ -348,11 +353,7 @@ mod tests {
                 total += 1;
                 assert_eq!(
                     decode(json.as_bytes(), 1 << 20).ok(),
-                    tagged.filter(|r| match r {
-                        StreamRecord::Rating(r) => r.v,
-                        StreamRecord::Tag(t) => t.v,
-                        StreamRecord::Heartbeat(h) => h.v,
-                    } == SCHEMA_VERSION),
+                    tagged.filter(|r| version(r) == SCHEMA_VERSION),
                     "{json}"
                 );
             }
