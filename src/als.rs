@@ -116,12 +116,18 @@ impl Rated {
 
     /// The other side's indices.
     pub fn others(&self) -> impl Iterator<Item = u32> + '_ {
-        self.packed.iter().map(|&p| p & INDEX_MASK)
+        self.packed.iter().map(|&p| Rated::unpack(p).0)
     }
 
     /// (other side's index, rating) pairs.
     pub fn iter(&self) -> impl Iterator<Item = (u32, f32)> + '_ {
-        self.packed.iter().map(|&p| (p & INDEX_MASK, (p >> INDEX_BITS) as f32 / 2.0))
+        self.packed.iter().map(|&p| Rated::unpack(p))
+    }
+
+    /// One packed entry as (other side's index, rating).
+    #[inline(always)]
+    fn unpack(p: u32) -> (u32, f32) {
+        (p & INDEX_MASK, (p >> INDEX_BITS) as f32 / 2.0)
     }
 
     fn push(&mut self, other: u32, rating: f32) {
@@ -881,10 +887,10 @@ fn exact(
     // one pass per rating spent its time loading and storing G.
     let others = &ratings.packed;
     let factor = |p: u32| {
-        let j = (p & INDEX_MASK) as usize;
+        let j = Rated::unpack(p).0 as usize;
         &other[j * k..(j + 1) * k]
     };
-    let rating = |p: u32| (p >> INDEX_BITS) as f32 / 2.0;
+    let rating = |p: u32| Rated::unpack(p).1;
     let quads = others.len() / 4 * 4;
     for n in (0..quads).step_by(4) {
         for &p in others.iter().skip(n + PREFETCH_AHEAD).take(4) {
