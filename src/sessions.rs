@@ -119,15 +119,11 @@ impl ClosedSession {
             self.ratings,
             self.events - self.ratings,
         );
-        let mut first = true;
-        for (bit, name) in genre_json.iter().enumerate() {
-            if bit < 64 && self.genres & (1 << bit) != 0 {
-                if !first {
-                    out.push(b',');
-                }
-                first = false;
-                out.extend_from_slice(name);
+        for (n, name) in crate::catalog::bits(self.genres).filter_map(|bit| genre_json.get(bit)).enumerate() {
+            if n > 0 {
+                out.push(b',');
             }
+            out.extend_from_slice(name);
         }
         out.extend_from_slice(br#"],"mean_rating":"#);
         let _ = serde_json::to_writer(&mut *out, &self.mean_rating);
