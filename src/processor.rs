@@ -121,7 +121,6 @@ struct PendingQueue {
     runs: Vec<std::collections::VecDeque<Pending>>,
     /// Events that arrived before an earlier one of their partition (late within the lateness).
     late: std::collections::BinaryHeap<std::cmp::Reverse<Pending>>,
-    len: usize,
 }
 
 impl PendingQueue {
@@ -136,7 +135,6 @@ impl PendingQueue {
         } else {
             self.late.push(std::cmp::Reverse(p));
         }
-        self.len += 1;
     }
 
     /// The least event, if it is earlier than `before`.
@@ -170,7 +168,6 @@ impl PendingQueue {
         if !take(p) {
             return None;
         }
-        self.len -= 1;
         match from {
             Some(i) => self.runs[i].pop_front(),
             None => self.late.pop().map(|r| r.0),
@@ -186,7 +183,7 @@ impl PendingQueue {
     }
 
     fn len(&self) -> usize {
-        self.len
+        self.runs.iter().map(std::collections::VecDeque::len).sum::<usize>() + self.late.len()
     }
 }
 
