@@ -412,6 +412,13 @@ impl Lane {
         result.map(|()| n)
     }
 
+    /// Records between the position and the high watermark of the latest fetch response (≤ 0:
+    /// read to the end as far as that response knew), if there was one.
+    fn unread(&self, pipeline: &Pipeline) -> Option<i64> {
+        let position = pipeline.processor.partitions()[self.index].position as i64;
+        self.fetched_high().map(|high| high - position)
+    }
+
     /// The partition's high watermark as its latest fetch response gave it, if there was one
     /// (librdkafka's cached value, no request; rdkafka has no safe wrapper for it).
     fn fetched_high(&self) -> Option<i64> {
@@ -493,20 +500,19 @@ fn feed(
 fn update_lag(lanes: &[Lane], pipeline: &Pipeline) {
     for lane in lanes {
         let p = &pipeline.processor.partitions()[lane.index];
-        if let Some(high) = lane.fetched_high() {
+        if let Some(unread) = lane.unread(pipeline) {
             pipeline
                 .metrics()
                 .lag
                 .with_label_values(&[&p.topic, &p.partition.to_string()])
-                .set((high - p.position as i64).max(0));
+                .set(unread.max(0));
         }
     }
 }
 
 /// Whether, by the fetched high watermarks, every input partition has been read to its end.
 fn read_to_known_end(lanes: &[Lane], pipeline: &Pipeline) -> bool {
-    let partitions = pipeline.processor.partitions();
-    lanes.iter().all(|l| l.fetched_high().is_some_and(|h| partitions[l.index].position as i64 >= h))
+    lanes.iter().all(|l| l.unread(pipeline).is_some_and(|n| n <= 0))
 }
 
 /// Whether every input partition has been read up to its high watermark, asking the broker (one
