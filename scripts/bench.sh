@@ -68,15 +68,17 @@ TABLE
 # --- processor ---------------------------------------------------------------------------------
 proc="target/release/streamflix"
 # Runs the processor with wall time and peak RSS appended, keeping its summary lines.
-timed() { /usr/bin/time -f "   wall %e s, peak RSS %M KB, CPU %P" "$proc" "$@" 2>&1 | grep -E "read and sorted|resuming|processed|checkpoints|recommender|wall"; }
+time_format="   wall %e s, peak RSS %M KB, CPU %P"
+summary="read and sorted|resuming|processed|checkpoints|recommender|wall"
+timed() { /usr/bin/time -f "$time_format" "$proc" "$@" 2>&1 | grep -E "$summary"; }
 # Runs the processor like `timed` and adds where the CPU went: seconds per thread (the busiest
 # six) and tansu's, sampled from /proc every quarter second (the last quarter is not counted).
 # Through the broker at 25 M this is what decides the throughput: two cores give 104 s of CPU
 # for 26.1 M events at 500 k/s.
 by_thread() {
-  python3 - "$tansu_pid" "$dir/proc.out" "$proc" "$@" <<'PY'
-import os, subprocess, sys, time
-tansu, out, cmd = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+  python3 - "$tansu_pid" "$dir/proc.out" "$time_format" "$summary" "$proc" "$@" <<'PY'
+import os, re, subprocess, sys, time
+tansu, out, time_format, summary, cmd = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
 tick = os.sysconf("SC_CLK_TCK")
 def cpu(stat):
     with open(stat) as f:
@@ -84,7 +86,7 @@ def cpu(stat):
     return (int(fields[11]) + int(fields[12])) / tick  # utime + stime
 before = cpu(f"/proc/{tansu}/stat")
 with open(out, "w") as log:
-    p = subprocess.Popen(["/usr/bin/time", "-f", "   wall %e s, peak RSS %M KB, CPU %P"] + cmd, stdout=log, stderr=log)
+    p = subprocess.Popen(["/usr/bin/time", "-f", time_format] + cmd, stdout=log, stderr=log)
     seen = {}
     while p.poll() is None:
         try:
@@ -102,7 +104,7 @@ with open(out, "w") as log:
         time.sleep(0.25)
 after = cpu(f"/proc/{tansu}/stat")
 for line in open(out):
-    if any(w in line for w in ("processed", "checkpoints", "recommender", "wall")):
+    if re.search(summary, line):
         print(line, end="")
 top = sorted(seen.values(), key=lambda t: -t[1])[:6]
 print("   CPU by thread: " + ", ".join(f"{n} {s:.1f} s" for n, s in top) + f"; tansu {after - before:.1f} s")
