@@ -16,7 +16,7 @@ use streamflix::config::{parse_duration, CoreConfig};
 use streamflix::metrics::Metrics;
 use streamflix::output::{JsonLinesSink, NullSink, OutputSink};
 use streamflix::pipeline::{open_processor, CheckpointPolicy, Pipeline, Status};
-use streamflix::server::{self, AppState, ModelHandle};
+use streamflix::server::{self, AppState};
 use streamflix_replay::dataset::Dataset;
 use streamflix_replay::engine::ReplayConfig;
 use streamflix_replay::generate::{generate, GenerateConfig};
@@ -193,7 +193,7 @@ struct EmbeddedArgs {
     speed: Option<f64>,
 }
 
-/// Serving and checkpointing options.
+/// Serving, checkpointing and recommender options (not stored with the state).
 #[derive(Args, Debug)]
 struct ServeArgs {
     /// HTTP listen address (port 0 picks a free port).
@@ -211,6 +211,11 @@ struct ServeArgs {
     /// Checkpoint after this much wall time (e.g. 5s, 1m).
     #[arg(long, env = "STREAMFLIX_CHECKPOINT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     checkpoint_interval: i64,
+    /// Run without the recommender (ALS): users' state, sessions and churn only, for about half
+    /// the CPU and memory; the recommendation routes answer 503. Ratings are still logged, so a
+    /// later run without this flag rebuilds the model from every rating.
+    #[arg(long)]
+    no_recommender: bool,
 }
 
 /// Analytics semantics (stored with the state; a restart must use the same).
@@ -308,7 +313,7 @@ impl Services {
         serve: &ServeArgs,
         store: &Store,
         status: &Arc<Status>,
-        model: &ModelHandle,
+        processor: &streamflix::processor::Processor,
         metrics: &Arc<Metrics>,
     ) -> Result<Services> {
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -352,7 +357,7 @@ impl Services {
             let state = AppState {
                 store: store.clone(),
                 status: status.clone(),
-                model: model.clone(),
+                model: processor.recommends().then(|| processor.model().clone()),
                 metrics: metrics.clone(),
             };
             let mut stopped = stopped.subscribe();
@@ -428,11 +433,12 @@ fn run(cli: Cli) -> Result<()> {
                 streamflix::kafka::KafkaOutputs::new(&opts, topics.clone(), catalog.genre_names().to_vec())?;
             let partitions = streamflix::kafka::input_partitions(&opts, &topics)?;
             let store = Store::open(&state)?;
-            let (processor, checkpoints) = open_processor(&store, "kafka", cfg, catalog, partitions.clone())?;
+            let (processor, checkpoints) =
+                open_processor(&store, "kafka", cfg, catalog, partitions.clone(), !serve.no_recommender)?;
             let status = Arc::new(Status::default());
             status.ready.store(checkpoints > 0, Ordering::Relaxed);
             let metrics = Arc::new(Metrics::new());
-            let services = Services::start(&serve, &store, &status, processor.model(), &metrics)?;
+            let services = Services::start(&serve, &store, &status, &processor, &metrics)?;
             let n = partitions.iter().filter(|(t, _)| *t == topics.ratings).count() as u32;
             let outs = [topics.sessions.as_str(), topics.alerts.as_str(), topics.dlq.as_str()];
             services
@@ -580,14 +586,15 @@ fn run_embedded(dir: &Path, e: &EmbeddedArgs, demo: bool) -> Result<()> {
     };
     let store = Store::open(&state_dir)?;
     let partitions = streamflix::embedded::partition_list(e.partitions);
-    let (processor, checkpoints) = open_processor(&store, "embedded", cfg, catalog, partitions)?;
+    let (processor, checkpoints) =
+        open_processor(&store, "embedded", cfg, catalog, partitions, !serve.no_recommender)?;
     if checkpoints > 0 {
         println!("resuming from checkpoint {checkpoints} in {}", state_dir.display());
     }
     let status = Arc::new(Status::default());
     status.ready.store(checkpoints > 0, Ordering::Relaxed);
     let metrics = Arc::new(Metrics::new());
-    let services = Services::start(serve, &store, &status, processor.model(), &metrics)?;
+    let services = Services::start(serve, &store, &status, &processor, &metrics)?;
     let sink: Box<dyn OutputSink> = match &e.out {
         Some(d) => Box::new(JsonLinesSink::open(d, processor.catalog().genre_names().to_vec())?),
         None => Box::new(NullSink),
@@ -652,6 +659,10 @@ fn print_summary(p: &Pipeline, records: u64, seconds: f64) {
         t.duration.as_secs_f64(),
         p.store().size_on_disk() as f64 / 1e6
     );
+    if !p.processor.recommends() {
+        println!("recommender: off (--no-recommender); {} ratings logged for a later run with it", c.ratings);
+        return;
+    }
     let model = p.processor.model().read().unwrap_or_else(std::sync::PoisonError::into_inner);
     let (st, als) = (model.stats(), model.als());
     println!(

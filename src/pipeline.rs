@@ -224,8 +224,9 @@ impl Pipeline {
 }
 
 /// Opens the processor from `store`: restored from its checkpoint if there is one (after
-/// checking it was computed the same way), fresh otherwise. Returns the processor and the number
-/// of checkpoints already written.
+/// checking it was computed the same way), fresh otherwise; with `recommender` false, without
+/// one ([`Processor::without_recommender`]: nor is the model rebuilt from the rating log).
+/// Returns the processor and the number of checkpoints already written.
 ///
 /// # Errors
 /// The store cannot be read, or holds state computed differently.
@@ -235,13 +236,18 @@ pub fn open_processor(
     cfg: crate::config::CoreConfig,
     catalog: Arc<crate::catalog::Catalog>,
     partitions: Vec<(String, u32)>,
+    recommender: bool,
 ) -> anyhow::Result<(Processor, u64)> {
-    match store.load()? {
-        None => Ok((Processor::new(cfg, catalog, partitions), 0)),
+    let (p, n) = match store.load()? {
+        None => (Processor::new(cfg, catalog, partitions), 0),
         Some(crate::checkpoint::Loaded { meta, users, pending, engagement }) => {
             store.check_compatible(&meta, mode, &cfg, catalog.genre_names(), &partitions)?;
             let n = meta.checkpoints;
-            let model = Processor::replay_model(&cfg, &catalog, store.ratings())?;
+            let model = if recommender {
+                Processor::replay_model(&cfg, &catalog, store.ratings())?
+            } else {
+                crate::recommend::Recommender::new(cfg.als.clone(), catalog)
+            };
             let restored = crate::processor::Restored {
                 partitions: meta.partitions,
                 watermark: meta.watermark,
@@ -250,8 +256,8 @@ pub fn open_processor(
                 pending,
                 engagement,
             };
-            let p = Processor::restore(cfg, restored, model);
-            Ok((p, n))
+            (Processor::restore(cfg, restored, model), n)
         }
-    }
+    };
+    Ok((if recommender { p } else { p.without_recommender() }, n))
 }

@@ -36,8 +36,8 @@ pub struct AppState {
     pub store: Store,
     /// Live status (readiness).
     pub status: Arc<Status>,
-    /// The live recommender.
-    pub model: ModelHandle,
+    /// The live recommender; `None` when the processor runs without one (`--no-recommender`).
+    pub model: Option<ModelHandle>,
     /// Prometheus metrics (also counts the HTTP requests).
     pub metrics: Arc<crate::metrics::Metrics>,
 }
@@ -137,7 +137,9 @@ async fn track(
 
 async fn metrics(State(s): State<AppState>) -> Response {
     s.metrics.state_disk.set(s.store.size_on_disk() as i64);
-    s.metrics.set_model(&model(&s));
+    if let Ok(m) = model(&s) {
+        s.metrics.set_model(&m);
+    }
     let body = s.metrics.render();
     ([(axum::http::header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body).into_response()
 }
@@ -177,10 +179,12 @@ async fn stats(State(s): State<AppState>) -> ApiResult {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
-    let recommender = {
-        let model = model(&s);
-        let (als, st) = (model.als(), model.stats());
-        json!({
+    let recommender = match model(&s) {
+        Err(_) => json!({ "enabled": false }),
+        Ok(model) => {
+            let (als, st) = (model.als(), model.stats());
+            json!({
+            "enabled": true,
             "ratings": als.ratings(),
             "users": als.side(crate::als::Which::Users).len(),
             "movies": als.side(crate::als::Which::Items).len(),
@@ -191,7 +195,8 @@ async fn stats(State(s): State<AppState>) -> ApiResult {
             "prequential_mae": st.mae(),
             "update_latency_p50_us_at_most": st.latency_quantile_us(0.5),
             "update_latency_p99_us_at_most": st.latency_quantile_us(0.99),
-        })
+            })
+        }
     };
     Ok(Json(json!({
         "watermark": m.watermark,
@@ -291,9 +296,16 @@ async fn churn(State(s): State<AppState>, QueryMap(q): QueryMap) -> ApiResult {
     })))
 }
 
-fn model(s: &AppState) -> std::sync::RwLockReadGuard<'_, Recommender> {
+/// The live model, or a 503 when the processor runs without one.
+fn model(s: &AppState) -> Result<std::sync::RwLockReadGuard<'_, Recommender>, ApiError> {
+    let m = s.model.as_ref().ok_or_else(|| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the recommender is off: this processor runs with --no-recommender".into(),
+        )
+    })?;
     // A poisoned lock means a reader panicked; the model itself is intact.
-    s.model.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    Ok(m.read().unwrap_or_else(std::sync::PoisonError::into_inner))
 }
 
 fn count(q: &HashMap<String, String>, name: &str, default: usize, max: usize) -> Result<usize, ApiError> {
@@ -334,7 +346,7 @@ async fn recommendations(
     let exclude_rated = flag(&q, "exclude_rated", true)?;
     committed(&s.store)?;
     let stored = stored_genres(&s, id)?;
-    let model = model(&s);
+    let model = model(&s)?;
     let genre = match q.get("genre") {
         None => None,
         Some(g) => Some(model.catalog().genre_bit(g).ok_or_else(|| {
@@ -353,7 +365,7 @@ async fn similar(State(s): State<AppState>, IdParam(id): IdParam, QueryMap(q): Q
     let id = parse_id(&id, "movie")?;
     check_params(&q, &["n"])?;
     let n = count(&q, "n", 10, 1000)?;
-    let model = model(&s);
+    let model = model(&s)?;
     let Some(recs) = model.similar(id, n) else {
         return Err(ApiError(StatusCode::NOT_FOUND, format!("movie {id} is not in the catalog")));
     };
@@ -403,7 +415,7 @@ async fn group(State(s): State<AppState>, QueryMap(q): QueryMap) -> ApiResult {
         }
     };
     committed(&s.store)?;
-    let model = model(&s);
+    let model = model(&s)?;
     for &u in &users {
         if model.ratings_of(u) == 0 && s.store.user(u)?.is_none() {
             return Err(ApiError(StatusCode::NOT_FOUND, format!("user {u} not seen")));

@@ -107,6 +107,53 @@ fn http_answers_bad_requests_with_json_errors() {
 }
 
 #[test]
+fn without_the_recommender_the_state_is_the_same_and_a_later_run_rebuilds_the_model() {
+    let data = generated(200, 20_000, 500);
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (d, sa, sb) = (data.path().to_str().unwrap(), a.path().to_str().unwrap(), b.path().to_str().unwrap());
+    let out = streamflix(&run_args(d, sa));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let mut run =
+        Running::start(&["run", "--data", d, "--state", sb, "--http", "127.0.0.1:0", "--no-recommender"]);
+    let base = run.http_base();
+    run.wait_line("serving http://");
+    let (status, stats) = get_json(&format!("{base}/stats")).unwrap();
+    assert_eq!((status, stats["ratings"].as_u64()), (200, Some(20_000)));
+    assert_eq!(stats["recommender"], serde_json::json!({ "enabled": false }));
+    let users = get_json(&format!("{base}/churn?status=any&limit=2")).unwrap().1["users"].clone();
+    let (user, other) = (users[0]["user_id"].clone(), users[1]["user_id"].clone());
+    assert_eq!(get_json(&format!("{base}/users/{user}")).unwrap().0, 200);
+    assert_json_errors(
+        &base,
+        &[
+            (&format!("/users/{user}/recommendations"), 503),
+            ("/movies/1/similar", 503),
+            (&format!("/groups/recommendations?users={user},{other}"), 503),
+            // A bad request is still a bad request.
+            (&format!("/users/{user}/recommendations?n=0"), 400),
+        ],
+    );
+    run.signal("-TERM");
+    let (status, lines) = run.wait();
+    assert!(status.success(), "{status:?}");
+    assert!(lines.iter().any(|l| l.starts_with("recommender: off")), "{lines:#?}");
+
+    for what in ["users", "sessions", "alerts"] {
+        assert_eq!(dump(a.path(), what), dump(b.path(), what), "{what}");
+    }
+    // The rating log is whole: the model it rebuilds is the other run's, and a run with the
+    // recommender learns it all on start.
+    let (ma, mb) = (dump(a.path(), "model"), dump(b.path(), "model"));
+    assert_eq!(mb.last(), ma.last(), "ratings in the model rebuilt from each log");
+    assert!(ma == mb, "the models rebuilt from the two logs differ");
+    let out = streamflix(&run_args(d, sb));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("recommender: 20000 ratings learned"), "{stdout}");
+}
+
+#[test]
 fn demo_runs_end_to_end() {
     let out = streamflix(&["demo", "--users", "100", "--ratings", "8000", "--exit-when-done", "--no-http"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
