@@ -139,6 +139,20 @@ pub struct CheckpointStats {
     pub duration: Duration,
 }
 
+/// A checkpoint encoded by [`Store::prepare`], for [`Store::write`] (which may run on another
+/// thread while processing goes on).
+#[derive(Debug)]
+pub struct Prepared {
+    batch: sled::Batch,
+    number: u64,
+    alerts: usize,
+    ratings: usize,
+    /// The input positions it commits.
+    pub positions: Vec<PartitionState>,
+    /// What it holds; `duration` is the encoding's so far.
+    pub stats: CheckpointStats,
+}
+
 /// The sled database holding the checkpoint. Cheap to clone (shared handle).
 #[derive(Clone)]
 pub struct Store {
@@ -380,9 +394,7 @@ impl Store {
         })
     }
 
-    /// Writes a checkpoint of `p`: dirty users, closed sessions, latest alerts, the ratings
-    /// applied since the last one, pending events, aggregates and the meta record, in one atomic
-    /// batch, then fsyncs.
+    /// Writes a checkpoint of `p` ([`Store::prepare`], then [`Store::write`]).
     ///
     /// # Errors
     /// I/O; the previous checkpoint then stays the committed one.
@@ -393,6 +405,13 @@ impl Store {
         finished: bool,
         checkpoints: u64,
     ) -> Result<CheckpointStats, StoreError> {
+        self.write(self.prepare(p, mode, finished, checkpoints))
+    }
+
+    /// Encodes a checkpoint of `p` as one batch: dirty users, closed sessions, latest alerts, the
+    /// ratings applied since the last one, pending events, aggregates and the meta record (with
+    /// the input positions). Takes `p`'s dirty sets: the batch must then be written.
+    pub fn prepare(&self, p: &mut Processor, mode: &str, finished: bool, checkpoints: u64) -> Prepared {
         let started = Instant::now();
         let dirty = p.take_dirty();
         let mut batch = sled::Batch::default();
@@ -455,23 +474,44 @@ impl Store {
         let m = serde_json::to_vec(&meta).expect("meta serializes");
         bytes += m.len() as u64;
         batch.insert(META, m);
-        let encoded = started.elapsed();
-        self.sled(self.db.apply_batch(batch))?;
+        Prepared {
+            batch,
+            number: checkpoints,
+            alerts,
+            ratings: dirty.ratings.len(),
+            positions: p.partitions().to_vec(),
+            stats: CheckpointStats {
+                users: dirty.users.len(),
+                sessions: closed,
+                bytes,
+                duration: started.elapsed(),
+            },
+        }
+    }
+
+    /// Writes a prepared checkpoint in one atomic batch, then fsyncs. Checkpoints must be
+    /// written in the order they were prepared.
+    ///
+    /// # Errors
+    /// I/O; the previous checkpoint then stays the committed one.
+    pub fn write(&self, c: Prepared) -> Result<CheckpointStats, StoreError> {
+        let started = Instant::now();
+        self.sled(self.db.apply_batch(c.batch))?;
         let applied = started.elapsed();
         self.sled(self.db.flush())?;
         tracing::debug!(
-            checkpoint = checkpoints,
-            users = dirty.users.len(),
-            sessions = closed,
-            alerts,
-            ratings = dirty.ratings.len(),
-            bytes,
-            encode_ms = encoded.as_secs_f64() * 1e3,
-            apply_ms = (applied - encoded).as_secs_f64() * 1e3,
+            checkpoint = c.number,
+            users = c.stats.users,
+            sessions = c.stats.sessions,
+            alerts = c.alerts,
+            ratings = c.ratings,
+            bytes = c.stats.bytes,
+            encode_ms = c.stats.duration.as_secs_f64() * 1e3,
+            apply_ms = applied.as_secs_f64() * 1e3,
             flush_ms = (started.elapsed() - applied).as_secs_f64() * 1e3,
             "checkpoint written"
         );
-        Ok(CheckpointStats { users: dirty.users.len(), sessions: closed, bytes, duration: started.elapsed() })
+        Ok(CheckpointStats { duration: c.stats.duration + started.elapsed(), ..c.stats })
     }
 
     /// A user's committed state.

@@ -533,7 +533,9 @@ fn at_end(consumer: &BaseConsumer<QuietEof>, pipeline: &Pipeline) -> anyhow::Res
 /// Commits the checkpointed positions to the group, for lag monitoring. Failures only warn.
 fn commit_positions(consumer: &BaseConsumer<QuietEof>, pipeline: &Pipeline) {
     let mut tpl = TopicPartitionList::new();
-    for p in pipeline.processor.partitions() {
+    let positions =
+        pipeline.status.positions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    for p in &positions {
         if p.position > 0 {
             let _ = tpl.add_partition_offset(&p.topic, p.partition as i32, Offset::Offset(p.position as i64));
         }

@@ -162,7 +162,7 @@ impl Metrics {
             checkpoint_seconds: histogram(
                 &r,
                 "streamflix_checkpoint_duration_seconds",
-                "Time to write and fsync one checkpoint.",
+                "Time to encode (processing thread), write and fsync (checkpoint writer thread) one checkpoint.",
                 vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
             ),
             checkpoint_bytes: int_gauge(&r, "streamflix_checkpoint_last_bytes", "Bytes written by the latest checkpoint."),
@@ -338,9 +338,9 @@ impl Metrics {
         RecordOutcome::ALL.map(|o| self.records.with_label_values(&[topic, o.as_str()]))
     }
 
-    /// Records a committed checkpoint and sets every state and engagement metric from the
-    /// processor (whose state is exactly what was committed).
-    pub fn on_checkpoint(&self, p: &Processor, stats: &CheckpointStats, disk_bytes: u64) {
+    /// Records a checkpoint once it is written (the state metrics are set from the processor
+    /// when the checkpoint is taken: [`Metrics::set_state`]).
+    pub fn on_checkpoint_written(&self, stats: &CheckpointStats) {
         self.checkpoints.inc();
         self.checkpoint_seconds.observe(stats.duration.as_secs_f64());
         self.checkpoint_bytes.set(stats.bytes as i64);
@@ -349,11 +349,10 @@ impl Metrics {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         self.checkpoint_time.set(now);
-        self.set_state(p, disk_bytes);
     }
 
-    /// Sets every state and engagement metric from `p`, whose state must be the committed one
-    /// (just checkpointed, or just restored).
+    /// Sets every state and engagement metric from `p`, whose state must be a checkpoint's (just
+    /// taken for one, or just restored).
     pub fn set_state(&self, p: &Processor, disk_bytes: u64) {
         self.state_disk.set(disk_bytes as i64);
         self.state_pending.set(p.pending_len() as i64);
