@@ -7,6 +7,8 @@
 #   4. the processor (ALS on): embedded on 1 M and 25 M events, a restart of the 25 M state, the
 #      model alone (benches/als_stream), recommender quality (streamflix eval), and 1 M and 25 M
 #      events through tansu
+#   5. the processor with --no-recommender (users' state, sessions, churn; no ALS): the same
+#      1 M and 25 M runs, embedded and through tansu
 # Environment: BENCH_DIR (default /tmp/streamflix-bench; needs ~2 GB of disk and, for tansu's
 # in-memory copy of the 25 M set, ~4 GB of memory), BENCH_RATINGS (default
 # 25000095), BENCH_REPLAY_EVENTS (default 1000000).
@@ -142,4 +144,17 @@ echo "== processor through tansu: the 25 M set replayed first (tansu holds it in
 "$bin" run --data "$dir/ml25m" --brokers "127.0.0.1:$port" --topic-prefix q --quiet
 by_thread process --brokers "127.0.0.1:$port" --topic-prefix q --movies "$dir/ml25m" --state "$dir/pstate" \
   --exit-when-done --no-http
+rm -rf "$dir/pstate"
+
+echo "== --no-recommender, embedded: 1 M ratings"
+timed run --data "$dir/p1m" --exit-when-done --no-http --no-recommender
+echo "== --no-recommender, embedded: 25 M ratings"
+timed run --data "$dir/ml25m" --exit-when-done --no-http --no-recommender
+echo "== --no-recommender through tansu: 1 M ratings (the topics replayed above)"
+by_thread process --brokers "127.0.0.1:$port" --topic-prefix p --movies "$dir/p1m" --state "$dir/pstate" \
+  --exit-when-done --no-http --no-recommender
+rm -rf "$dir/pstate"
+echo "== --no-recommender through tansu: 25 M ratings (the topics replayed above)"
+by_thread process --brokers "127.0.0.1:$port" --topic-prefix q --movies "$dir/ml25m" --state "$dir/pstate" \
+  --exit-when-done --no-http --no-recommender
 rm -rf "$dir/pstate"

@@ -352,12 +352,17 @@ impl Metrics {
     }
 
     /// Sets every state and engagement metric from `p`, whose state must be a checkpoint's (just
-    /// taken for one, or just restored).
+    /// restored, or just written).
     pub fn set_state(&self, p: &Processor, disk_bytes: u64) {
         self.state_disk.set(disk_bytes as i64);
-        self.state_pending.set(p.pending_len() as i64);
+        self.set_values(&StateValues::of(p));
+    }
 
-        let snap = p.snapshot();
+    /// Sets every state and engagement metric from values taken from the processor (see
+    /// [`StateValues`]).
+    pub fn set_values(&self, v: &StateValues) {
+        self.state_pending.set(v.pending as i64);
+        let snap = &v.snapshot;
         self.state_users.set(snap.users as i64);
         self.state_open_sessions.set(snap.open_sessions as i64);
         if let Some(wm) = snap.watermark {
@@ -367,34 +372,27 @@ impl Metrics {
             self.active_users.with_label_values(&[w]).set(v as i64);
         }
         self.binge_watchers.with_label_values(&["30d"]).set(snap.binge_watchers_30d as i64);
-        self.set_counters(p.counters());
+        self.set_counters(&v.counters);
 
-        let e = p.engagement();
-        let genres = p.catalog().genre_names();
-        let demand = e.genre_demand(snap.watermark.unwrap_or(0), genres.len());
-        for (g, v) in genres.iter().zip(demand) {
-            self.genre_ratings.with_label_values(&[g]).set(v as i64);
+        for (g, n) in &v.genre_demand {
+            self.genre_ratings.with_label_values(&[g]).set(*n as i64);
         }
-        for (i, &v) in e.ratings_by_value.iter().enumerate() {
-            mirror(&self.ratings_by_value.with_label_values(&[&format!("{:.1}", (i + 1) as f64 / 2.0)]), v);
+        for (i, &n) in v.ratings_by_value.iter().enumerate() {
+            mirror(&self.ratings_by_value.with_label_values(&[&format!("{:.1}", (i + 1) as f64 / 2.0)]), n);
         }
-        for (h, &v) in e.events_by_hour.iter().enumerate() {
-            mirror(&self.events_by_hour.with_label_values(&[&format!("{h:02}")]), v);
+        for (h, &n) in v.events_by_hour.iter().enumerate() {
+            mirror(&self.events_by_hour.with_label_values(&[&format!("{h:02}")]), n);
         }
-        for (d, &v) in WEEKDAYS.iter().zip(&e.events_by_weekday) {
-            mirror(&self.events_by_weekday.with_label_values(&[d]), v);
+        for (d, &n) in WEEKDAYS.iter().zip(&v.events_by_weekday) {
+            mirror(&self.events_by_weekday.with_label_values(&[d]), n);
         }
         // Cohorts move with the watermark: set the current ones, then remove those that left the
         // window (not a reset, which a concurrent scrape would see as no retention at all).
         let mut current = Vec::new();
-        if let Some(wm) = snap.watermark {
-            for (c, k, ratio) in e.retention(wm) {
-                let label = (month_label(c), k.to_string());
-                self.retention.with_label_values(&[&label.0, &label.1]).set(ratio);
-                let users = e.cohorts.get(&c).map_or(0, |c| c.users);
-                self.cohort_users.with_label_values(&[&label.0]).set(users as i64);
-                current.push(label);
-            }
+        for (label, ratio, users) in &v.retention {
+            self.retention.with_label_values(&[&label.0, &label.1]).set(*ratio);
+            self.cohort_users.with_label_values(&[&label.0]).set(*users as i64);
+            current.push(label.clone());
         }
         let mut exported = self.retention_labels.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for old in exported.iter().filter(|l| !current.contains(l)) {
@@ -438,5 +436,50 @@ impl Metrics {
         // Text encoding of gathered families cannot fail for metrics built with valid names.
         let _ = TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out);
         out
+    }
+}
+
+/// The values of the state and engagement metrics, taken from the processor when a checkpoint is
+/// taken and set once it is written ([`Metrics::set_values`]), so that they always describe
+/// committed state, as the HTTP API does.
+#[derive(Debug, Clone)]
+pub struct StateValues {
+    pending: usize,
+    snapshot: crate::engagement::Snapshot,
+    counters: Counters,
+    genre_demand: Vec<(String, u64)>,
+    ratings_by_value: [u64; 10],
+    events_by_hour: [u64; 24],
+    events_by_weekday: [u64; 7],
+    /// ((cohort month, months since), retention ratio, cohort users).
+    retention: Vec<((String, String), f64, u64)>,
+}
+
+impl StateValues {
+    /// The values for `p`'s current state (an O(users) scan: [`Processor::snapshot`]).
+    pub fn of(p: &Processor) -> StateValues {
+        let snapshot = p.snapshot();
+        let e = p.engagement();
+        let genres = p.catalog().genre_names();
+        let demand = e.genre_demand(snapshot.watermark.unwrap_or(0), genres.len());
+        let retention = snapshot.watermark.map_or_else(Vec::new, |wm| {
+            e.retention(wm)
+                .into_iter()
+                .map(|(c, k, ratio)| {
+                    let users = e.cohorts.get(&c).map_or(0, |c| c.users);
+                    ((month_label(c), k.to_string()), ratio, users)
+                })
+                .collect()
+        });
+        StateValues {
+            pending: p.pending_len(),
+            snapshot,
+            counters: p.counters().clone(),
+            genre_demand: genres.iter().cloned().zip(demand).collect(),
+            ratings_by_value: e.ratings_by_value,
+            events_by_hour: e.events_by_hour,
+            events_by_weekday: e.events_by_weekday,
+            retention,
+        }
     }
 }

@@ -15,7 +15,7 @@ use anyhow::Context;
 use streamflix_schemas::StreamRecord;
 
 use crate::checkpoint::{CheckpointStats, Prepared, Store, StoreError};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, StateValues};
 use crate::output::OutputSink;
 use crate::processor::{Output, PartitionState, Processor, RecordOutcome, Source};
 
@@ -39,10 +39,11 @@ pub struct Status {
     pub positions: std::sync::Mutex<Vec<PartitionState>>,
 }
 
-/// A checkpoint for the writer thread, with the metrics to report it to.
+/// A checkpoint for the writer thread, with the metrics to report it to and their values.
 struct Job {
     checkpoint: Prepared,
     metrics: Arc<Metrics>,
+    values: StateValues,
 }
 
 /// The checkpoint writer thread (see the module documentation).
@@ -62,12 +63,13 @@ impl Writer {
             .name("streamflix-ckpt".into())
             .spawn(move || {
                 lower_priority();
-                for Job { checkpoint, metrics } in rx {
+                for Job { checkpoint, metrics, values } in rx {
                     let positions = checkpoint.positions.clone();
                     let r = store.write(checkpoint);
                     if let Ok(s) = &r {
                         metrics.on_checkpoint_written(s);
                         metrics.state_disk.set(store.size_on_disk() as i64);
+                        metrics.set_values(&values);
                         *status.positions.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
                             positions;
                         status.checkpoints.fetch_add(1, Ordering::Relaxed);
@@ -298,8 +300,8 @@ impl Pipeline {
         self.wait_written()?;
         self.checkpoints += 1;
         let checkpoint = self.store.prepare(&mut self.processor, self.mode, finished, self.checkpoints);
-        self.metrics.set_state(&self.processor, self.store.size_on_disk());
-        let job = Job { checkpoint, metrics: self.metrics.clone() };
+        let values = StateValues::of(&self.processor);
+        let job = Job { checkpoint, metrics: self.metrics.clone(), values };
         let sent = self.writer.jobs.as_ref().is_some_and(|j| j.send(job).is_ok());
         if !sent {
             anyhow::bail!("the checkpoint writer thread died");
