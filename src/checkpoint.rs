@@ -150,7 +150,7 @@ pub struct Prepared {
     /// The input positions it commits.
     pub positions: Vec<PartitionState>,
     /// What it holds; `duration` is the encoding's so far.
-    pub stats: CheckpointStats,
+    stats: CheckpointStats,
 }
 
 /// The sled database holding the checkpoint. Cheap to clone (shared handle).

@@ -338,8 +338,8 @@ impl Metrics {
         RecordOutcome::ALL.map(|o| self.records.with_label_values(&[topic, o.as_str()]))
     }
 
-    /// Records a checkpoint once it is written (the state metrics are set from the processor
-    /// when the checkpoint is taken: [`Metrics::set_state`]).
+    /// Records a checkpoint once it is written (its state metrics are set alongside, from the
+    /// values taken with it: [`Metrics::set_values`]).
     pub fn on_checkpoint_written(&self, stats: &CheckpointStats) {
         self.checkpoints.inc();
         self.checkpoint_seconds.observe(stats.duration.as_secs_f64());
