@@ -63,8 +63,8 @@ impl Writer {
             .name("streamflix-ckpt".into())
             .spawn(move || {
                 lower_priority();
-                for Job { checkpoint, metrics, values } in rx {
-                    let positions = checkpoint.positions.clone();
+                for Job { mut checkpoint, metrics, values } in rx {
+                    let positions = std::mem::take(&mut checkpoint.positions);
                     let r = store.write(checkpoint);
                     if let Ok(s) = &r {
                         metrics.on_checkpoint_written(s);
@@ -184,11 +184,10 @@ impl Pipeline {
     /// Reports to `metrics` (by default a private registry nobody reads); the model's update
     /// latency too.
     pub fn set_metrics(&mut self, metrics: Arc<Metrics>) {
-        self.processor
-            .model()
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .set_latency_histogram(metrics.als_update.clone());
+        if let Some(model) = self.processor.model() {
+            let mut model = model.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            model.set_latency_histogram(metrics.als_update.clone());
+        }
         if self.checkpoints > 0 {
             metrics.set_state(&self.processor, self.store.size_on_disk());
         }
