@@ -548,7 +548,10 @@ fn split_total(rng: &mut Pcg64Mcg, n: u32, total: u64, min: u64, max: u64, sigma
 fn split_tags(rng: &mut Pcg64Mcg, counts: &[u64], taggers: &[bool], total: u64) -> Vec<u64> {
     let mut out = vec![0u64; counts.len()];
     let pool: Vec<usize> = (0..counts.len()).filter(|&i| taggers[i]).collect();
-    let pool = if pool.is_empty() { (0..counts.len()).collect() } else { pool };
+    // A user tags at most what they rate: when the taggers' ratings cannot hold every tag (tags
+    // near the ratings' total), everyone tags, which `validate` guarantees can (tags ≤ ratings).
+    let room: u64 = pool.iter().map(|&i| counts[i]).sum();
+    let pool = if room < total { (0..counts.len()).collect() } else { pool };
     let weight: u64 = pool.iter().map(|&i| counts[i]).sum();
     for &i in &pool {
         out[i] = (total as f64 * counts[i] as f64 / weight as f64) as u64;
@@ -810,6 +813,23 @@ mod tests {
 
     fn small() -> GenerateConfig {
         GenerateConfig { users: 120, movies: 600, ratings: 12_000, tags: 400, ..Default::default() }
+    }
+
+    #[test]
+    fn tags_beyond_what_the_taggers_rate_go_to_everyone() {
+        // `--preset ml25m --ratings 3300000` kept the ml-25m tag count (1.09 M), more than the
+        // taggers' ratings held: handing out the rest looped forever.
+        let counts = vec![20u64; 100];
+        let taggers: Vec<bool> = (0..100).map(|i| i < 10).collect();
+        let mut rng = Pcg64Mcg::seed_from_u64(1);
+        for total in [0, 150, 200, 201, 1_500, 2_000] {
+            let tags = split_tags(&mut rng, &counts, &taggers, total);
+            assert_eq!(tags.iter().sum::<u64>(), total);
+            assert!(tags.iter().zip(&counts).all(|(t, c)| t <= c));
+            if total <= 200 {
+                assert!(tags[10..].iter().all(|&t| t == 0), "only taggers tag while they can hold it");
+            }
+        }
     }
 
     #[test]
