@@ -112,6 +112,16 @@ top = sorted(seen.values(), key=lambda t: -t[1])[:6]
 print("   CPU by thread: " + ", ".join(f"{n} {s:.1f} s" for n, s in top) + f"; tansu {after - before:.1f} s")
 PY
 }
+# Consumes topic prefix $1 (replayed from data directory $2) through tansu into a fresh state,
+# with `by_thread`; further arguments go to the processor.
+consume() {
+  local prefix=$1 data=$2
+  shift 2
+  rm -rf "$dir/pstate" # a state left by an earlier run would resume against this broker
+  by_thread process --brokers "127.0.0.1:$port" --topic-prefix "$prefix" --movies "$data" --state "$dir/pstate" \
+    --exit-when-done --no-http "$@"
+  rm -rf "$dir/pstate"
+}
 echo "== processor, embedded: 1 M ratings"
 "$bin" generate --out "$dir/p1m" --users 8000 --ratings 1000000 --tags 40000 --quiet --force
 timed run --data "$dir/p1m" --exit-when-done --no-http
@@ -136,25 +146,16 @@ PY
 echo "   (Spark MLlib side by side: scripts/spark-compare.sh $dir/p1m)"
 echo "== processor through tansu: 1 M ratings replayed first, then consumed"
 "$bin" run --data "$dir/p1m" --brokers "127.0.0.1:$port" --topic-prefix p --quiet
-rm -rf "$dir/pstate" # a state left by an earlier run would resume against this fresh broker
-by_thread process --brokers "127.0.0.1:$port" --topic-prefix p --movies "$dir/p1m" --state "$dir/pstate" \
-  --exit-when-done --no-http
-rm -rf "$dir/pstate"
+consume p "$dir/p1m"
 echo "== processor through tansu: the 25 M set replayed first (tansu holds it in memory: ~3.3 GB), then consumed"
 "$bin" run --data "$dir/ml25m" --brokers "127.0.0.1:$port" --topic-prefix q --quiet
-by_thread process --brokers "127.0.0.1:$port" --topic-prefix q --movies "$dir/ml25m" --state "$dir/pstate" \
-  --exit-when-done --no-http
-rm -rf "$dir/pstate"
+consume q "$dir/ml25m"
 
 echo "== --no-recommender, embedded: 1 M ratings"
 timed run --data "$dir/p1m" --exit-when-done --no-http --no-recommender
 echo "== --no-recommender, embedded: 25 M ratings"
 timed run --data "$dir/ml25m" --exit-when-done --no-http --no-recommender
 echo "== --no-recommender through tansu: 1 M ratings (the topics replayed above)"
-by_thread process --brokers "127.0.0.1:$port" --topic-prefix p --movies "$dir/p1m" --state "$dir/pstate" \
-  --exit-when-done --no-http --no-recommender
-rm -rf "$dir/pstate"
+consume p "$dir/p1m" --no-recommender
 echo "== --no-recommender through tansu: 25 M ratings (the topics replayed above)"
-by_thread process --brokers "127.0.0.1:$port" --topic-prefix q --movies "$dir/ml25m" --state "$dir/pstate" \
-  --exit-when-done --no-http --no-recommender
-rm -rf "$dir/pstate"
+consume q "$dir/ml25m" --no-recommender
