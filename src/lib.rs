@@ -1,25 +1,21 @@
 //! streamflix: the stream processor.
 //!
-//! The pure core ([`sessions`], [`features`], [`churn`], [`validate`], [`processor`]) turns
-//! records into per-user state and effects without I/O. Around it: the sled checkpoint
-//! ([`checkpoint`]), the transports ([`kafka`], [`embedded`]), the outputs ([`output`]), the HTTP
-//! server ([`server`]) and the driver loop that ties them together ([`pipeline`]).
+//! The crate is layered; each layer may import only the layers listed before it (the rule is in
+//! each folder's `mod.rs` and checked by `scripts/check-imports.py`; `docs/architecture.md`
+//! explains it):
+//!
+//! 1. [`core`]: the pure core, records in, per-user state and effects out (no I/O);
+//! 2. [`model`]: the ALS recommender;
+//! 3. [`analytics`]: the data-science layer (reserved for the next issues);
+//! 4. [`state`]: the sled store and its codec;
+//! 5. [`serve`]: HTTP and metrics;
+//! 6. [`io`]: the driver and the transports (Kafka, the embedded channel, output files);
+//! 7. [`cli`]: the command line of the `streamflix` binary, which only calls [`cli::main`].
 
-pub mod als;
-pub mod catalog;
-pub mod checkpoint;
-pub mod churn;
-pub mod config;
-pub mod embedded;
-pub mod engagement;
-pub mod eval;
-pub mod features;
-pub mod kafka;
-pub mod metrics;
-pub mod output;
-pub mod pipeline;
-pub mod processor;
-pub mod recommend;
-pub mod server;
-pub mod sessions;
-pub mod validate;
+pub mod analytics;
+pub mod cli;
+pub mod core;
+pub mod io;
+pub mod model;
+pub mod serve;
+pub mod state;

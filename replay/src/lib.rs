@@ -7,6 +7,9 @@
 //! channel (the embedded mode), JSON lines, or nothing. [`generate`] writes synthetic MovieLens
 //! with ground truth; [`shape`] measures how MovieLens-like a dataset is.
 
+#![forbid(unsafe_code)]
+
+pub mod cli;
 pub mod dataset;
 pub mod engine;
 pub mod generate;

@@ -1,14 +1,18 @@
 //! `streamflix-replay`: replay MovieLens into Kafka, generate synthetic MovieLens, inspect a dataset.
+//!
+//! Signals, exit codes, `-X KEY=VALUE` and the log filter follow the conventions both binaries
+//! share ([`streamflix_replay::cli`]).
+
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use streamflix_replay::cli::{self, key_value, Shutdown};
 use streamflix_replay::dataset::Dataset;
 use streamflix_replay::engine::{self, ReplayConfig, Summary};
 use streamflix_replay::generate::{self, Format, GenerateConfig};
@@ -170,13 +174,6 @@ struct InspectArgs {
     json: bool,
 }
 
-fn key_value(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
-        _ => Err(format!("`{s}` is not KEY=VALUE")),
-    }
-}
-
 fn positive_f64(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
@@ -185,12 +182,7 @@ fn positive_f64(s: &str) -> Result<f64, String> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    cli::init_logging();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(args),
@@ -205,9 +197,6 @@ fn main() -> ExitCode {
         }
     }
 }
-
-/// Exit status of a run stopped by Ctrl-C or SIGTERM (128 + SIGINT), after a clean flush.
-const INTERRUPTED: u8 = 130;
 
 fn progress_bar(len: u64, quiet: bool, template: &str) -> ProgressBar {
     if quiet {
@@ -237,35 +226,6 @@ fn load(dir: &Path, with_tags: bool, quiet: bool) -> Result<Dataset> {
     Ok(ds)
 }
 
-/// Sets the returned flag on Ctrl-C or SIGTERM, from a small signal thread.
-fn stop_on_signal() -> Arc<AtomicBool> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-            return;
-        };
-        rt.block_on(async {
-            #[cfg(unix)]
-            {
-                let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                {
-                    Ok(s) => s,
-                    Err(_) => return,
-                };
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            #[cfg(not(unix))]
-            let _ = tokio::signal::ctrl_c().await;
-        });
-        flag.store(true, Ordering::Relaxed);
-    });
-    stop
-}
-
 fn run(args: RunArgs) -> Result<ExitCode> {
     if let (Some(from), Some(to)) = (args.from, args.to) {
         if from >= to {
@@ -292,7 +252,8 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         heartbeat_every: args.heartbeat_every,
         resume: None,
     };
-    let stop = stop_on_signal();
+    let shutdown = Shutdown::default();
+    shutdown.listen_on_own_thread(None);
     let mut sink: Box<dyn Sink> = match args.sink {
         SinkKind::Null => Box::new(NullSink::new(args.partitions)),
         SinkKind::Stdout => {
@@ -337,12 +298,13 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         args.quiet || args.sink == SinkKind::Stdout,
         "{spinner} {elapsed_precise} [{bar:28}] {human_pos}/{human_len} events {per_sec} ETA {eta} | event date {msg}",
     );
-    let summary = engine::replay(&ds, sink.as_mut(), &cfg, &stop, &pb);
+    let summary = engine::replay(&ds, sink.as_mut(), &cfg, shutdown.flag(), &pb);
     pb.finish_and_clear();
     let summary = summary.context("replay failed")?;
     drop(sink);
     report_summary(&summary, &topics, args.sink, args.json)?;
-    Ok(if summary.interrupted { ExitCode::from(INTERRUPTED) } else { ExitCode::SUCCESS })
+    // Interrupted or not, everything sent was flushed: a clean stop (see `cli`).
+    Ok(ExitCode::SUCCESS)
 }
 
 fn report_summary(s: &Summary, topics: &[String; 2], sink: SinkKind, json: bool) -> Result<()> {

@@ -30,8 +30,7 @@ pub const TAGS_HEADER: &str = "userId,movieId,tag,timestamp";
 /// Header of `movies.csv`.
 pub const MOVIES_HEADER: &str = "movieId,title,genres";
 
-/// The genre string MovieLens uses for a movie with no genres.
-pub const NO_GENRES: &str = "(no genres listed)";
+pub use streamflix_schemas::data::{Movie, Rating, NO_GENRES};
 
 /// Errors that make a whole file unreadable.
 #[derive(Debug, Error)]
@@ -70,19 +69,6 @@ pub enum Error {
     },
 }
 
-/// One rating, compact (24 bytes) because ml-25m holds 25 M of them in memory.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Rating {
-    /// Event time, seconds since the epoch.
-    pub ts: i64,
-    /// MovieLens `userId`.
-    pub user: u32,
-    /// MovieLens `movieId`.
-    pub movie: u32,
-    /// 0.5 to 5.0 in half steps (validated by the reader).
-    pub rating: f32,
-}
-
 /// One tag.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tag {
@@ -94,19 +80,6 @@ pub struct Tag {
     pub movie: u32,
     /// The tag text, unquoted.
     pub tag: Box<str>,
-}
-
-/// One catalog entry.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Movie {
-    /// MovieLens `movieId`.
-    pub id: u32,
-    /// Title as in the file, including the trailing `(year)` when there is one.
-    pub title: String,
-    /// Release year parsed from the title's trailing `(YYYY)`, if any.
-    pub year: Option<u16>,
-    /// Genres; empty for `(no genres listed)`.
-    pub genres: Vec<String>,
 }
 
 /// What a read skipped, and why (the first [`MAX_EXAMPLES`] reasons, with line numbers).

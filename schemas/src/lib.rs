@@ -3,7 +3,9 @@
 //! Every payload that crosses a topic is defined here once, as a Rust type, and once as a JSON
 //! Schema under `schemas/json/` (for consumers in other languages, and for the end-to-end tests,
 //! which validate every payload read back from the broker against those files). The replay tool
-//! and the processor both depend on this crate, so neither depends on the other.
+//! and the processor both depend on this crate. The processor's binary also depends on the replay
+//! tool's library (to embed a replay, and for its MovieLens readers); nothing here depends on
+//! either. [`data`] holds the MovieLens data model both read into.
 //!
 //! Conventions, identical across payloads:
 //! - `type` names the payload kind, so one topic can carry events and clock heartbeats;
@@ -14,7 +16,12 @@
 //!   file order, ratings before tags). It makes every event's identity deterministic, which is what
 //!   lets `streamflix-replay run --resume` continue without duplicates or gaps.
 
+#![forbid(unsafe_code)]
+
 use serde::{Deserialize, Serialize};
+
+pub mod data;
+pub use data::{Movie, Rating, NO_GENRES};
 
 /// Version of every payload defined in this crate. Bumped on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;

@@ -16,16 +16,16 @@ use serde::{Deserialize, Serialize};
 use streamflix_schemas::SCHEMA_VERSION;
 use streamflix_schemas::{ChurnAlert, DeadLetter, SourcePosition, StreamRecord, UserFeatures};
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
-use crate::catalog::Catalog;
-use crate::churn::{churned_alert, reactivated_alert, ChurnState, TimeIndex};
-use crate::config::{CoreConfig, MIN_EVENT_TS};
-use crate::engagement::{Engagement, Snapshot};
-use crate::features::Activity;
-use crate::recommend::Recommender;
-use crate::sessions::{ClosedSession, OpenSession, Sessions};
-use crate::validate::{check_rating, decode, Invalid, Reason};
+use crate::core::catalog::Catalog;
+use crate::core::churn::{churned_alert, reactivated_alert, ChurnState, TimeIndex};
+use crate::core::config::{CoreConfig, MIN_EVENT_TS};
+use crate::core::engagement::{Engagement, Snapshot};
+use crate::core::features::Activity;
+use crate::core::pending::{Pending, PendingQueue};
+use crate::core::sessions::{ClosedSession, OpenSession, Sessions};
+use crate::core::validate::{check_rating, decode, Invalid, Reason};
 
 /// Everything the processor keeps about one user.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,145 +59,6 @@ pub struct PartitionState {
     /// Where to resume: the Kafka offset of the next record, or in embedded mode the replay
     /// `seq` below which every record of this partition has been applied.
     pub position: u64,
-}
-
-/// An accepted event waiting for the watermark to pass it.
-///
-/// Events are applied in event-time order, not arrival order: a user's ratings and tags travel on
-/// different topics, which a consumer reads at different speeds, and partitions of one topic drift
-/// apart too. Holding each event until the global watermark passes its time, then applying in
-/// `(ts, partition, offset)` order, gives every user their events in time order and makes the
-/// result independent of how the input interleaved.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Pending {
-    /// Event time.
-    pub ts: i64,
-    /// Input partition index.
-    pub index: u32,
-    /// Offset (or seq) in that partition.
-    pub offset: u64,
-    /// The user.
-    pub user: u32,
-    /// The movie.
-    pub movie: u32,
-    /// The rating, or `None` for a tag.
-    pub rating: Option<f32>,
-    /// Genres of the movie.
-    pub genres: u64,
-}
-
-impl Pending {
-    fn order(&self) -> (i64, u32, u64) {
-        (self.ts, self.index, self.offset)
-    }
-}
-
-impl Eq for Pending {}
-
-impl PartialOrd for Pending {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Pending {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.order().cmp(&other.order())
-    }
-}
-
-/// Accepted events waiting for the watermark, taken out in [`Pending`]'s order
-/// (`(ts, partition, offset)`).
-///
-/// A partition is a time-ordered stream apart from lateness, so one FIFO per input partition
-/// holds the events that arrived in order on it (nearly all), and a heap holds the rest. The
-/// next event is the least of the FIFO fronts and the heap's top: a comparison per partition,
-/// where one heap over every pending event paid a sift through it per event (through tansu,
-/// `BinaryHeap::pop` was 15 % of the processing thread's samples).
-#[derive(Debug, Default)]
-struct PendingQueue {
-    /// Per partition index, its events in arrival order, each later in the order than the one
-    /// before.
-    runs: Vec<std::collections::VecDeque<Pending>>,
-    /// Events that arrived before an earlier one of their partition (late within the lateness).
-    late: std::collections::BinaryHeap<std::cmp::Reverse<Pending>>,
-}
-
-impl PendingQueue {
-    fn push(&mut self, p: Pending) {
-        let i = p.index as usize;
-        if self.runs.len() <= i {
-            self.runs.resize_with(i + 1, Default::default);
-        }
-        let run = &mut self.runs[i];
-        if run.back().is_none_or(|b| *b < p) {
-            run.push_back(p);
-        } else {
-            self.late.push(std::cmp::Reverse(p));
-        }
-    }
-
-    /// The least event, if it is earlier than `before`.
-    fn pop_before(&mut self, before: i64) -> Option<Pending> {
-        self.pop_if(|p| p.ts < before)
-    }
-
-    /// The least event.
-    fn pop(&mut self) -> Option<Pending> {
-        self.pop_if(|_| true)
-    }
-
-    /// The least event, if `take` accepts it.
-    #[inline]
-    fn pop_if(&mut self, take: impl Fn(&Pending) -> bool) -> Option<Pending> {
-        // The least front, then the heap's top if it is less.
-        let mut least: Option<(&Pending, Option<usize>)> = None;
-        for (i, run) in self.runs.iter().enumerate() {
-            if let Some(front) = run.front() {
-                if least.is_none_or(|(l, _)| front < l) {
-                    least = Some((front, Some(i)));
-                }
-            }
-        }
-        if let Some(std::cmp::Reverse(top)) = self.late.peek() {
-            if least.is_none_or(|(l, _)| top < l) {
-                least = Some((top, None));
-            }
-        }
-        let (p, from) = least?;
-        if !take(p) {
-            return None;
-        }
-        match from {
-            Some(i) => self.runs[i].pop_front(),
-            None => self.late.pop().map(|r| r.0),
-        }
-    }
-
-    /// Every pending event, in order.
-    fn sorted(&self) -> Vec<Pending> {
-        let mut all: Vec<Pending> =
-            self.runs.iter().flatten().copied().chain(self.late.iter().map(|r| r.0)).collect();
-        all.sort_unstable();
-        all
-    }
-
-    fn len(&self) -> usize {
-        self.runs.iter().map(std::collections::VecDeque::len).sum::<usize>() + self.late.len()
-    }
-}
-
-impl FromIterator<Pending> for PendingQueue {
-    fn from_iter<I: IntoIterator<Item = Pending>>(iter: I) -> Self {
-        let mut all: Vec<Pending> = iter.into_iter().collect();
-        // In order, so that every event lands in its partition's FIFO.
-        all.sort_unstable();
-        let mut q = PendingQueue::default();
-        for p in all {
-            q.push(p);
-        }
-        q
-    }
 }
 
 /// A valid rating or tag, as [`Processor::check`] found it.
@@ -300,16 +161,25 @@ pub struct Dirty {
     pub users: FxHashSet<u32>,
     /// Sessions closed, with their user, in the order they closed.
     pub sessions: Vec<(u32, ClosedSession)>,
-    /// Latest alert per user, encoded for the store ([`crate::checkpoint::encode`]): cheaper
-    /// than a clone of the alert, which is published too.
-    pub alerts: FxHashMap<u32, Vec<u8>>,
+    /// Latest alert per user, for the store.
+    pub alerts: FxHashMap<u32, ChurnAlert>,
     /// Ratings applied, in order (the recommender's log).
     pub ratings: Vec<LoggedRating>,
 }
 
-/// A rating as the recommender saw it (the replay's own rating type): the checkpoint keeps them
-/// all, in the order they were applied, and a restart rebuilds the identical model from them.
-pub type LoggedRating = streamflix_replay::movielens::Rating;
+/// A rating as the recommender saw it: the checkpoint keeps them all, in the order they were
+/// applied, and a restart rebuilds the identical model from them.
+pub type LoggedRating = streamflix_schemas::Rating;
+
+/// What learns from the ratings the processor applies, in the order it applies them: the
+/// recommender (`model::learner`). The core defines the interface so that it does not depend on
+/// the model; a learner may work on another thread, as long as it learns the ratings in order.
+pub trait RatingObserver: Send {
+    /// One applied rating.
+    fn observe(&mut self, rating: LoggedRating);
+    /// Hands over anything buffered; with `wait`, returns once everything is learned.
+    fn sync(&mut self, wait: bool);
+}
 
 /// The processor's whole state.
 pub struct Processor {
@@ -323,9 +193,8 @@ pub struct Processor {
     counters: Counters,
     pending: PendingQueue,
     dirty: Dirty,
-    /// The recommender; `None` without one ([`Processor::without_recommender`]).
-    model: Option<Arc<RwLock<Recommender>>>,
-    learner: Option<Learner>,
+    /// What learns from the applied ratings (the recommender); `None` without one.
+    learner: Option<Box<dyn RatingObserver>>,
     engagement: Engagement,
 }
 
@@ -346,42 +215,6 @@ pub struct Restored {
     pub engagement: Engagement,
 }
 
-/// Ratings handed to the model on a background thread, in order (see
-/// [`Processor::learn_in_background`]).
-struct Learner {
-    tx: std::sync::mpsc::SyncSender<LearnerMsg>,
-    batch: Vec<LoggedRating>,
-    /// Batches the thread has learned, emptied, for reuse: a fresh 12 KiB buffer per batch,
-    /// freed on the other thread, cost the processing thread more in malloc than the send.
-    spare: std::sync::mpsc::Receiver<Vec<LoggedRating>>,
-}
-
-enum LearnerMsg {
-    Ratings(Vec<LoggedRating>),
-    Sync(std::sync::mpsc::SyncSender<()>),
-}
-
-/// Ratings per message to the learner thread.
-const LEARN_BATCH: usize = 512;
-/// Messages the learner's queue holds: 262 k ratings, about a second of learning (5 MB). The
-/// processing thread is faster than the model on average but stops for each checkpoint; a queue
-/// that outlasts a checkpoint keeps the model busy meanwhile (at 25 M ratings, 64 messages left
-/// it idle about 10 s of the run).
-const LEARN_QUEUE: usize = 512;
-
-impl Learner {
-    /// Sends the batch to the thread.
-    fn flush(&mut self) {
-        let next = self.spare.try_recv().unwrap_or_else(|_| Vec::with_capacity(LEARN_BATCH));
-        let batch = std::mem::replace(&mut self.batch, next);
-        // The thread only ends when the processor does, or if it panicked: the state and the
-        // rating log are unaffected, only the live model.
-        if self.tx.send(LearnerMsg::Ratings(batch)).is_err() {
-            tracing::error!("the ALS thread has stopped: recommendations no longer learn");
-        }
-    }
-}
-
 impl Processor {
     /// A processor with no state, reading `partitions` (topic name, partition number).
     pub fn new(cfg: CoreConfig, catalog: std::sync::Arc<Catalog>, partitions: Vec<(String, u32)>) -> Self {
@@ -389,37 +222,12 @@ impl Processor {
             .into_iter()
             .map(|(topic, partition)| PartitionState { topic, partition, max_ts: None, position: 0 })
             .collect();
-        let model = Recommender::new(cfg.als.clone(), catalog);
-        Processor::restore(cfg, Restored { partitions, ..Restored::default() }, model)
+        Processor::restore(cfg, catalog, Restored { partitions, ..Restored::default() })
     }
 
-    /// The recommender rebuilt from the rating log (see [`crate::checkpoint`]).
-    ///
-    /// # Errors
-    /// The first error reading the log.
-    pub fn replay_model<E>(
-        cfg: &CoreConfig,
-        catalog: &Arc<Catalog>,
-        ratings: impl IntoIterator<Item = Result<LoggedRating, E>>,
-    ) -> Result<Recommender, E> {
-        let mut model = Recommender::new(cfg.als.clone(), catalog.clone());
-        let mut batch = Vec::with_capacity(LEARN_BATCH);
-        for r in ratings {
-            batch.push(r?);
-            if batch.len() == LEARN_BATCH {
-                model.observe_all(&batch);
-                batch.clear();
-            }
-        }
-        model.observe_all(&batch);
-        Ok(model)
-    }
-
-    /// Rebuilds a processor from checkpointed parts (the catalog is the model's); the indexes are
-    /// derived from the users.
-    pub fn restore(cfg: CoreConfig, r: Restored, model: Recommender) -> Self {
+    /// Rebuilds a processor from checkpointed parts; the indexes are derived from the users.
+    pub fn restore(cfg: CoreConfig, catalog: Arc<Catalog>, r: Restored) -> Self {
         let Restored { partitions, watermark, counters, users, pending, engagement } = r;
-        let catalog = model.shared_catalog();
         let mut churn_index = TimeIndex::default();
         let mut close_index = TimeIndex::default();
         for (&u, st) in &users {
@@ -441,20 +249,9 @@ impl Processor {
             counters,
             pending: pending.into_iter().collect(),
             dirty: Dirty::default(),
-            model: Some(Arc::new(RwLock::new(model))),
             learner: None,
             engagement,
         }
-    }
-
-    /// The same processor without its recommender: ratings still update the users' state and
-    /// the rating log (so a later run with the recommender rebuilds the whole model from the
-    /// log), but no model learns them. At 25 M ratings that is about a third of the CPU and 60 %
-    /// of the memory (README, Benchmarks).
-    #[must_use]
-    pub fn without_recommender(mut self) -> Self {
-        self.model = None;
-        self
     }
 
     /// The configuration.
@@ -493,51 +290,18 @@ impl Processor {
         &self.users
     }
 
-    /// From now on the model learns on its own thread: ratings go to it in order, in batches,
-    /// through a bounded channel (so it cannot fall far behind: at most [`LEARN_QUEUE`] batches).
-    /// The model is the same as when learning inline — same ratings, same order — only behind
-    /// the state by what is queued.
-    pub fn learn_in_background(&mut self) {
-        if self.learner.is_some() {
-            return;
-        }
-        let Some(model) = self.model.clone() else { return };
-        let (tx, rx) = std::sync::mpsc::sync_channel::<LearnerMsg>(LEARN_QUEUE);
-        let (give_back, spare) = std::sync::mpsc::sync_channel::<Vec<LoggedRating>>(64);
-        std::thread::Builder::new()
-            .name("streamflix-als".into())
-            .spawn(move || {
-                for msg in rx {
-                    match msg {
-                        LearnerMsg::Ratings(mut batch) => {
-                            let mut m = model.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-                            m.observe_all(&batch);
-                            drop(m);
-                            batch.clear();
-                            // Full (the processor has enough spares) or gone: let it drop.
-                            let _ = give_back.try_send(batch);
-                        }
-                        LearnerMsg::Sync(ack) => {
-                            let _ = ack.send(());
-                        }
-                    }
-                }
-            })
-            .expect("spawn the ALS thread");
-        self.learner = Some(Learner { tx, batch: Vec::with_capacity(LEARN_BATCH), spare });
+    /// From now on every applied rating also goes to `learner` (the recommender), in the order
+    /// the ratings are applied; `None` stops that. Without a learner the ratings still update the
+    /// users' state and the rating log, so a later run with the recommender rebuilds the whole
+    /// model from the log.
+    pub fn set_learner(&mut self, learner: Option<Box<dyn RatingObserver>>) {
+        self.learner = learner;
     }
 
-    /// Hands the learner what it has not got yet; with `wait`, returns once it has learned it all.
-    pub fn sync_model(&mut self, wait: bool) {
-        let Some(l) = self.learner.as_mut() else { return };
-        if !l.batch.is_empty() {
-            l.flush();
-        }
-        if wait {
-            let (ack, done) = std::sync::mpsc::sync_channel(1);
-            if l.tx.send(LearnerMsg::Sync(ack)).is_ok() {
-                let _ = done.recv();
-            }
+    /// Hands the learner what it has buffered; with `wait`, returns once it has learned it all.
+    pub fn sync_learner(&mut self, wait: bool) {
+        if let Some(l) = self.learner.as_mut() {
+            l.sync(wait);
         }
     }
 
@@ -551,7 +315,7 @@ impl Processor {
         let mut s =
             Snapshot { watermark: self.watermark, users: self.users.len() as u64, ..Snapshot::default() };
         let Some(wm) = self.watermark else { return s };
-        let day = crate::config::DAY;
+        let day = crate::core::config::DAY;
         for st in self.users.values() {
             let last = st.activity.last;
             s.active_1d += u64::from(last > wm - day);
@@ -567,12 +331,6 @@ impl Processor {
     /// Accepted events waiting for the watermark.
     pub fn pending_len(&self) -> usize {
         self.pending.len()
-    }
-
-    /// The recommender, shared with the HTTP server (which reads the live model); `None` without
-    /// one.
-    pub fn model(&self) -> Option<&Arc<RwLock<Recommender>>> {
-        self.model.as_ref()
     }
 
     /// Takes what changed since the last call (for the checkpoint).
@@ -659,19 +417,8 @@ impl Processor {
             Some(rating) => {
                 self.counters.ratings += 1;
                 let r = LoggedRating { user: p.user, movie: p.movie, rating, ts: p.ts };
-                match (self.learner.as_mut(), &self.model) {
-                    (Some(l), _) => {
-                        l.batch.push(r);
-                        if l.batch.len() >= LEARN_BATCH {
-                            l.flush();
-                        }
-                    }
-                    (None, Some(model)) => {
-                        // A poisoned lock means a reader panicked; the model itself is intact.
-                        let mut model = model.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-                        model.observe(r.user, r.movie, r.rating, r.ts);
-                    }
-                    (None, None) => {}
+                if let Some(l) = self.learner.as_mut() {
+                    l.observe(r);
                 }
                 self.dirty.ratings.push(r);
             }
@@ -923,7 +670,7 @@ impl Processor {
 
     /// Publishes `alert` and keeps it, encoded, as the user's latest for the checkpoint.
     fn emit_alert(&mut self, user: u32, alert: ChurnAlert, out: &mut Vec<Output>) {
-        self.dirty.alerts.insert(user, crate::checkpoint::encode(&alert));
+        self.dirty.alerts.insert(user, alert.clone());
         out.push(Output::Alert(alert));
     }
 }
@@ -931,9 +678,9 @@ impl Processor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::DAY;
+    use crate::core::config::DAY;
     use proptest::prelude::*;
-    use streamflix_replay::movielens::Movie;
+    use streamflix_schemas::Movie;
     use streamflix_schemas::{ChurnStatus, Heartbeat, RatingEvent};
 
     fn catalog() -> std::sync::Arc<Catalog> {

@@ -9,14 +9,27 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::sync_channel;
 use std::time::Instant;
 
-use anyhow::Context;
 use streamflix_replay::dataset::Dataset;
 use streamflix_replay::engine::{self, ReplayConfig, Summary};
 use streamflix_replay::sink::{ChannelSink, Outgoing, Sink, SinkError, Topic};
 use streamflix_schemas::{topics, StreamRecord};
 
-use crate::pipeline::Pipeline;
-use crate::processor::Source;
+use crate::core::processor::Source;
+use crate::io::pipeline::{Pipeline, PipelineError};
+
+/// Errors of an embedded run.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    /// The pipeline failed (outputs or checkpoint).
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    /// The replay failed.
+    #[error("replay")]
+    Replay(#[source] SinkError),
+    /// The replay thread panicked.
+    #[error("the replay thread panicked")]
+    ReplayPanicked,
+}
 
 /// The embedded input's partitions: `partitions` per topic, ratings then tags.
 pub fn partition_list(partitions: u32) -> Vec<(String, u32)> {
@@ -53,7 +66,7 @@ pub fn run(
     partitions: u32,
     stop: &AtomicBool,
     progress: &indicatif::ProgressBar,
-) -> anyhow::Result<Outcome> {
+) -> Result<Outcome, EmbeddedError> {
     let started = Instant::now();
     let p = partitions as usize;
     let positions: Vec<u64> = pipeline.processor.partitions().iter().map(|s| s.position).collect();
@@ -83,7 +96,7 @@ pub fn run(
             total += n;
             g.set(n.saturating_sub(processed[i]) as i64);
         }
-        crate::metrics::mirror(&metrics.replay_records, total);
+        crate::serve::metrics::mirror(&metrics.replay_records, total);
         metrics.replay_event_time.set(last_ts.load(Ordering::Relaxed) as f64);
     };
     let result = std::thread::scope(|s| {
@@ -119,10 +132,10 @@ pub fn run(
         }
         // Dropping the receiver unblocks a replay waiting on a full channel.
         drop(rx);
-        let summary = replay.join().map_err(|_| anyhow::anyhow!("the replay thread panicked"))?;
+        let summary = replay.join().map_err(|_| EmbeddedError::ReplayPanicked)?;
         report(&processed);
         if let Some(e) = failed {
-            return Err(e);
+            return Err(EmbeddedError::Pipeline(e));
         }
         Ok(summary)
     });
@@ -131,7 +144,7 @@ pub fn run(
         Ok(Ok(s)) => s,
         // The channel closed under the replay because we stopped reading: an interruption.
         Ok(Err(_)) if interrupted => Summary { interrupted: true, ..Default::default() },
-        Ok(Err(e)) => return Err(e).context("replay"),
+        Ok(Err(e)) => return Err(EmbeddedError::Replay(e)),
         Err(e) => return Err(e),
     };
     let interrupted = interrupted || summary.interrupted;

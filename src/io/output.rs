@@ -8,7 +8,32 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-use crate::processor::Output;
+use crate::core::processor::Output;
+
+/// Why outputs could not be written or delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// A file or directory could not be created or opened.
+    #[error("cannot {action} {path}")]
+    Open {
+        /// `create` or `open`.
+        action: &'static str,
+        /// The path.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// An output did not encode (cannot happen with the types published).
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// The Kafka producer refused or lost records.
+    #[error("{0}")]
+    Kafka(String),
+}
 
 /// A destination for outputs.
 pub trait OutputSink: Send {
@@ -16,23 +41,23 @@ pub trait OutputSink: Send {
     ///
     /// # Errors
     /// The destination failed.
-    fn send(&mut self, out: &Output) -> anyhow::Result<()>;
+    fn send(&mut self, out: &Output) -> Result<(), OutputError>;
 
     /// Blocks until everything queued is durable at the destination.
     ///
     /// # Errors
     /// Some outputs could not be delivered.
-    fn flush(&mut self) -> anyhow::Result<()>;
+    fn flush(&mut self) -> Result<(), OutputError>;
 }
 
 /// Discards outputs (the processor's counters still count them).
 pub struct NullSink;
 
 impl OutputSink for NullSink {
-    fn send(&mut self, _: &Output) -> anyhow::Result<()> {
+    fn send(&mut self, _: &Output) -> Result<(), OutputError> {
         Ok(())
     }
-    fn flush(&mut self) -> anyhow::Result<()> {
+    fn flush(&mut self) -> Result<(), OutputError> {
         Ok(())
     }
 }
@@ -49,16 +74,17 @@ impl JsonLinesSink {
     ///
     /// # Errors
     /// The directory or files cannot be created.
-    pub fn open(dir: &Path, genres: Vec<String>) -> anyhow::Result<Self> {
-        use anyhow::Context;
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let open = |name: &str| -> anyhow::Result<BufWriter<File>> {
+    pub fn open(dir: &Path, genres: Vec<String>) -> Result<Self, OutputError> {
+        std::fs::create_dir_all(dir).map_err(|source| OutputError::Open {
+            action: "create",
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let open = |name: &str| -> Result<BufWriter<File>, OutputError> {
             let path = dir.join(name);
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .with_context(|| format!("cannot open {}", path.display()))?;
+            let f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|source| {
+                OutputError::Open { action: "open", path: path.display().to_string(), source }
+            })?;
             Ok(BufWriter::new(f))
         };
         Ok(JsonLinesSink {
@@ -69,7 +95,7 @@ impl JsonLinesSink {
 }
 
 impl OutputSink for JsonLinesSink {
-    fn send(&mut self, out: &Output) -> anyhow::Result<()> {
+    fn send(&mut self, out: &Output) -> Result<(), OutputError> {
         let (i, r) = match out {
             Output::Session { user, session } => {
                 (0, serde_json::to_writer(&mut self.files[0], &session.summary(*user, &self.genres)))
@@ -82,7 +108,7 @@ impl OutputSink for JsonLinesSink {
         Ok(())
     }
 
-    fn flush(&mut self) -> anyhow::Result<()> {
+    fn flush(&mut self) -> Result<(), OutputError> {
         for f in &mut self.files {
             f.flush()?;
             f.get_ref().sync_data()?;

@@ -6,23 +6,16 @@
 //! a user's latest event, so no event ever falls off the back of the ring while it still matters,
 //! and the ring also tells whether an event's day was already active (for `active_days`).
 
-use crate::engagement::{month_index, month_label};
 use serde::{Deserialize, Serialize};
 use streamflix_schemas::UserFeatures;
 
-use crate::config::DAY;
+use crate::core::calendar::{day_of, month_index, month_label, DAY};
 
 /// Days in the ring: the longest trailing window.
 pub const RING_DAYS: usize = 90;
 
 /// Trailing windows reported, in days.
 pub const WINDOWS: [i64; 3] = [7, 30, 90];
-
-/// The UTC day number of an event time.
-#[inline]
-pub fn day_of(ts: i64) -> i64 {
-    ts.div_euclid(DAY)
-}
 
 /// Event counts for the last [`RING_DAYS`] days up to the latest day seen.
 ///
@@ -172,7 +165,7 @@ impl Activity {
                 let delta = x - self.rating_mean;
                 self.rating_mean += delta / self.ratings as f64;
                 self.rating_m2 += delta * (x - self.rating_mean);
-                for i in crate::catalog::bits(genres) {
+                for i in crate::core::catalog::bits(genres) {
                     if i >= self.genre_counts.len() {
                         self.genre_counts.resize(i + 1, 0);
                     }

@@ -19,7 +19,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 use streamflix_schemas::{ChurnAlert, ChurnStatus, UserFeatures, SCHEMA_VERSION};
 
-use crate::config::DAY;
+use crate::core::config::DAY;
 
 /// Users ordered by a time key (last activity, or when their next session closes).
 #[derive(Debug, Clone, Default)]

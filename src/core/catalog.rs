@@ -2,31 +2,17 @@
 //!
 //! Genres are interned to bit positions in alphabetical order, so a movie's genres are one `u64`
 //! and a user's genre counts are a small array. Alphabetical order makes the mapping depend only
-//! on the set of genre names, which the checkpoint records and checks on restart.
-
-use std::path::Path;
+//! on the set of genre names, which the checkpoint records and checks on restart. The CLI reads the
+//! movies file (with the replay crate's MovieLens reader) and builds the catalog from the parsed
+//! movies: the core reads no files.
+//!
+//! May import: `streamflix-schemas`.
 
 use rustc_hash::FxHashMap;
-use streamflix_replay::movielens::{self, Movie, NO_GENRES};
+use streamflix_schemas::{Movie, NO_GENRES};
 
 /// Most genres a catalog may have (one bit each in a `u64`).
 pub const MAX_GENRES: usize = 64;
-
-/// Errors loading the catalog.
-#[derive(Debug, thiserror::Error)]
-pub enum CatalogError {
-    /// The movies file could not be read.
-    #[error(transparent)]
-    Read(#[from] movielens::Error),
-    /// Too many distinct genres to index.
-    #[error("{path}: {count} distinct genres; at most {MAX_GENRES} are supported")]
-    TooManyGenres {
-        /// The movies file.
-        path: String,
-        /// Distinct genres found.
-        count: usize,
-    },
-}
 
 /// The genre bits set in `mask`, lowest first.
 pub fn bits(mask: u64) -> impl Iterator<Item = usize> {
@@ -56,16 +42,6 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// Loads `movies.csv` (or ml-1m `movies.dat`).
-    ///
-    /// # Errors
-    /// The file is missing or unreadable, or has more than [`MAX_GENRES`] genres.
-    pub fn load(path: &Path) -> Result<Catalog, CatalogError> {
-        let (movies, _report) = movielens::read_movies(path)?;
-        Catalog::from_movies(&movies)
-            .map_err(|count| CatalogError::TooManyGenres { path: path.display().to_string(), count })
-    }
-
     /// Builds the catalog from parsed movies; `Err(n)` if there are more than [`MAX_GENRES`].
     pub fn from_movies(movies: &[Movie]) -> Result<Catalog, usize> {
         let mut genres: Vec<String> =

@@ -95,7 +95,7 @@ impl ClosedSession {
             events: self.events,
             ratings: self.ratings,
             tags: self.events - self.ratings,
-            genres: crate::catalog::names_in(genre_names, self.genres),
+            genres: crate::core::catalog::names_in(genre_names, self.genres),
             mean_rating: self.mean_rating,
             binge: self.binge,
             first: self.first,
@@ -119,7 +119,9 @@ impl ClosedSession {
             self.ratings,
             self.events - self.ratings,
         );
-        for (n, name) in crate::catalog::bits(self.genres).filter_map(|bit| genre_json.get(bit)).enumerate() {
+        for (n, name) in
+            crate::core::catalog::bits(self.genres).filter_map(|bit| genre_json.get(bit)).enumerate()
+        {
             if n > 0 {
                 out.push(b',');
             }

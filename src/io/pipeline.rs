@@ -7,17 +7,75 @@
 //! checkpoint is being written at a time: the next waits for it (and fails if it failed), and
 //! [`Pipeline::checkpoint`], [`Pipeline::finish`] and dropping the pipeline wait for it too.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use streamflix_schemas::StreamRecord;
 
-use crate::checkpoint::{CheckpointStats, Prepared, Store, StoreError};
-use crate::metrics::{Metrics, StateValues};
-use crate::output::OutputSink;
-use crate::processor::{Output, PartitionState, Processor, RecordOutcome, Source};
+use crate::core::catalog::Catalog;
+use crate::core::config::CoreConfig;
+use crate::core::processor::{Output, PartitionState, Processor, RecordOutcome, Restored, Source};
+use crate::io::output::{OutputError, OutputSink};
+use crate::model::learner::{self, Background};
+use crate::model::recommend::Recommender;
+use crate::model::ModelHandle;
+use crate::serve::metrics::{Metrics, StateValues};
+use crate::serve::Status;
+use crate::state::checkpoint::{CheckpointStats, Loaded, Prepared, Store, StoreError};
+
+/// Errors of the driver.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The output sink refused an output.
+    #[error("publishing outputs")]
+    Publish(#[source] OutputError),
+    /// The output sink could not deliver what it had before a checkpoint (nothing is committed).
+    #[error("flushing outputs before a checkpoint")]
+    Flush(#[source] OutputError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The checkpoint writer thread is gone (it panicked).
+    #[error("the checkpoint writer thread died")]
+    WriterDied,
+    /// A thread could not be started.
+    #[error("cannot start the {0} thread")]
+    Spawn(&'static str, #[source] std::io::Error),
+}
+
+/// What a transport feeds: the pipeline, seen from the transport's side. Transports (the Kafka
+/// loop) call these instead of reaching into the pipeline.
+pub trait RecordHandler {
+    /// Applies a raw payload read at `src`.
+    ///
+    /// # Errors
+    /// Publishing outputs or checkpointing failed.
+    fn raw(&mut self, src: Source, key: Option<&[u8]>, payload: &[u8]) -> Result<(), PipelineError>;
+    /// The input partitions with their watermarks and resume positions.
+    fn partitions(&self) -> &[PartitionState];
+    /// Checkpoints written by this process so far.
+    fn checkpoints_written(&self) -> u64;
+    /// The input positions of the last checkpoint this process wrote.
+    fn committed_positions(&self) -> Vec<PartitionState>;
+    /// Checkpoints if records were applied since the last one and the interval has passed.
+    ///
+    /// # Errors
+    /// Publishing outputs or checkpointing failed.
+    fn checkpoint_if_idle_due(&mut self) -> Result<(), PipelineError>;
+    /// Flushes outputs, then commits state and positions; returns once they are written.
+    ///
+    /// # Errors
+    /// Outputs could not be delivered or the store failed.
+    fn checkpoint(&mut self, finished: bool) -> Result<(), PipelineError>;
+    /// End of a finite input: advances the watermark to the last event and checkpoints.
+    ///
+    /// # Errors
+    /// Publishing or checkpointing failed.
+    fn finish(&mut self) -> Result<(), PipelineError>;
+    /// Reports how many records of a partition are not read yet.
+    fn report_lag(&self, topic: &str, partition: u32, unread: i64);
+}
 
 /// When to checkpoint: after this many records or this much wall time, whichever comes first.
 #[derive(Debug, Clone, Copy)]
@@ -26,17 +84,6 @@ pub struct CheckpointPolicy {
     pub every_records: u64,
     /// Wall time between checkpoints.
     pub every: Duration,
-}
-
-/// Live status shared with the HTTP server (which otherwise reads committed state from sled).
-#[derive(Debug, Default)]
-pub struct Status {
-    /// A checkpoint is loaded or written: `/readyz` answers 200.
-    pub ready: AtomicBool,
-    /// Checkpoints written by this process.
-    pub checkpoints: AtomicU64,
-    /// The input positions of the last checkpoint this process wrote.
-    pub positions: std::sync::Mutex<Vec<PartitionState>>,
 }
 
 /// A checkpoint for the writer thread, with the metrics to report it to and their values.
@@ -56,7 +103,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn start(store: Store, status: Arc<Status>) -> Writer {
+    fn start(store: Store, status: Arc<Status>) -> Result<Writer, PipelineError> {
         let (jobs, rx) = std::sync::mpsc::sync_channel::<Job>(1);
         let (tx, done) = std::sync::mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
@@ -70,8 +117,7 @@ impl Writer {
                         metrics.on_checkpoint_written(s);
                         metrics.state_disk.set(store.size_on_disk() as i64);
                         metrics.set_values(&values);
-                        *status.positions.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-                            positions;
+                        *status.positions.lock().unwrap_or_else(PoisonError::into_inner) = positions;
                         status.checkpoints.fetch_add(1, Ordering::Relaxed);
                         status.ready.store(true, Ordering::Relaxed);
                     }
@@ -80,18 +126,18 @@ impl Writer {
                     }
                 }
             })
-            .expect("spawn the checkpoint writer thread");
-        Writer { jobs: Some(jobs), done, writing: false, thread: Some(thread) }
+            .map_err(|e| PipelineError::Spawn("checkpoint writer", e))?;
+        Ok(Writer { jobs: Some(jobs), done, writing: false, thread: Some(thread) })
     }
 
     /// Waits for the checkpoint being written, if any: its stats, or its error.
-    fn wait(&mut self) -> anyhow::Result<Option<CheckpointStats>> {
+    fn wait(&mut self) -> Result<Option<CheckpointStats>, PipelineError> {
         if !std::mem::take(&mut self.writing) {
             return Ok(None);
         }
         match self.done.recv() {
             Ok(r) => Ok(Some(r?)),
-            Err(_) => anyhow::bail!("the checkpoint writer thread died"),
+            Err(_) => Err(PipelineError::WriterDied),
         }
     }
 }
@@ -119,10 +165,12 @@ impl Drop for Writer {
     }
 }
 
-/// The processor, its store and its output sink.
+/// The processor, its model, its store and its output sink.
 pub struct Pipeline {
     /// The core.
     pub processor: Processor,
+    /// The recommender, learning on its own thread; `None` without one.
+    model: Option<ModelHandle>,
     store: Store,
     sink: Box<dyn OutputSink>,
     mode: &'static str,
@@ -142,21 +190,29 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// A pipeline around `processor`, whose model then learns on its own thread.
-    /// `checkpoints` is the count already in the store.
+    /// A pipeline around `opened` (see [`open_processor`]): its model, if it has one, then
+    /// learns the processor's ratings on its own thread.
+    ///
+    /// # Errors
+    /// A thread could not be started.
     pub fn new(
-        mut processor: Processor,
+        opened: Opened,
         store: Store,
         sink: Box<dyn OutputSink>,
         mode: &'static str,
         policy: CheckpointPolicy,
-        checkpoints: u64,
         status: Arc<Status>,
-    ) -> Self {
-        processor.learn_in_background();
-        let writer = Writer::start(store.clone(), status.clone());
+    ) -> Result<Self, PipelineError> {
+        let Opened { mut processor, model, checkpoints } = opened;
+        let model = model.map(|m| Arc::new(RwLock::new(m)));
+        if let Some(m) = &model {
+            let learner = Background::start(m.clone()).map_err(|e| PipelineError::Spawn("ALS", e))?;
+            processor.set_learner(Some(Box::new(learner)));
+        }
+        let writer = Writer::start(store.clone(), status.clone())?;
         let mut pipeline = Pipeline {
             processor,
+            model,
             store,
             sink,
             mode,
@@ -172,7 +228,13 @@ impl Pipeline {
             outcome_handles: Vec::new(),
         };
         pipeline.resolve_handles();
-        pipeline
+        Ok(pipeline)
+    }
+
+    /// The recommender, shared with the HTTP server (which reads the live model); `None` without
+    /// one.
+    pub fn model(&self) -> Option<&ModelHandle> {
+        self.model.as_ref()
     }
 
     /// Resolves the per-partition `streamflix_records_total` counters of the current metrics.
@@ -184,8 +246,8 @@ impl Pipeline {
     /// Reports to `metrics` (by default a private registry nobody reads); the model's update
     /// latency too.
     pub fn set_metrics(&mut self, metrics: Arc<Metrics>) {
-        if let Some(model) = self.processor.model() {
-            let mut model = model.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(model) = &self.model {
+            let mut model = model.write().unwrap_or_else(PoisonError::into_inner);
             model.set_latency_histogram(metrics.als_update.clone());
         }
         if self.checkpoints > 0 {
@@ -212,7 +274,7 @@ impl Pipeline {
     ///
     /// # Errors
     /// Publishing outputs or checkpointing failed.
-    pub fn raw(&mut self, src: Source, key: Option<&[u8]>, payload: &[u8]) -> anyhow::Result<()> {
+    pub fn raw(&mut self, src: Source, key: Option<&[u8]>, payload: &[u8]) -> Result<(), PipelineError> {
         let started = self.timed();
         let outcome = self.processor.process_bytes(src, key, payload, &mut self.buf);
         self.count(src.index, outcome, started);
@@ -223,7 +285,12 @@ impl Pipeline {
     ///
     /// # Errors
     /// Publishing outputs or checkpointing failed.
-    pub fn record(&mut self, src: Source, key: Option<&[u8]>, record: &StreamRecord) -> anyhow::Result<()> {
+    pub fn record(
+        &mut self,
+        src: Source,
+        key: Option<&[u8]>,
+        record: &StreamRecord,
+    ) -> Result<(), PipelineError> {
         let started = self.timed();
         let outcome = self.processor.process_record(src, key, record, None, &mut self.buf);
         self.count(src.index, outcome, started);
@@ -241,14 +308,14 @@ impl Pipeline {
     ///
     /// # Errors
     /// Publishing outputs or checkpointing failed.
-    pub fn checkpoint_if_idle_due(&mut self) -> anyhow::Result<()> {
+    pub fn checkpoint_if_idle_due(&mut self) -> Result<(), PipelineError> {
         if self.since > 0 && self.last.elapsed() >= self.policy.every {
             self.start_checkpoint(false)?;
         }
         Ok(())
     }
 
-    fn after(&mut self) -> anyhow::Result<()> {
+    fn after(&mut self) -> Result<(), PipelineError> {
         self.publish()?;
         self.since += 1;
         // Reading the clock costs more than applying some records: look at it every 256.
@@ -260,12 +327,12 @@ impl Pipeline {
         Ok(())
     }
 
-    fn publish(&mut self) -> anyhow::Result<()> {
+    fn publish(&mut self) -> Result<(), PipelineError> {
         for o in self.buf.drain(..) {
             if let Output::Session { session, .. } = &o {
                 self.metrics.session_length.observe(session.length as f64);
             }
-            self.sink.send(&o).context("publishing outputs")?;
+            self.sink.send(&o).map_err(PipelineError::Publish)?;
         }
         Ok(())
     }
@@ -274,11 +341,11 @@ impl Pipeline {
     ///
     /// # Errors
     /// Publishing or checkpointing failed.
-    pub fn finish(&mut self) -> anyhow::Result<()> {
+    pub fn finish(&mut self) -> Result<(), PipelineError> {
         self.processor.finish(&mut self.buf);
         self.publish()?;
         self.checkpoint(true)?;
-        self.processor.sync_model(true);
+        self.processor.sync_learner(true);
         Ok(())
     }
 
@@ -286,16 +353,16 @@ impl Pipeline {
     ///
     /// # Errors
     /// Outputs could not be delivered (nothing is committed then) or sled failed.
-    pub fn checkpoint(&mut self, finished: bool) -> anyhow::Result<()> {
+    pub fn checkpoint(&mut self, finished: bool) -> Result<(), PipelineError> {
         self.start_checkpoint(finished)?;
         self.wait_written()
     }
 
     /// Flushes outputs, waits for the previous checkpoint to be written, then hands this one to
     /// the writer thread.
-    fn start_checkpoint(&mut self, finished: bool) -> anyhow::Result<()> {
-        self.sink.flush().context("flushing outputs before a checkpoint")?;
-        self.processor.sync_model(false);
+    fn start_checkpoint(&mut self, finished: bool) -> Result<(), PipelineError> {
+        self.sink.flush().map_err(PipelineError::Flush)?;
+        self.processor.sync_learner(false);
         self.wait_written()?;
         self.checkpoints += 1;
         let checkpoint = self.store.prepare(&mut self.processor, self.mode, finished, self.checkpoints);
@@ -303,7 +370,7 @@ impl Pipeline {
         let job = Job { checkpoint, metrics: self.metrics.clone(), values };
         let sent = self.writer.jobs.as_ref().is_some_and(|j| j.send(job).is_ok());
         if !sent {
-            anyhow::bail!("the checkpoint writer thread died");
+            return Err(PipelineError::WriterDied);
         }
         self.writer.writing = true;
         self.since = 0;
@@ -312,7 +379,7 @@ impl Pipeline {
     }
 
     /// Waits for the checkpoint being written, if any, and adds it to the totals.
-    fn wait_written(&mut self) -> anyhow::Result<()> {
+    fn wait_written(&mut self) -> Result<(), PipelineError> {
         if let Some(s) = self.writer.wait()? {
             let t = &mut self.checkpoint_totals;
             t.users += s.users;
@@ -329,32 +396,76 @@ impl Pipeline {
     }
 }
 
+impl RecordHandler for Pipeline {
+    #[inline]
+    fn raw(&mut self, src: Source, key: Option<&[u8]>, payload: &[u8]) -> Result<(), PipelineError> {
+        Pipeline::raw(self, src, key, payload)
+    }
+
+    fn partitions(&self) -> &[PartitionState] {
+        self.processor.partitions()
+    }
+
+    fn checkpoints_written(&self) -> u64 {
+        self.status.checkpoints.load(Ordering::Relaxed)
+    }
+
+    fn committed_positions(&self) -> Vec<PartitionState> {
+        self.status.positions.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn checkpoint_if_idle_due(&mut self) -> Result<(), PipelineError> {
+        Pipeline::checkpoint_if_idle_due(self)
+    }
+
+    fn checkpoint(&mut self, finished: bool) -> Result<(), PipelineError> {
+        Pipeline::checkpoint(self, finished)
+    }
+
+    fn finish(&mut self) -> Result<(), PipelineError> {
+        Pipeline::finish(self)
+    }
+
+    fn report_lag(&self, topic: &str, partition: u32, unread: i64) {
+        self.metrics.lag.with_label_values(&[topic, &partition.to_string()]).set(unread.max(0));
+    }
+}
+
+/// A processor ready to run: restored or fresh, with its model and the checkpoints so far.
+pub struct Opened {
+    /// The processor.
+    pub processor: Processor,
+    /// The recommender (rebuilt from the rating log on a restart); `None` without one.
+    pub model: Option<Recommender>,
+    /// Checkpoints already in the store.
+    pub checkpoints: u64,
+}
+
 /// Opens the processor from `store`: restored from its checkpoint if there is one (after
-/// checking it was computed the same way), fresh otherwise; with `recommender` false, without
-/// one ([`Processor::without_recommender`]: nor is the model rebuilt from the rating log).
-/// Returns the processor and the number of checkpoints already written.
+/// checking it was computed the same way), fresh otherwise; with `recommender` false, without a
+/// model (nor is the model rebuilt from the rating log: the processor still logs the ratings, so
+/// a later run with the recommender rebuilds it from the whole log).
 ///
 /// # Errors
 /// The store cannot be read, or holds state computed differently.
 pub fn open_processor(
     store: &Store,
     mode: &str,
-    cfg: crate::config::CoreConfig,
-    catalog: Arc<crate::catalog::Catalog>,
+    cfg: CoreConfig,
+    catalog: Arc<Catalog>,
     partitions: Vec<(String, u32)>,
     recommender: bool,
-) -> anyhow::Result<(Processor, u64)> {
-    let (p, n) = match store.load()? {
-        None => (Processor::new(cfg, catalog, partitions), 0),
-        Some(crate::checkpoint::Loaded { meta, users, pending, engagement }) => {
+) -> Result<Opened, StoreError> {
+    match store.load()? {
+        None => {
+            let model = recommender.then(|| Recommender::new(cfg.als.clone(), catalog.clone()));
+            Ok(Opened { processor: Processor::new(cfg, catalog, partitions), model, checkpoints: 0 })
+        }
+        Some(Loaded { meta, users, pending, engagement }) => {
             store.check_compatible(&meta, mode, &cfg, catalog.genre_names(), &partitions)?;
-            let n = meta.checkpoints;
-            let model = if recommender {
-                Processor::replay_model(&cfg, &catalog, store.ratings())?
-            } else {
-                crate::recommend::Recommender::new(cfg.als.clone(), catalog)
-            };
-            let restored = crate::processor::Restored {
+            let model =
+                if recommender { Some(learner::rebuild(&cfg, &catalog, store.ratings())?) } else { None };
+            let restored = Restored {
                 partitions: meta.partitions,
                 watermark: meta.watermark,
                 counters: meta.counters,
@@ -362,8 +473,11 @@ pub fn open_processor(
                 pending,
                 engagement,
             };
-            (Processor::restore(cfg, restored, model), n)
+            Ok(Opened {
+                processor: Processor::restore(cfg, catalog, restored),
+                model,
+                checkpoints: meta.checkpoints,
+            })
         }
-    };
-    Ok((if recommender { p } else { p.without_recommender() }, n))
+    }
 }

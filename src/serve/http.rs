@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -22,12 +22,11 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use streamflix_schemas::ChurnStatus;
 
-use crate::checkpoint::{Meta, Store, StoreError};
-use crate::pipeline::Status;
-use crate::recommend::{GroupStrategy, Recommender};
+use crate::model::recommend::{GroupStrategy, Recommender};
+use crate::serve::Status;
+use crate::state::checkpoint::{Meta, Store, StoreError};
 
-/// The live recommender, shared with the processor.
-pub type ModelHandle = Arc<RwLock<Recommender>>;
+pub use crate::model::ModelHandle;
 
 /// What handlers share.
 #[derive(Clone)]
@@ -39,7 +38,7 @@ pub struct AppState {
     /// The live recommender; `None` when the processor runs without one (`--no-recommender`).
     pub model: Option<ModelHandle>,
     /// Prometheus metrics (also counts the HTTP requests).
-    pub metrics: Arc<crate::metrics::Metrics>,
+    pub metrics: Arc<crate::serve::metrics::Metrics>,
 }
 
 /// An error response: status + `{"error": message}`.
@@ -170,7 +169,7 @@ async fn readyz(State(s): State<AppState>) -> Response {
 }
 
 fn iso(ts: Option<i64>) -> Value {
-    ts.map_or(Value::Null, |t| Value::String(streamflix_replay::time::format_datetime(t)))
+    ts.map_or(Value::Null, |t| Value::String(crate::core::calendar::format_datetime(t)))
 }
 
 async fn stats(State(s): State<AppState>) -> ApiResult {
@@ -186,8 +185,8 @@ async fn stats(State(s): State<AppState>) -> ApiResult {
             json!({
             "enabled": true,
             "ratings": als.ratings(),
-            "users": als.side(crate::als::Which::Users).len(),
-            "movies": als.side(crate::als::Which::Items).len(),
+            "users": als.side(crate::model::als::Which::Users).len(),
+            "movies": als.side(crate::model::als::Which::Items).len(),
             "rank": als.rank(),
             "sweeps": als.sweeps_done(),
             "prequential_scored": st.scored,

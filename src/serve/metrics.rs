@@ -15,9 +15,9 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::checkpoint::CheckpointStats;
-use crate::engagement::month_label;
-use crate::processor::{Counters, Processor, RecordOutcome};
+use crate::core::calendar::month_label;
+use crate::core::processor::{Counters, Processor, RecordOutcome};
+use crate::state::checkpoint::CheckpointStats;
 
 const WEEKDAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 
@@ -65,7 +65,7 @@ pub struct Metrics {
     events_by_hour: IntCounterVec,
     events_by_weekday: IntCounterVec,
     /// `streamflix_als_update_duration_seconds`, observed by the learner (one update in
-    /// [`crate::recommend::TIME_EVERY`]).
+    /// [`crate::model::recommend::TIME_EVERY`]).
     pub als_update: Histogram,
     als_rmse: Gauge,
     als_mae: Gauge,
@@ -295,7 +295,7 @@ impl Metrics {
                 "streamflix_als_update_duration_seconds",
                 &format!(
                     "Time of one ALS update (user and movie re-solved, sweep step); one update in {} is timed.",
-                    crate::recommend::TIME_EVERY
+                    crate::model::recommend::TIME_EVERY
                 ),
                 latency_buckets,
             ),
@@ -321,7 +321,7 @@ impl Metrics {
         };
         // Known label values start at zero, so rates and dashboards have a series before the
         // first occurrence.
-        for reason in crate::validate::Reason::ALL {
+        for reason in crate::core::validate::Reason::ALL {
             m.dead_letters.with_label_values(&[reason.as_str()]);
         }
         for status in ["churned", "reactivated"] {
@@ -419,14 +419,18 @@ impl Metrics {
 
     /// Sets the recommender's metrics from `model` (under its read lock; [`Metrics::render`]
     /// then runs without it).
-    pub fn set_model(&self, model: &crate::recommend::Recommender) {
+    pub fn set_model(&self, model: &crate::model::recommend::Recommender) {
         let st = model.stats();
         self.als_rmse.set(st.rmse());
         self.als_mae.set(st.mae());
         mirror(&self.als_scored, st.scored);
         let als = model.als();
-        self.als_entities.with_label_values(&["user"]).set(als.side(crate::als::Which::Users).len() as i64);
-        self.als_entities.with_label_values(&["movie"]).set(als.side(crate::als::Which::Items).len() as i64);
+        self.als_entities
+            .with_label_values(&["user"])
+            .set(als.side(crate::model::als::Which::Users).len() as i64);
+        self.als_entities
+            .with_label_values(&["movie"])
+            .set(als.side(crate::model::als::Which::Items).len() as i64);
         mirror(&self.als_sweeps, als.sweeps_done());
     }
 
@@ -445,7 +449,7 @@ impl Metrics {
 #[derive(Debug, Clone)]
 pub struct StateValues {
     pending: usize,
-    snapshot: crate::engagement::Snapshot,
+    snapshot: crate::core::engagement::Snapshot,
     counters: Counters,
     genre_demand: Vec<(String, u64)>,
     ratings_by_value: [u64; 10],

@@ -39,13 +39,13 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use streamflix_schemas::{ChurnAlert, ChurnStatus, SessionSummary};
 
-use crate::config::CoreConfig;
-use crate::engagement::Engagement;
-use crate::processor::{Counters, LoggedRating, PartitionState, Pending, Processor, UserState};
-use crate::sessions::ClosedSession;
-
-/// Version of the stored layout and values; bumped (with a migration) on incompatible change.
-pub const STATE_VERSION: u8 = 4;
+use crate::core::config::CoreConfig;
+use crate::core::engagement::Engagement;
+use crate::core::pending::Pending;
+use crate::core::processor::{Counters, LoggedRating, PartitionState, Processor, UserState};
+use crate::core::sessions::ClosedSession;
+use crate::state::codec::{decode, decode_ratings, encode, encode_rating, STATE_VERSION};
+use crate::state::migrate;
 
 const META: &[u8] = b"m";
 const PENDING: &[u8] = b"p";
@@ -187,70 +187,6 @@ fn log_key(checkpoint: u64, piece: u32) -> [u8; 13] {
     k
 }
 
-/// Appends one rating of a log piece: user and movie as LEB128 varints, the rating as a byte
-/// (twice the stars, 1–10: ratings are validated half steps; 0 then the f32 bits for anything
-/// else, so the log is lossless whatever it is given), and the event time as a zigzag varint of
-/// its difference from the previous rating's (`prev_ts`, 0 for a piece's first). Ratings arrive in
-/// event-time order, so that difference is small: about 7 bytes a rating instead of 20 at fixed
-/// width, and the log is most of what checkpoints write (500 of 682 MB at 25 M ratings).
-fn encode_rating(r: &LoggedRating, prev_ts: i64, out: &mut Vec<u8>) {
-    put_varint(u64::from(r.user), out);
-    put_varint(u64::from(r.movie), out);
-    let twice = r.rating * 2.0;
-    if twice.fract() == 0.0 && (1.0..=10.0).contains(&twice) {
-        out.push(twice as u8);
-    } else {
-        out.push(0);
-        out.extend_from_slice(&r.rating.to_bits().to_le_bytes());
-    }
-    let delta = r.ts.wrapping_sub(prev_ts);
-    put_varint(((delta << 1) ^ (delta >> 63)) as u64, out);
-}
-
-fn put_varint(mut v: u64, out: &mut Vec<u8>) {
-    while v >= 0x80 {
-        out.push(v as u8 | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-/// Decodes a log piece written by [`encode_rating`].
-fn decode_ratings(mut b: &[u8]) -> Result<Vec<LoggedRating>, String> {
-    fn varint(b: &mut &[u8]) -> Result<u64, String> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let (&byte, rest) = b.split_first().ok_or("a rating cut short")?;
-            *b = rest;
-            v |= u64::from(byte & 0x7f) << shift;
-            if byte < 0x80 {
-                return Ok(v);
-            }
-        }
-        Err("a varint longer than 64 bits".into())
-    }
-    let mut out = Vec::with_capacity(b.len() / 6);
-    let mut ts = 0i64;
-    while !b.is_empty() {
-        let user = u32::try_from(varint(&mut b)?).map_err(|_| "a user id beyond u32")?;
-        let movie = u32::try_from(varint(&mut b)?).map_err(|_| "a movie id beyond u32")?;
-        let (&stars, rest) = b.split_first().ok_or("a rating cut short")?;
-        b = rest;
-        let rating = match stars {
-            0 => {
-                let bits = b.get(..4).ok_or("a rating cut short")?;
-                b = &b[4..];
-                f32::from_bits(u32::from_le_bytes(bits.try_into().expect("4 bytes")))
-            }
-            k => f32::from(k) / 2.0,
-        };
-        let z = varint(&mut b)?;
-        ts = ts.wrapping_add(((z >> 1) as i64) ^ -((z & 1) as i64));
-        out.push(LoggedRating { user, movie, rating, ts });
-    }
-    Ok(out)
-}
-
 /// The user of a `u`, `c` or `s` key.
 fn key_user(k: &[u8]) -> Result<u32, StoreError> {
     k.get(1..5)
@@ -259,40 +195,12 @@ fn key_user(k: &[u8]) -> Result<u32, StoreError> {
         .ok_or_else(|| StoreError::Corrupt { what: "key".into(), detail: format!("{} bytes", k.len()) })
 }
 
-/// Encodes a stored value: the [`STATE_VERSION`] byte, then postcard.
-pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut v = vec![STATE_VERSION];
-    // postcard cannot fail on the stored types (no maps with non-string keys, no unsized data).
-    v.extend(postcard::to_stdvec(value).expect("stored values serialize"));
-    v
-}
-
-/// Decodes a value written by [`encode`].
-///
-/// # Errors
-/// Unknown version byte or undecodable bytes.
-pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    match bytes.split_first() {
-        Some((&STATE_VERSION, rest)) => postcard::from_bytes(rest).map_err(|e| e.to_string()),
-        Some((v, _)) => Err(format!("state version {v}, this build reads {STATE_VERSION}")),
-        None => Err("empty value".into()),
-    }
-}
-
-/// Decodes a stored user state.
-///
-/// # Errors
-/// Unknown version byte or undecodable bytes.
-pub fn decode_user(bytes: &[u8]) -> Result<UserState, String> {
-    decode(bytes)
-}
-
 /// [`decode`], naming the value (`what`, built only on failure) in the error.
 fn decode_at<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
     what: impl FnOnce() -> String,
 ) -> Result<T, StoreError> {
-    decode(bytes).map_err(|detail| StoreError::Corrupt { what: what(), detail })
+    decode(bytes).map_err(|e| StoreError::Corrupt { what: what(), detail: e.to_string() })
 }
 
 impl Store {
@@ -320,6 +228,11 @@ impl Store {
         Ok(Store { db, path })
     }
 
+    /// The state directory, as given.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
     fn sled<T>(&self, r: sled::Result<T>) -> Result<T, StoreError> {
         r.map_err(|source| StoreError::Sled { path: self.path.clone(), source })
     }
@@ -342,15 +255,7 @@ impl Store {
     /// I/O, corruption, or a checkpoint from an incompatible version.
     pub fn load(&self) -> Result<Option<Loaded>, StoreError> {
         let Some(meta) = self.meta()? else { return Ok(None) };
-        if meta.version != STATE_VERSION {
-            return Err(StoreError::Incompatible {
-                path: self.path.clone(),
-                detail: format!(
-                    "written by state version {}, this build reads {STATE_VERSION}; use a new --state directory",
-                    meta.version
-                ),
-            });
-        }
+        migrate::migrate(self, meta.version)?;
         let mut users = FxHashMap::default();
         users.reserve(meta.users as usize);
         for kv in self.all_users() {
@@ -388,7 +293,7 @@ impl Store {
         self.db.scan_prefix(b"l").flat_map(move |kv| match self.sled(kv) {
             Ok((_, v)) => match decode_ratings(&v) {
                 Ok(ratings) => ratings.into_iter().map(Ok).collect::<Vec<_>>(),
-                Err(detail) => vec![Err(StoreError::Corrupt { what: "rating log".into(), detail })],
+                Err(e) => vec![Err(StoreError::Corrupt { what: "rating log".into(), detail: e.to_string() })],
             },
             Err(e) => vec![Err(e)],
         })
@@ -436,7 +341,8 @@ impl Store {
             batch.insert(&session_key(chunk[0].0, checkpoints), v);
         }
         let alerts = dirty.alerts.len();
-        for (u, v) in dirty.alerts {
+        for (u, alert) in dirty.alerts {
+            let v = encode(&alert);
             bytes += 5 + v.len() as u64;
             batch.insert(&user_key(b'c', u), v);
         }
@@ -669,11 +575,12 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::Catalog;
-    use crate::config::DAY;
-    use crate::processor::{Output, Source};
+    use crate::core::catalog::Catalog;
+    use crate::core::config::DAY;
+    use crate::core::processor::{Output, Source};
+    use crate::state::codec::decode_user;
     use std::sync::Arc;
-    use streamflix_replay::movielens::Movie;
+    use streamflix_schemas::Movie;
     use streamflix_schemas::{RatingEvent, StreamRecord};
 
     /// Opens the store again after dropping it: sled's flusher thread can hold the database (and
@@ -866,6 +773,6 @@ mod tests {
 
     #[test]
     fn unknown_state_versions_are_refused() {
-        assert!(decode_user(&[9, 1, 2]).unwrap_err().contains("state version 9"));
+        assert!(decode_user(&[9, 1, 2]).unwrap_err().0.contains("state version 9"));
     }
 }

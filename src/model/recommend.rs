@@ -20,10 +20,10 @@ use std::sync::Arc;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
-use crate::als::{dot, Als, AlsConfig, Which, PREFETCH_AHEAD};
-use crate::catalog::{bits, count_bits, Catalog};
-use crate::engagement::day_bucket;
-use crate::features::day_of;
+use crate::core::calendar::day_of;
+use crate::core::catalog::{bits, count_bits, Catalog};
+use crate::core::engagement::day_bucket;
+use crate::model::als::{dot, Als, AlsConfig, Which, PREFETCH_AHEAD};
 
 /// Users with fewer ratings than this get popular titles instead of ALS scores.
 pub const COLD_START_BELOW: usize = 5;
@@ -232,7 +232,7 @@ impl Recommender {
     /// [`Recommender::observe`] of each rating in order, with each rating's model data requested
     /// from memory [`PREFETCH_AHEAD`] ratings before it is learned (the same model as one by
     /// one, sooner: at millions of ratings most statistics are in no cache).
-    pub fn observe_all(&mut self, ratings: &[crate::processor::LoggedRating]) {
+    pub fn observe_all(&mut self, ratings: &[crate::core::processor::LoggedRating]) {
         for (n, r) in ratings.iter().enumerate() {
             if let Some(next) = ratings.get(n + PREFETCH_AHEAD) {
                 self.als.prefetch(next.user, next.movie);
@@ -536,7 +536,7 @@ fn top_n(v: &mut Vec<(u32, f32)>, n: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::DAY;
+    use crate::core::config::DAY;
 
     #[test]
     fn popularity_keeps_thirty_event_days() {
@@ -554,7 +554,7 @@ mod tests {
     }
 
     fn catalog() -> Arc<Catalog> {
-        use streamflix_replay::movielens::Movie;
+        use streamflix_schemas::Movie;
         let movies: Vec<Movie> = (1..=40)
             .map(|id| Movie {
                 id,

@@ -11,12 +11,12 @@
 
 use std::time::Instant;
 
+use crate::model::als::mix;
 use serde::Serialize;
-use streamflix_replay::generate::mix;
-use streamflix_replay::movielens::Rating;
+use streamflix_schemas::Rating;
 
-use crate::als::{Als, AlsConfig, Which};
-use crate::recommend::ModelStats;
+use crate::model::als::{Als, AlsConfig, Which};
+use crate::model::recommend::ModelStats;
 
 /// Settings of an evaluation.
 #[derive(Debug, Clone)]

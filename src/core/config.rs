@@ -7,8 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Seconds in a day.
-pub const DAY: i64 = 86_400;
+pub use crate::core::calendar::DAY;
 
 /// 1995-01-01T00:00:00Z: MovieLens data starts in 1995; anything earlier is a bad timestamp.
 pub const MIN_EVENT_TS: i64 = 788_918_400;
@@ -35,7 +34,7 @@ pub struct CoreConfig {
     /// The recommender's settings (absent from state written before the recommender existed,
     /// which the state-version check then refuses with a clear message).
     #[serde(default)]
-    pub als: crate::als::AlsConfig,
+    pub als: AlsConfig,
 }
 
 impl Default for CoreConfig {
@@ -48,7 +47,7 @@ impl Default for CoreConfig {
             binge_first_session: false,
             max_future: 30 * DAY,
             max_payload_bytes: 64 * 1024,
-            als: crate::als::AlsConfig::default(),
+            als: AlsConfig::default(),
         }
     }
 }
@@ -58,61 +57,107 @@ impl CoreConfig {
     ///
     /// # Errors
     /// A one-line message naming the offending setting.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
         if self.session_gap <= 0 {
-            return Err(format!("session gap must be positive (got {}s)", self.session_gap));
+            return Err(InvalidConfig(format!("session gap must be positive (got {}s)", self.session_gap)));
         }
         if !(0..=7 * DAY).contains(&self.allowed_lateness) {
-            return Err(format!(
+            return Err(InvalidConfig(format!(
                 "allowed lateness must be between 0 and 7 days (got {}s): the 90-day activity ring \
                  must cover every event that is not late",
                 self.allowed_lateness
-            ));
+            )));
         }
         if self.churn_after <= self.session_gap + self.allowed_lateness {
-            return Err(format!(
+            return Err(InvalidConfig(format!(
                 "churn period ({}s) must be longer than the session gap plus allowed lateness ({}s)",
                 self.churn_after,
                 self.session_gap + self.allowed_lateness
-            ));
+            )));
         }
         if self.binge_min_events == 0 {
-            return Err("binge threshold must be at least 1 event".into());
+            return Err(InvalidConfig("binge threshold must be at least 1 event".to_string()));
         }
         if self.max_future <= 0 {
-            return Err(format!("max future must be positive (got {}s)", self.max_future));
+            return Err(InvalidConfig(format!("max future must be positive (got {}s)", self.max_future)));
         }
         self.als.validate()?;
         if self.max_payload_bytes < 64 {
-            return Err(format!(
+            return Err(InvalidConfig(format!(
                 "max payload size must be at least 64 bytes (got {})",
                 self.max_payload_bytes
-            ));
+            )));
         }
         Ok(())
     }
 }
 
+/// Largest supported rank.
+pub const MAX_RANK: usize = 128;
+
+/// ALS settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlsConfig {
+    /// Rank k of the factors.
+    pub rank: usize,
+    /// Regularisation λ (scaled by each entity's rating count, as in Spark MLlib).
+    pub lambda: f32,
+    /// Streaming: a full incremental sweep spans this many events (at least as many as there are
+    /// ratings). 0 disables sweeps.
+    pub sweep_every: u64,
+}
+
+impl Default for AlsConfig {
+    fn default() -> Self {
+        AlsConfig { rank: 32, lambda: 0.1, sweep_every: 1_000_000 }
+    }
+}
+
+impl AlsConfig {
+    /// Checks the settings.
+    ///
+    /// # Errors
+    /// A one-line message naming the bad setting.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        if !(1..=MAX_RANK).contains(&self.rank) {
+            return Err(InvalidConfig(format!(
+                "ALS rank must be between 1 and {MAX_RANK} (got {})",
+                self.rank
+            )));
+        }
+        if !(self.lambda.is_finite() && self.lambda > 0.0) {
+            return Err(InvalidConfig(format!("ALS lambda must be a positive number (got {})", self.lambda)));
+        }
+        Ok(())
+    }
+}
+
+/// A setting that makes no sense (one line, naming the setting).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidConfig(pub String);
+
 /// Parses a duration such as `30m`, `90s`, `12h`, `30d` or a plain number of seconds.
 ///
 /// # Errors
 /// A message saying what is accepted.
-pub fn parse_duration(s: &str) -> Result<i64, String> {
+pub fn parse_duration(s: &str) -> Result<i64, InvalidConfig> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => s.split_at(i),
         None => (s, "s"),
     };
-    let n: i64 =
-        num.parse().map_err(|_| format!("invalid duration {s:?}: expected e.g. 90s, 30m, 12h, 30d"))?;
+    let n: i64 = num
+        .parse()
+        .map_err(|_| InvalidConfig(format!("invalid duration {s:?}: expected e.g. 90s, 30m, 12h, 30d")))?;
     let mult = match unit {
         "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => DAY,
-        _ => return Err(format!("invalid duration {s:?}: unit must be s, m, h or d")),
+        _ => return Err(InvalidConfig(format!("invalid duration {s:?}: unit must be s, m, h or d"))),
     };
-    n.checked_mul(mult).ok_or_else(|| format!("duration {s:?} is too large"))
+    n.checked_mul(mult).ok_or_else(|| InvalidConfig(format!("duration {s:?} is too large")))
 }
 
 #[cfg(test)]
@@ -137,7 +182,7 @@ mod tests {
     #[test]
     fn nonsense_is_refused() {
         let bad = CoreConfig { churn_after: 60, ..Default::default() };
-        assert!(bad.validate().unwrap_err().contains("churn period"));
+        assert!(bad.validate().unwrap_err().0.contains("churn period"));
         let bad = CoreConfig { allowed_lateness: 8 * DAY, ..Default::default() };
         assert!(bad.validate().is_err());
     }

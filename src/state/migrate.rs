@@ -1,0 +1,37 @@
+//! What a build does with state written by another version of the stored layout.
+//!
+//! Today there is one answer: state of any version other than [`STATE_VERSION`] is refused with
+//! a message saying so, and nothing is changed on disk (a silent reset would re-read the input
+//! from the start without telling anyone). Versions 1–3 were development layouts that no release
+//! wrote.
+//!
+//! **Adding a migration.** When a change to a stored type or key bumps [`STATE_VERSION`] from
+//! `N` to `N + 1`:
+//! 1. keep the old type (or a decoder for it) here, as `v{N}::UserState` or similar;
+//! 2. add an arm `N => upgrade_from_{N}(store)?` to [`migrate`] that reads every affected value
+//!    in the old form, writes it in the new one and rewrites the meta record's `version`, all in
+//!    one sled batch (so a crash leaves either the old state or the new, never a mix);
+//! 3. fall through to the next arm, so state several versions old is upgraded step by step;
+//! 4. add a test that writes a store in the old layout (a fixture made by the old build) and
+//!    loads it.
+//!
+//! May import: `crate::state`'s codec and store, `crate::core`.
+
+use crate::state::checkpoint::{Store, StoreError};
+use crate::state::codec::STATE_VERSION;
+
+/// Brings a store whose meta record says `version` up to [`STATE_VERSION`], or refuses it.
+///
+/// # Errors
+/// [`StoreError::Incompatible`] for a version this build cannot read.
+pub fn migrate(store: &Store, version: u8) -> Result<(), StoreError> {
+    match version {
+        STATE_VERSION => Ok(()),
+        v => Err(StoreError::Incompatible {
+            path: store.path().to_string(),
+            detail: format!(
+                "written by state version {v}, this build reads {STATE_VERSION}; use a new --state directory"
+            ),
+        }),
+    }
+}
