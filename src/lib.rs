@@ -1,7 +1,7 @@
 //! streamflix: the stream processor.
 //!
 //! The crate is layered; each layer may import only the layers listed before it (the rule is in
-//! each folder's `mod.rs` and checked by `scripts/check-imports.py`; `docs/architecture.md`
+//! each folder's `mod.rs` and checked by `tests/layers.rs`; `docs/architecture.md`
 //! explains it):
 //!
 //! 1. [`core`]: the pure core, records in, per-user state and effects out (no I/O);

@@ -13,7 +13,7 @@
 //!
 //! May import: `streamflix-schemas`, and `crate::core` itself. Never `crate::model`,
 //! `crate::analytics`, `crate::state`, `crate::serve`, `crate::io` or `crate::cli`, nor the replay
-//! crate (`scripts/check-imports.py` checks it).
+//! crate (`tests/layers.rs` checks it).
 
 pub mod calendar;
 pub mod catalog;

@@ -255,7 +255,8 @@ impl Store {
     /// I/O, corruption, or a checkpoint from an incompatible version.
     pub fn load(&self) -> Result<Option<Loaded>, StoreError> {
         let Some(meta) = self.meta()? else { return Ok(None) };
-        migrate::migrate(self, meta.version)?;
+        migrate::migrate(&self.db, meta.version)
+            .map_err(|e| StoreError::Incompatible { path: self.path.clone(), detail: e.0 })?;
         let mut users = FxHashMap::default();
         users.reserve(meta.users as usize);
         for kv in self.all_users() {

@@ -15,23 +15,27 @@
 //! 4. add a test that writes a store in the old layout (a fixture made by the old build) and
 //!    loads it.
 //!
-//! May import: `crate::state`'s codec and store, `crate::core`.
+//! May import: `crate::state::codec`, `crate::core` (never the store itself: the store calls
+//! this, with its database).
 
-use crate::state::checkpoint::{Store, StoreError};
 use crate::state::codec::STATE_VERSION;
 
-/// Brings a store whose meta record says `version` up to [`STATE_VERSION`], or refuses it.
+/// State this build cannot bring up to [`STATE_VERSION`]: why, and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unsupported(pub String);
+
+/// Brings the database `db`, whose meta record says `version`, up to [`STATE_VERSION`] (in one
+/// batch per step), or refuses it. Called by the store before it reads anything else.
 ///
 /// # Errors
-/// [`StoreError::Incompatible`] for a version this build cannot read.
-pub fn migrate(store: &Store, version: u8) -> Result<(), StoreError> {
+/// [`Unsupported`] for a version this build cannot read.
+pub fn migrate(db: &sled::Db, version: u8) -> Result<(), Unsupported> {
+    let _ = db; // The database a migration step would rewrite; no step exists yet.
     match version {
         STATE_VERSION => Ok(()),
-        v => Err(StoreError::Incompatible {
-            path: store.path().to_string(),
-            detail: format!(
-                "written by state version {v}, this build reads {STATE_VERSION}; use a new --state directory"
-            ),
-        }),
+        v => Err(Unsupported(format!(
+            "written by state version {v}, this build reads {STATE_VERSION}; use a new --state directory"
+        ))),
     }
 }
