@@ -62,6 +62,10 @@ pub(super) fn exact_all(
 ) {
     #[cfg(target_arch = "x86_64")]
     if vectors {
+        /// [`exact_range`] compiled for 256-bit vectors.
+        ///
+        /// # Safety
+        /// The CPU must have AVX2.
         #[target_feature(enable = "avx2")]
         unsafe fn avx2(f: &mut [f32], st: &mut [f32], r: &[Rated], other: &[f32], lambda: f64, shape: Shape) {
             exact_range(f, st, r, other, lambda, shape);

@@ -40,6 +40,7 @@ pub(super) const INDEX_MASK: u32 = (1 << INDEX_BITS) - 1;
 
 impl Rated {
     /// Ratings.
+    #[inline]
     pub fn len(&self) -> usize {
         self.packed.len()
     }
@@ -55,6 +56,7 @@ impl Rated {
     }
 
     /// (other side's index, rating) pairs.
+    #[inline]
     pub fn iter(&self) -> impl Iterator<Item = (u32, f32)> + '_ {
         self.packed.iter().map(|&p| Rated::unpack(p))
     }
@@ -65,6 +67,7 @@ impl Rated {
         (p & INDEX_MASK, (p >> INDEX_BITS) as f32 / 2.0)
     }
 
+    #[inline]
     pub(super) fn push(&mut self, other: u32, rating: f32) {
         // MovieLens's scale: 0.5–5.0 in half steps (the processor rejects anything else).
         let half_stars = (rating * 2.0).round().clamp(1.0, 10.0) as u32;
@@ -113,6 +116,7 @@ impl Shape {
 }
 
 /// One entity's statistics, split: (b, residual, G).
+#[inline]
 pub(super) fn split_stats(st: &mut [f32], k: usize) -> (&mut [f32], &mut [f32], &mut [f32]) {
     let (b, rest) = st.split_at_mut(k);
     let (r, g) = rest.split_at_mut(k);
@@ -121,6 +125,7 @@ pub(super) fn split_stats(st: &mut [f32], k: usize) -> (&mut [f32], &mut [f32], 
 
 impl Side {
     /// Entities on this side.
+    #[inline]
     pub fn len(&self) -> usize {
         self.ids.len()
     }
@@ -131,20 +136,24 @@ impl Side {
     }
 
     /// Dense index of external id `id`.
+    #[inline]
     pub fn index_of(&self, id: u32) -> Option<usize> {
         self.index.get(id).map(|i| i as usize)
     }
 
     /// External id of dense index `i`.
+    #[inline]
     pub fn id(&self, i: usize) -> u32 {
         self.ids[i]
     }
 
     /// Ratings seen for entity `i`.
+    #[inline]
     pub fn ratings(&self, i: usize) -> &Rated {
         &self.ratings[i]
     }
 
+    #[inline]
     pub(super) fn factor(&self, i: usize, k: usize) -> &[f32] {
         &self.factors[i * k..(i + 1) * k]
     }
@@ -155,6 +164,7 @@ impl Side {
     }
 
     /// Entity `e`'s factor, statistics and ratings, the first two to change.
+    #[inline]
     pub(super) fn entity_mut(&mut self, e: usize, shape: Shape) -> (&mut [f32], &mut [f32], &Rated) {
         let (k, stride) = (shape.k, shape.stride);
         (
@@ -175,6 +185,7 @@ impl Side {
         prefetch(&self.ratings[e]);
     }
 
+    #[inline]
     pub(super) fn get_or_insert(&mut self, id: u32, shape: Shape, salt: u64) -> usize {
         if let Some(i) = self.index.get(id) {
             return i as usize;
