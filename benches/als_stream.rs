@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use streamflix::model::als::{Als, AlsConfig, PREFETCH_AHEAD};
+use streamflix::{Als, AlsConfig, PREFETCH_AHEAD};
 use streamflix_replay::dataset::Dataset;
 use streamflix_replay::generate::{generate, GenerateConfig};
 

@@ -11,11 +11,18 @@
 //! 5. [`serve`]: HTTP and metrics;
 //! 6. [`io`]: the driver and the transports (Kafka, the embedded channel, output files);
 //! 7. [`cli`]: the command line of the `streamflix` binary, which only calls [`cli::main`].
+//!
+//! The layers are private: the binary reaches the library through [`cli`], and what else is
+//! public is re-exported here on purpose (the ALS model, for `benches/als_stream.rs`). Inside
+//! the crate, `pub` means "for the layers above"; the layering test keeps that honest.
 
-pub mod analytics;
+mod analytics;
 pub mod cli;
-pub mod core;
-pub mod io;
-pub mod model;
-pub mod serve;
-pub mod state;
+mod core;
+mod io;
+mod model;
+mod serve;
+mod state;
+
+// What the benchmarks use of the library (benches/als_stream.rs): the model alone.
+pub use model::als::{Als, AlsConfig, PREFETCH_AHEAD};

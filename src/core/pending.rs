@@ -132,11 +132,6 @@ impl PendingQueue {
     pub fn len(&self) -> usize {
         self.runs.iter().map(std::collections::VecDeque::len).sum::<usize>() + self.late.len()
     }
-
-    /// No event waiting.
-    pub fn is_empty(&self) -> bool {
-        self.late.is_empty() && self.runs.iter().all(std::collections::VecDeque::is_empty)
-    }
 }
 
 impl FromIterator<Pending> for PendingQueue {

@@ -42,8 +42,6 @@ pub fn partition_list(partitions: u32) -> Vec<(String, u32)> {
 /// How an embedded run ended.
 #[derive(Debug, Clone)]
 pub struct Outcome {
-    /// The replay's own summary (events sent this run).
-    pub replay: Summary,
     /// Records the processor applied this run (events, heartbeats, dead letters).
     pub records: u64,
     /// Wall time of the run.
@@ -153,7 +151,7 @@ pub fn run(
     } else {
         pipeline.finish()?;
     }
-    Ok(Outcome { replay: summary, records, seconds: started.elapsed().as_secs_f64(), interrupted })
+    Ok(Outcome { records, seconds: started.elapsed().as_secs_f64(), interrupted })
 }
 
 /// Index of an input partition in [`partition_list`]: ratings partitions first, then tags.

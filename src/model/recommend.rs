@@ -65,6 +65,7 @@ impl Popularity {
     }
 
     /// The window's last event-day, if any rating was counted.
+    #[cfg(test)]
     pub fn last_day(&self) -> Option<i64> {
         self.days.back().map(|&(d, _)| d)
     }

@@ -579,7 +579,6 @@ mod tests {
     use crate::core::catalog::Catalog;
     use crate::core::config::DAY;
     use crate::core::processor::{Output, Source};
-    use crate::state::codec::decode_user;
     use std::sync::Arc;
     use streamflix_schemas::Movie;
     use streamflix_schemas::{RatingEvent, StreamRecord};
@@ -774,6 +773,6 @@ mod tests {
 
     #[test]
     fn unknown_state_versions_are_refused() {
-        assert!(decode_user(&[9, 1, 2]).unwrap_err().0.contains("state version 9"));
+        assert!(decode::<UserState>(&[9, 1, 2]).unwrap_err().0.contains("state version 9"));
     }
 }

@@ -10,7 +10,7 @@
 
 use serde::Serialize;
 
-use crate::core::processor::{LoggedRating, UserState};
+use crate::core::processor::LoggedRating;
 
 /// Version of the stored layout and values; bumped on incompatible change (see
 /// [`crate::state::migrate`]).
@@ -45,14 +45,6 @@ pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeE
         Some((v, _)) => Err(DecodeError(format!("state version {v}, this build reads {STATE_VERSION}"))),
         None => Err(DecodeError::new("empty value")),
     }
-}
-
-/// Decodes a stored user state.
-///
-/// # Errors
-/// Unknown version byte or undecodable bytes.
-pub fn decode_user(bytes: &[u8]) -> Result<UserState, DecodeError> {
-    decode(bytes)
 }
 
 /// Appends one rating of a log piece: user and movie as LEB128 varints, the rating as a byte

@@ -23,7 +23,7 @@ pub mod sink;
 pub mod source;
 
 pub use sink::KafkaOutputs;
-pub use source::{run, Outcome};
+pub use source::run;
 
 /// Errors of the Kafka transport.
 #[derive(Debug, thiserror::Error)]

@@ -23,8 +23,6 @@ pub struct Outcome {
     pub records: u64,
     /// Wall time.
     pub seconds: f64,
-    /// Reached the end of every partition (only checked with `exit_when_done`).
-    pub done: bool,
 }
 
 /// Consumes the input topics into `pipeline` until `stop` (or, with `exit_when_done`, until
@@ -157,7 +155,7 @@ pub fn run<H: RecordHandler>(
     }
     commit_positions(&consumer, pipeline);
     update_lag(&lanes, pipeline);
-    Ok(Outcome { records, seconds: started.elapsed().as_secs_f64(), done })
+    Ok(Outcome { records, seconds: started.elapsed().as_secs_f64() })
 }
 
 /// How often the lag gauge is refreshed (also after every checkpoint).

@@ -14,8 +14,8 @@
 //! - **Per event** ([`Als::observe`]): the rating adds one outer product to the user's statistics
 //!   (with the item's current factor), the residual is updated in O(k) and the user's factor is
 //!   re-solved by conjugate gradients warm-started from the current factor: n + 1 steps below
-//!   [`EXACT_BELOW`] ratings, which is exact (G has rank ≤ n), [`CG_STEPS`] steps after that
-//!   and one from [`ONE_STEP_FROM`] ratings, which tracks the solution as one rating moves it
+//!   [`kernels::EXACT_BELOW`] ratings, which is exact (G has rank ≤ n), [`kernels::CG_STEPS`] steps after that
+//!   and one from [`kernels::ONE_STEP_FROM`] ratings, which tracks the solution as one rating moves it
 //!   little; each step is one O(k²) matrix-vector product. Then the same for the item with the
 //!   user's new factor. Nothing re-reads a history. The kernels run in 256-bit vectors (AVX2)
 //!   when the CPU has them, with bit-identical results either way, and rank 32 (the default) is
@@ -35,7 +35,7 @@
 //! Spark initialises) on first sight, so two newcomers meeting in one rating do not stay at zero.
 //! Ratings are kept (for sweeps) at MovieLens's resolution: half stars from 0.5 to 5.0.
 
-pub use crate::core::config::{AlsConfig, MAX_RANK};
+pub use crate::core::config::AlsConfig;
 use ndarray::ArrayView1;
 
 mod init;
@@ -43,8 +43,8 @@ mod kernels;
 mod storage;
 
 pub use init::mix;
-pub use kernels::{dot, CG_STEPS, EXACT_BELOW, ONE_STEP_FROM, PREFETCH_AHEAD};
-pub use storage::{Rated, Side};
+pub use kernels::{dot, PREFETCH_AHEAD};
+pub use storage::Side;
 
 use kernels::{exact, exact_all, has_avx2, solve_spd, update_entity};
 use storage::Shape;
