@@ -7,7 +7,7 @@
 //! - the replay crate is used only by `cli/`, `io/embedded.rs` and `io/kafka/` (its Kafka client
 //!   options, shared by both binaries);
 //! - `anyhow` only in `cli/`, and no `Result<_, String>` outside it;
-//! - every module file starts with a `//!` comment that says what it may import.
+//! - every module file starts with a `//!` comment, which says what it may import (`May import`).
 //!
 //! A reference is any `crate::<layer>::<module>` path in the code (in `use` lines or inline),
 //! `super::<module>` from a layer's top-level file, and `streamflix_replay` / `anyhow` anywhere.
@@ -26,6 +26,8 @@ struct Source {
     rel: String,
     code: String,
     first_line: String,
+    /// The leading `//!` block.
+    text_head: String,
 }
 
 /// The module a path relative to `src/` belongs to: `layer::name` (`core::processor` for
@@ -128,6 +130,8 @@ fn violations(sources: &[Source]) -> Vec<String> {
     for s in sources {
         if !s.first_line.starts_with("//!") {
             errors.push(format!("{}: no `//!` module comment at the top", s.rel));
+        } else if !s.text_head.contains("May import") && s.rel != "lib.rs" && s.rel != "main.rs" {
+            errors.push(format!("{}: its `//!` comment does not say what it may import", s.rel));
         }
         if s.rel == "lib.rs" || s.rel == "main.rs" {
             continue;
@@ -262,11 +266,7 @@ fn read_sources(src: &Path) -> Vec<Source> {
         .map(|p| {
             let text = std::fs::read_to_string(&p).expect("readable source");
             let rel = p.strip_prefix(src).expect("under src").to_string_lossy().replace('\\', "/");
-            Source {
-                rel,
-                code: strip_comments(&text),
-                first_line: text.lines().next().unwrap_or("").to_string(),
-            }
+            source(&rel, &text)
         })
         .collect()
 }
@@ -276,6 +276,7 @@ fn source(rel: &str, text: &str) -> Source {
         rel: rel.to_string(),
         code: strip_comments(text),
         first_line: text.lines().next().unwrap_or("").into(),
+        text_head: text.lines().take_while(|l| l.starts_with("//!")).collect::<Vec<_>>().join("\n"),
     }
 }
 
@@ -292,17 +293,18 @@ fn the_source_tree_keeps_its_layers() {
 #[test]
 fn the_checker_finds_upward_imports_cycles_and_forbidden_crates() {
     let files = [
-        source("core/a.rs", "//! a\nuse crate::state::codec::encode;\nuse crate::core::b::X;\n"),
-        source("core/b.rs", "//! b\nuse super::a::Y;\n"),
+        source("core/a.rs", "//! a\n//! May import: core.\nuse crate::state::codec::encode;\nuse crate::core::b::X;\n"),
+        source("core/b.rs", "//! b\n//! May import: core.\nuse super::a::Y;\n"),
         source(
             "model/m.rs",
-            "//! m\nuse crate::core::{a, b::Z};\nfn f(q: &HashMap<String, String>) -> anyhow::Result<()> { Ok(()) }\n",
+            "//! m\n//! May import: core.\nuse crate::core::{a, b::Z};\nfn f(q: &HashMap<String, String>) -> anyhow::Result<()> { Ok(()) }\n",
         ),
         source(
             "state/codec.rs",
-            "//! c\nuse streamflix_replay::time;\npub fn g() -> Result<u8, String> { todo!() }\n",
+            "//! c\n//! May import: core.\nuse streamflix_replay::time;\npub fn g() -> Result<u8, String> { todo!() }\n",
         ),
-        source("io/kafka/lanes.rs", "//! ok\nuse streamflix_replay::kafka::QuietEof;\n"),
+        source("io/kafka/lanes.rs", "//! ok\n//! May import: nothing.\nuse streamflix_replay::kafka::QuietEof;\n"),
+        source("io/quiet.rs", "//! says nothing of imports\n"),
         source("serve/x.rs", "no module comment\n// use crate::cli::args; (a comment is not an import)\n"),
     ];
     let errors = violations(&files);
@@ -313,7 +315,8 @@ fn the_checker_finds_upward_imports_cycles_and_forbidden_crates() {
     assert!(has("state/codec.rs: uses the replay crate"), "{errors:#?}");
     assert!(has("state/codec.rs: `Result<_, String>`"), "{errors:#?}");
     assert!(has("serve/x.rs: no `//!` module comment"), "{errors:#?}");
+    assert!(has("io/quiet.rs: its `//!` comment does not say what it may import"), "{errors:#?}");
     assert!(!has("io/kafka/lanes.rs"), "{errors:#?}");
     assert!(!has("crate::cli"), "{errors:#?}");
-    assert_eq!(errors.len(), 6, "{errors:#?}");
+    assert_eq!(errors.len(), 7, "{errors:#?}");
 }

@@ -10,6 +10,8 @@
 //!   status **0**, since nothing is lost and a rerun continues where it stopped. A second signal
 //!   exits at once with status **130** (128 + SIGINT), without the clean-up. Errors exit with 1,
 //!   usage errors (clap) with 2.
+//!
+//! May import: `streamflix-schemas` and this crate's own modules, never the processor; this module uses none of them.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

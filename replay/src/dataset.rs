@@ -5,6 +5,8 @@
 //! file order (the sorts are stable); on a tie between files, ratings come before tags. Because
 //! the order depends only on the files, two runs over the same directory number events the same
 //! way, which is what `--resume` relies on.
+//!
+//! May import: `streamflix-schemas` and this crate's own modules, never the processor; this module uses `movielens`.
 
 use std::path::{Path, PathBuf};
 

@@ -14,6 +14,8 @@
 //! [`crate::kafka::resume_positions`]). Kafka keeps each partition in send order, so a partition
 //! holds exactly the events destined to it with `seq` below that number; skipping those and
 //! sending the rest neither duplicates nor leaves a gap.
+//!
+//! May import: `streamflix-schemas` and this crate's own modules, never the processor; this module uses `dataset`, `movielens`, `pacing`, `partition`, `sink`, `time`, `streamflix-schemas`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};

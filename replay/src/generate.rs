@@ -26,6 +26,8 @@
 //! Memory is bounded by one user's events plus a few numbers per user: 25 M ratings generate in
 //! 24 MB peak RSS (`scripts/bench.sh`). Each user draws from its own RNG seeded by `(seed, user)`, so a user's data
 //! does not depend on the others.
+//!
+//! May import: `streamflix-schemas` and this crate's own modules, never the processor; this module uses `movielens`.
 
 use std::collections::HashSet;
 use std::fs::File;

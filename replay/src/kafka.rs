@@ -10,6 +10,8 @@
 //! Record timestamps are event times (CreateTime). Kafka's default retention (7 days) is judged
 //! on record timestamps, so a replay of 1990s data would be deleted at once: topics this tool
 //! creates get `retention.ms=-1` unless told otherwise.
+//!
+//! May import: `streamflix-schemas` and this crate's own modules, never the processor; this module uses `sink`, `streamflix-schemas`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

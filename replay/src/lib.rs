@@ -6,6 +6,8 @@
 //! interleaving clock heartbeats, into a [`sink::Sink`] — Kafka ([`kafka`]), an in-process
 //! channel (the embedded mode), JSON lines, or nothing. [`generate`] writes synthetic MovieLens
 //! with ground truth; [`shape`] measures how MovieLens-like a dataset is.
+//!
+//! May import: `streamflix-schemas` and this crate's own modules, never the processor; this module uses none of them.
 
 #![forbid(unsafe_code)]
 

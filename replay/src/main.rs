@@ -2,6 +2,8 @@
 //!
 //! Signals, exit codes, `-X KEY=VALUE` and the log filter follow the conventions both binaries
 //! share ([`streamflix_replay::cli`]).
+//!
+//! May import: `streamflix-schemas` and this crate's own modules, never the processor; this module uses `cli`, `dataset`, `engine`, `generate`, `kafka`, `movielens`, `shape`, `sink`, `time`.
 
 #![forbid(unsafe_code)]
 

@@ -13,6 +13,8 @@
 //! A malformed line never aborts a read: it is skipped, counted, and the first few are kept with
 //! their line number and reason in a [`ReadReport`]. A missing file or a wrong header is an
 //! [`Error`], because then nothing in the file can be trusted.
+//!
+//! May import: `streamflix-schemas` and this crate's own modules, never the processor; this module uses `streamflix-schemas`.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};

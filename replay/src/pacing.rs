@@ -9,6 +9,8 @@
 //! `--rate N` caps throughput with a token bucket of one event: each event is due `1/N` s after
 //! the previous one's due time, or now if that is already past (no bursts after a stall).
 //! With both, an event is due at the later of the two times; with neither, always now.
+//!
+//! May import: `streamflix-schemas` and this crate's own modules, never the processor; this module uses none of them.
 
 use std::time::{Duration, Instant};
 

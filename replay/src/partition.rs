@@ -6,6 +6,8 @@
 //! topic stays compatible with any consumer that assumes Kafka's default partitioning. Java's
 //! `DefaultPartitioner` is `toPositive(murmur2(keyBytes)) % numPartitions` (librdkafka's
 //! `murmur2_random`); that is what [`partition_for`] computes.
+//!
+//! May import: `streamflix-schemas` and this crate's own modules, never the processor; this module uses none of them.
 
 /// Kafka's murmur2 (seed `0x9747b28c`), as `org.apache.kafka.common.utils.Utils.murmur2`.
 pub fn murmur2(data: &[u8]) -> i32 {

@@ -5,6 +5,8 @@
 //!
 //! `streamflix-replay inspect` prints them for any MovieLens directory, so the synthetic data can
 //! be compared with the real thing, and a test keeps the generator on target.
+//!
+//! May import: `streamflix-schemas` and this crate's own modules, never the processor; this module uses `dataset`, `generate`.
 
 use serde::Serialize;
 

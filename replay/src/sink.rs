@@ -1,6 +1,8 @@
 //! Where replayed records go. The engine decides order, partition, pacing and heartbeats; a sink
 //! only delivers. Kafka is one sink ([`crate::kafka::KafkaSink`]); the others serve the embedded
 //! mode (an in-process channel), inspection (JSON lines) and benchmarks (nothing).
+//!
+//! May import: `streamflix-schemas` and this crate's own modules, never the processor; this module uses `streamflix-schemas`.
 
 use std::io::Write;
 use std::sync::mpsc::SyncSender;

@@ -1,4 +1,6 @@
 //! Event-time helpers: parsing `--from`/`--to`, printing event dates. All UTC, like MovieLens.
+//!
+//! May import: `streamflix-schemas` and this crate's own modules, never the processor; this module uses none of them.
 
 use chrono::{DateTime, NaiveDate, Utc};
 

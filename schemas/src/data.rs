@@ -3,6 +3,8 @@
 //! The replay tool reads MovieLens files into these types and the processor's core keeps them
 //! (the recommender's rating log, the catalog), so they live here, below both, rather than in
 //! either.
+//!
+//! May import: serde only: the wire contract depends on neither binary's crate; this module uses none of them.
 
 /// The genre string MovieLens uses for a movie with no genres.
 pub const NO_GENRES: &str = "(no genres listed)";

@@ -15,6 +15,8 @@
 //! - `seq` is the event's position in the replay's total order of its dataset (event time, ties in
 //!   file order, ratings before tags). It makes every event's identity deterministic, which is what
 //!   lets `streamflix-replay run --resume` continue without duplicates or gaps.
+//!
+//! May import: serde only: the wire contract depends on neither binary's crate; this module uses none of them.
 
 #![forbid(unsafe_code)]
 

@@ -13,6 +13,8 @@
 //! `last + churn_after` even if the watermark had not got there yet (it trails the slowest
 //! partition). One inactivity episode gives exactly one `churned` alert, identified by the last
 //! activity before it, and at most one `reactivated` alert.
+//!
+//! May import: what `core/mod.rs` allows its layer; this module uses `crate::core::config`, `streamflix-schemas`.
 
 use std::collections::BTreeSet;
 

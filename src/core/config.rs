@@ -4,6 +4,8 @@
 //! pure core. Every duration is in event-time seconds. The checkpoint stores the config it was
 //! written with, and a restart with different semantics is refused instead of silently mixing two
 //! definitions in one state.
+//!
+//! May import: what `core/mod.rs` allows its layer; this module uses `crate::core::calendar`.
 
 use serde::{Deserialize, Serialize};
 

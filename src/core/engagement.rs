@@ -5,6 +5,8 @@
 //! month. They are updated as events are applied (in event-time order) and are part of the
 //! checkpoint, so they are exactly-once like the rest of the state. The metrics evaluate them at
 //! the watermark, beside [`Snapshot`]'s counts over all users.
+//!
+//! May import: what `core/mod.rs` allows its layer; this module uses `crate::core::calendar`, `crate::core::catalog`.
 
 use std::collections::{BTreeMap, VecDeque};
 

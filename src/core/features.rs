@@ -5,6 +5,8 @@
 //! last 90 that has activity. Events can only arrive up to the allowed lateness (≤ 7 days) behind
 //! a user's latest event, so no event ever falls off the back of the ring while it still matters,
 //! and the ring also tells whether an event's day was already active (for `active_days`).
+//!
+//! May import: what `core/mod.rs` allows its layer; this module uses `crate::core::calendar`, `crate::core::catalog`, `streamflix-schemas`.
 
 use serde::{Deserialize, Serialize};
 use streamflix_schemas::UserFeatures;

@@ -8,6 +8,8 @@
 //! outputs however the partitions interleave: validation uses the partition's own watermark,
 //! events are applied in event-time order once the global watermark passes them, and churn is
 //! decided in event time.
+//!
+//! May import: what `core/mod.rs` allows its layer; this module uses `crate::core::catalog`, `crate::core::churn`, `crate::core::config`, `crate::core::engagement`, `crate::core::features`, `crate::core::pending`, `crate::core::sessions`, `crate::core::validate`, `streamflix-schemas`.
 
 use std::collections::BTreeMap;
 

@@ -7,6 +7,8 @@
 //!
 //! A user has few open sessions (usually one), kept sorted by start and pairwise separated by at
 //! least `gap`, so a plain `Vec` is the right structure.
+//!
+//! May import: what `core/mod.rs` allows its layer; this module uses `crate::core::catalog`, `streamflix-schemas`.
 
 use serde::{Deserialize, Serialize};
 use streamflix_schemas::{SessionSummary, SCHEMA_VERSION};

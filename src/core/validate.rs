@@ -3,6 +3,8 @@
 //! Nothing here panics or drops a record silently: a record is either a usable
 //! [`StreamRecord`] or an [`Invalid`] with a [`Reason`], which the processor turns into a
 //! dead letter (with the source position) and counts.
+//!
+//! May import: what `core/mod.rs` allows its layer; this module uses `streamflix-schemas`.
 
 use std::borrow::Cow;
 

@@ -4,6 +4,8 @@
 //! it would read from Kafka (same records, same partitioning, same heartbeats), so everything
 //! downstream is exercised without a broker. Resume positions are replay `seq`s per partition:
 //! restarting with the same `--state` continues where the checkpoint stopped.
+//!
+//! May import: what `io/mod.rs` allows its layer; this module uses `crate::core::processor`, `crate::io::pipeline`, `crate::serve::metrics`, the replay crate (`streamflix-replay`), `streamflix-schemas`.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::sync_channel;

@@ -3,6 +3,8 @@
 //! Every sink is at-least-once: the pipeline flushes it before each checkpoint, and after a crash
 //! the records since the last checkpoint are produced again, with the same `session_id` /
 //! `alert_id`, so consumers deduplicate by id.
+//!
+//! May import: what `io/mod.rs` allows its layer; this module uses `crate::core::processor`.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};

@@ -6,6 +6,8 @@
 //! batch, which a writer thread writes atomically and fsyncs while processing goes on. At most one
 //! checkpoint is being written at a time: the next waits for it (and fails if it failed), and
 //! [`Pipeline::checkpoint`], [`Pipeline::finish`] and dropping the pipeline wait for it too.
+//!
+//! May import: what `io/mod.rs` allows its layer; this module uses `crate::core::catalog`, `crate::core::config`, `crate::core::processor`, `crate::io::output`, `crate::model::ModelHandle`, `crate::model::learner`, `crate::model::recommend`, `crate::serve::Status`, `crate::serve::metrics`, `crate::state::checkpoint`, `streamflix-schemas`.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, RwLock};

@@ -8,6 +8,8 @@
 //!   first 80 %, frozen, is scored on the events whose user and movie it knows, and the stream on
 //!   the very same events. Also: recall@10 of ratings ≥ 4 on a sample (was the movie in the
 //!   user's top 10 of unrated movies just before they rated it?), and per-update latency.
+//!
+//! May import: what `model/mod.rs` allows its layer; this module uses `crate::model::als`, `crate::model::recommend`, `streamflix-schemas`.
 
 use std::time::Instant;
 

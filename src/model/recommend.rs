@@ -13,6 +13,8 @@
 //!   within their genres (the genres they rated, or the union of the members' taste genres; all
 //!   genres when that is empty). The response says so (`strategy: "popular_in_genres"` with a
 //!   `reason`).
+//!
+//! May import: what `model/mod.rs` allows its layer; this module uses `crate::core::calendar`, `crate::core::catalog`, `crate::core::config`, `crate::core::engagement`, `crate::core::processor`, `crate::model::als`, `streamflix-schemas`.
 
 use std::collections::VecDeque;
 use std::sync::Arc;

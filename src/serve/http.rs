@@ -8,6 +8,8 @@
 //! Features are evaluated at the committed watermark. Errors are JSON: `{"error": "..."}` with a
 //! 4xx status for bad requests and unknown ids, 500 for a store failure, 503 before the first
 //! checkpoint (state routes, user and group recommendations; similar titles need only the model).
+//!
+//! May import: what `serve/mod.rs` allows its layer; this module uses `crate::core::calendar`, `crate::model::ModelHandle`, `crate::model::als`, `crate::model::recommend`, `crate::serve::Status`, `crate::serve::metrics`, `crate::state::checkpoint`, `streamflix-schemas`.
 
 use std::collections::HashMap;
 use std::future::Future;

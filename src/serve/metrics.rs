@@ -9,6 +9,8 @@
 //! so they always equal what the HTTP API answers at the same watermark. Counters that mirror
 //! checkpointed totals (ratings by value, alerts, sessions…) continue from the restored totals
 //! after a restart instead of starting from zero.
+//!
+//! May import: what `serve/mod.rs` allows its layer; this module uses `crate::core::calendar`, `crate::core::engagement`, `crate::core::processor`, `crate::core::validate`, `crate::model::als`, `crate::model::recommend`, `crate::state::checkpoint`.
 
 use prometheus::{
     Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,

@@ -31,6 +31,8 @@
 //!   run. The log holds every rating once, the data a full sweep needs anyway.
 //!
 //! The HTTP server reads the same database, so it only ever sees committed state.
+//!
+//! May import: what `state/mod.rs` allows its layer; this module uses `crate::core::catalog`, `crate::core::config`, `crate::core::engagement`, `crate::core::pending`, `crate::core::processor`, `crate::core::sessions`, `crate::state::codec`, `crate::state::migrate`, `streamflix-schemas`.
 
 use std::path::Path;
 use std::time::{Duration, Instant};

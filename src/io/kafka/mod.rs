@@ -12,6 +12,8 @@
 //! One instance reads all partitions (explicit assignment, not group rebalancing). State is keyed
 //! by user and users are keyed to partitions, so scaling out means one instance per partition
 //! subset with its own state directory; rebalancing checkpoints between instances is not built.
+//!
+//! May import: what `io/mod.rs` allows its layer; this module uses `crate::io::pipeline`, the replay crate (`streamflix-replay`).
 
 use rdkafka::error::KafkaError;
 use streamflix_replay::kafka::{partition_count, KafkaOptions, KafkaSetupError};

@@ -34,6 +34,8 @@
 //! New users and items get a deterministic random unit-length factor (seeded by their id, as
 //! Spark initialises) on first sight, so two newcomers meeting in one rating do not stay at zero.
 //! Ratings are kept (for sweeps) at MovieLens's resolution: half stars from 0.5 to 5.0.
+//!
+//! May import: what `model/mod.rs` allows its layer; this module uses `crate::core::config`.
 
 pub use crate::core::config::AlsConfig;
 use ndarray::ArrayView1;
