@@ -376,3 +376,33 @@ fn recommendations_follow_known_tastes_and_groups_without_common_ground_fall_bac
     run.signal("-TERM");
     assert!(run.wait().0.success());
 }
+
+/// Issue 17: a row `7,5,4.0,99999999999999` in ratings.csv passed the readers and was applied
+/// with no dead letter (and through Kafka, the replay sent heartbeats at its time to every
+/// partition first). Now the reader skips it, says why, and the state equals the run without it.
+#[test]
+fn a_far_future_row_in_ratings_csv_is_skipped_and_the_state_equals_the_run_without_it() {
+    let data = generated(50, 3_000, 100);
+    let bad = tempfile::tempdir().unwrap();
+    for f in ["movies.csv", "ratings.csv", "tags.csv"] {
+        std::fs::copy(data.path().join(f), bad.path().join(f)).unwrap();
+    }
+    let ratings = std::fs::read_to_string(bad.path().join("ratings.csv")).unwrap();
+    let mut lines: Vec<&str> = ratings.lines().collect();
+    // In the middle of the file, for a user and movie that exist.
+    let movie = lines[1].split(',').nth(1).unwrap().to_string();
+    let row = format!("7,{movie},4.0,99999999999999");
+    lines.insert(lines.len() / 2, &row);
+    std::fs::write(bad.path().join("ratings.csv"), lines.join("\n") + "\n").unwrap();
+
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let out = streamflix(&run_args(data.path().to_str().unwrap(), a.path().to_str().unwrap()));
+    assert!(out.status.success());
+    let out = streamflix(&run_args(bad.path().to_str().unwrap(), b.path().to_str().unwrap()));
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("more than a day ahead of this machine's clock"), "{stderr}");
+    assert_eq!(dump(a.path(), "users"), dump(b.path(), "users"));
+    assert_eq!(dump(a.path(), "sessions"), dump(b.path(), "sessions"));
+    assert_eq!(dump(a.path(), "meta")[0]["watermark"], dump(b.path(), "meta")[0]["watermark"]);
+}

@@ -265,6 +265,11 @@ fn every_kind_of_bad_event_lands_in_the_dlq_with_its_reason() {
         (rating(1, 1, "4.0", t * 1000), Some("timestamp_too_far_ahead")),
         (big.clone(), Some("oversized_payload")),
         (rating(1, 2, "2.5", t - 86_400), Some("late_event")),
+        // Issue 17: a heartbeat far in the future used to move the partition's watermark for good.
+        (
+            r#"{"type":"heartbeat","v":1,"ts":99999999999999,"next_seq":0}"#.into(),
+            Some("timestamp_too_far_ahead"),
+        ),
         (rating(2, 2, "5.0", t + 60), None),
         (r#"{"type":"heartbeat","v":1,"ts":1500000120,"next_seq":0}"#.into(), None),
     ];

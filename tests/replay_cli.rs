@@ -40,7 +40,8 @@ fn malformed_lines_are_reported_and_the_rest_replayed() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("ratings.csv"),
-        "userId,movieId,rating,timestamp\n1,1,4.0,100\n1,2,9.0,101\n1,3,4.5,102\nbroken line\n2,1,3.0,99\n",
+        // Event times from 2001 (rows before 1995 are malformed too: see the readers' own tests).
+        "userId,movieId,rating,timestamp\n1,1,4.0,1000000100\n1,2,9.0,1000000101\n1,3,4.5,1000000102\nbroken line\n2,1,3.0,1000000099\n",
     )
     .unwrap();
     let out =

@@ -157,11 +157,12 @@ mod tests {
         assert!(matches!(err, Error::NoRatings { .. }));
         std::fs::write(
             dir.path().join("ratings.csv"),
-            "userId,movieId,rating,timestamp\n1,1,4.0,30\n1,2,4.0,10\n2,1,3.0,10\n2,5,3.0,20\n",
+            "userId,movieId,rating,timestamp\n1,1,4.0,1000000030\n1,2,4.0,1000000010\n2,1,3.0,1000000010\n2,5,3.0,1000000020\n",
         )
         .unwrap();
         let ds = Dataset::load(dir.path(), true).unwrap();
-        let order: Vec<(i64, u32, u32)> = ds.ratings.iter().map(|r| (r.ts, r.user, r.movie)).collect();
+        let order: Vec<(i64, u32, u32)> =
+            ds.ratings.iter().map(|r| (r.ts - 1_000_000_000, r.user, r.movie)).collect();
         assert_eq!(order, [(10, 1, 2), (10, 2, 1), (20, 2, 5), (30, 1, 1)]);
         assert!(ds.tags.is_empty());
     }

@@ -8,7 +8,11 @@
 //! moving and idle partitions get heartbeats from it, so a consumer's watermark advances through
 //! quiet periods even when nothing is being sent. At the end every partition gets a final
 //! heartbeat at the last event time. Busy partitions get none, so the overhead is bounded by
-//! `span / heartbeat_every` per partition however large the dataset.
+//! `span / heartbeat_every` per partition however large the dataset. A heartbeat never jumps more
+//! than [`MAX_HEARTBEAT_STEP`] (a week) beyond its partition's previous record: a quiet period of
+//! months is crossed in weekly steps, since the processor refuses a record (heartbeats too) more
+//! than `--max-future` (30 days) ahead of its partition's watermark. No heartbeat goes beyond the
+//! last event: the readers skip rows from the future of the machine replaying them.
 //!
 //! Resume: `resume[topic][partition]` is the `next_seq` found on that partition (see
 //! [`crate::kafka::resume_positions`]). Kafka keeps each partition in send order, so a partition
@@ -138,13 +142,15 @@ impl Clock {
                 if force || ts >= last.saturating_add(self.every) {
                     let floor = self.floors[topic as usize].get(p).copied().unwrap_or(0);
                     let next_seq = next_seq.max(floor);
-                    sink.send(Outgoing {
-                        topic,
-                        partition: p as u32,
-                        key: None,
-                        ts,
-                        record: StreamRecord::Heartbeat(Heartbeat { v: SCHEMA_VERSION, ts, next_seq }),
-                    })?;
+                    // Through a quiet period longer than MAX_HEARTBEAT_STEP, in steps of it: a
+                    // consumer refuses a record too far ahead of its partition's watermark.
+                    let mut at = last.saturating_add(MAX_HEARTBEAT_STEP);
+                    while at < ts {
+                        sink.send(heartbeat(topic, p as u32, at, next_seq))?;
+                        *sent += 1;
+                        at = at.saturating_add(MAX_HEARTBEAT_STEP);
+                    }
+                    sink.send(heartbeat(topic, p as u32, ts, next_seq))?;
                     *last = ts;
                     *sent += 1;
                 }
@@ -153,6 +159,22 @@ impl Clock {
         }
         self.min_last = min_last;
         Ok(())
+    }
+}
+
+/// The longest step a heartbeat takes beyond its partition's previous record: the processor
+/// refuses any record, heartbeats included, more than `--max-future` (default 30 days) ahead of
+/// its partition's watermark, so a quiet period of months is crossed in steps of a week.
+pub const MAX_HEARTBEAT_STEP: i64 = 7 * 86_400;
+
+/// A heartbeat for `partition` of `topic` at `ts`.
+fn heartbeat(topic: Topic, partition: u32, ts: i64, next_seq: u64) -> Outgoing {
+    Outgoing {
+        topic,
+        partition,
+        key: None,
+        ts,
+        record: StreamRecord::Heartbeat(Heartbeat { v: SCHEMA_VERSION, ts, next_seq }),
     }
 }
 
@@ -404,6 +426,33 @@ mod tests {
         assert!(tag_beats >= 2 * (span / 900) - 2 && tag_beats <= 2 * (span / 900) + 4, "{tag_beats}");
         assert_heartbeats_are_promises(&sent);
         assert!(summary.heartbeats < 2000);
+    }
+
+    /// Issue 17: the processor now refuses heartbeats more than `--max-future` ahead of their
+    /// partition; a quiet period of months must be crossed in steps, on every partition.
+    #[test]
+    fn long_quiet_periods_are_crossed_in_heartbeat_steps() {
+        // Ten events a day apart, then 200 days of silence, then ten more.
+        let mut ds = dataset(20, 86_400);
+        for r in &mut ds.ratings[10..] {
+            r.ts += 200 * 86_400;
+        }
+        let (_, sent) = run(&ds, &ReplayConfig::default(), 3);
+        assert_heartbeats_are_promises(&sent);
+        for topic in Topic::ALL {
+            for p in 0..3 {
+                let times: Vec<i64> = sent
+                    .iter()
+                    .filter(|(_, o)| o.topic == topic && o.partition == p)
+                    .map(|(_, o)| o.ts)
+                    .collect();
+                assert!(!times.is_empty());
+                let widest = times.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+                assert!(widest <= MAX_HEARTBEAT_STEP, "{topic:?}[{p}] jumps {widest}s");
+            }
+        }
+        let last = ds.ratings.last().unwrap().ts;
+        assert!(sent.iter().all(|(_, o)| o.ts <= last), "nothing beyond the last event");
     }
 
     #[test]

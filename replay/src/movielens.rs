@@ -32,7 +32,7 @@ pub const TAGS_HEADER: &str = "userId,movieId,tag,timestamp";
 /// Header of `movies.csv`.
 pub const MOVIES_HEADER: &str = "movieId,title,genres";
 
-pub use streamflix_schemas::data::{Movie, Rating, NO_GENRES};
+pub use streamflix_schemas::data::{Movie, Rating, MAX_AHEAD_OF_CLOCK, MIN_EVENT_TS, NO_GENRES};
 
 /// Errors that make a whole file unreadable.
 #[derive(Debug, Error)]
@@ -219,7 +219,7 @@ fn rating_line(fields: &[&[u8]], out: &mut Vec<Rating>) -> Result<(), String> {
         user: parse_id(user, "userId")?,
         movie: parse_id(movie, "movieId")?,
         rating: parse_rating(rating)?,
-        ts: parse_ts(ts)?,
+        ts: event_time(ts)?,
     });
     Ok(())
 }
@@ -334,7 +334,7 @@ pub fn read_tags(path: &Path) -> Result<(Vec<Tag>, ReadReport), Error> {
             user: parse_id(user, "userId")?,
             movie: parse_id(movie, "movieId")?,
             tag: tag.into_boxed_str(),
-            ts: parse_ts(ts)?,
+            ts: event_time(ts)?,
         });
         Ok(())
     })?;
@@ -593,6 +593,32 @@ fn parse_id(bytes: &[u8], what: &str) -> Result<u32, String> {
     s.parse::<u32>().map_err(|_| format!("{what} `{s}` is not a non-negative integer"))
 }
 
+/// A row's event time: a timestamp ([`parse_ts`]) from 1995-01-01 ([`MIN_EVENT_TS`], MovieLens's
+/// first year; the processor refuses earlier ones) to a day ahead of this machine's clock
+/// ([`MAX_AHEAD_OF_CLOCK`]: event time cannot be in the future of the machine replaying it). One
+/// row far in the future would otherwise be sent, with heartbeats at its time to every
+/// partition before it, and move the processor's event time for good.
+fn event_time(bytes: &[u8]) -> Result<i64, String> {
+    let ts = parse_ts(bytes)?;
+    if ts < MIN_EVENT_TS {
+        return Err(format!("timestamp {ts} is before 1995-01-01"));
+    }
+    if ts > latest_event_time() {
+        return Err(format!("timestamp {ts} is more than a day ahead of this machine's clock"));
+    }
+    Ok(ts)
+}
+
+/// The latest acceptable event time: the clock when first asked, plus [`MAX_AHEAD_OF_CLOCK`].
+fn latest_event_time() -> i64 {
+    static LATEST: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *LATEST.get_or_init(|| {
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        i64::try_from(now).unwrap_or(i64::MAX).saturating_add(MAX_AHEAD_OF_CLOCK)
+    })
+}
+
 fn parse_ts(bytes: &[u8]) -> Result<i64, String> {
     if let Some(ts) = ascii_digits(bytes).and_then(|v| i64::try_from(v).ok()) {
         return Ok(ts);
@@ -622,6 +648,24 @@ pub fn parse_rating(bytes: &[u8]) -> Result<f32, String> {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    /// Issue 17: a row `7,5,4.0,99999999999999` passed `inspect` ("0 malformed lines") and was
+    /// replayed, with heartbeats at its time to every partition before it.
+    #[test]
+    fn a_far_future_or_pre_1995_row_is_malformed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = fixture(
+            &dir,
+            "ratings.csv",
+            b"userId,movieId,rating,timestamp\n1,1,4.0,964982703\n7,5,4.0,99999999999999\n8,5,4.0,5\n2,1,5,1445714835\n",
+        );
+        let (ratings, report) = read_ratings(&path).unwrap();
+        assert_eq!(ratings.iter().map(|r| r.user).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(report.skipped, 2);
+        let described = report.describe().join("\n");
+        assert!(described.contains("more than a day ahead of this machine's clock"), "{described}");
+        assert!(described.contains("before 1995-01-01"), "{described}");
+    }
 
     /// The byte fast path gives what the text parser gives, and defers to it for the rest.
     #[test]
@@ -782,12 +826,12 @@ mod tests {
             let line = match n {
                 // A quoted field holding 400 line ends: one malformed record, across the middle
                 // of the file (where a cut in two pieces falls).
-                _ if Some(n) == quote_at => format!("1,\"2{}\",3.0,1000\n", "\n3".repeat(400)),
-                7 | 1900 | 2500 | 2990 => format!("{n},1,9.0,1000\n"),
+                _ if Some(n) == quote_at => format!("1,\"2{}\",3.0,1000001000\n", "\n3".repeat(400)),
+                7 | 1900 | 2500 | 2990 => format!("{n},1,9.0,1000001000\n"),
                 1200 => "\n".to_string(),
                 2200 => format!("{n},1,4.0\n"),
-                _ if n % 97 == 0 => format!("{},{},4.5,{}\r\n", n % 50, n, 2000 - n % 300),
-                _ => format!("{},{},{}.5,{}\n", n % 50, n, n % 5, 1000 + (n * 7919) % 500),
+                _ if n % 97 == 0 => format!("{},{},4.5,{}\r\n", n % 50, n, 1000002000 - n % 300),
+                _ => format!("{},{},{}.5,{}\n", n % 50, n, n % 5, 1000001000 + (n * 7919) % 500),
             };
             f.extend_from_slice(line.as_bytes());
         }
@@ -816,7 +860,7 @@ mod tests {
             assert_eq!(sorted, by_file, "a stable sort by time of the file order");
         }
         // More pieces than lines.
-        let path = fixture(&dir, "ratings.csv", b"userId,movieId,rating,timestamp\n1,1,4.0,5\n");
+        let path = fixture(&dir, "ratings.csv", b"userId,movieId,rating,timestamp\n1,1,4.0,964982703\n");
         let (got, report) = read_ratings_in_pieces(&path, true, 0, 8).unwrap();
         assert_eq!((got.len(), report.records), (1, 1));
         let path = fixture(&dir, "ratings.csv", b"user,movie,stars,when\n1,1,4.0,1\n");
@@ -837,8 +881,11 @@ mod tests {
     #[test]
     fn utf8_bom_before_header_is_accepted() {
         let dir = tempfile::tempdir().unwrap();
-        let path =
-            fixture(&dir, "ratings.csv", "\u{feff}userId,movieId,rating,timestamp\n1,1,4.0,5\n".as_bytes());
+        let path = fixture(
+            &dir,
+            "ratings.csv",
+            "\u{feff}userId,movieId,rating,timestamp\n1,1,4.0,964982703\n".as_bytes(),
+        );
         assert_eq!(read_ratings(&path).unwrap().0.len(), 1);
     }
 

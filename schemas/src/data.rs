@@ -6,6 +6,15 @@
 //!
 //! May import: serde only: the wire contract depends on neither binary's crate; this module uses none of them.
 
+/// 1995-01-01T00:00:00Z: MovieLens data starts in 1995; an earlier event time is a bad timestamp
+/// (the replay's readers skip such rows, the processor dead-letters such records).
+pub const MIN_EVENT_TS: i64 = 788_918_400;
+
+/// How far ahead of the machine's clock an event time may be (one day): event time cannot be in
+/// the future of the machine reading or processing it. The replay's readers use this bound; the
+/// processor's is its `--max-ahead-of-clock` flag, with this default.
+pub const MAX_AHEAD_OF_CLOCK: i64 = 86_400;
+
 /// The genre string MovieLens uses for a movie with no genres.
 pub const NO_GENRES: &str = "(no genres listed)";
 

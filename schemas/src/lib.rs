@@ -23,7 +23,7 @@
 use serde::{Deserialize, Serialize};
 
 pub mod data;
-pub use data::{Movie, Rating, NO_GENRES};
+pub use data::{Movie, Rating, MAX_AHEAD_OF_CLOCK, MIN_EVENT_TS, NO_GENRES};
 
 /// Version of every payload defined in this crate. Bumped on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;

@@ -246,6 +246,9 @@ pub struct CoreArgs {
     /// Payloads larger than this (bytes) go to the DLQ.
     #[arg(long, env = "STREAMFLIX_MAX_PAYLOAD_BYTES", default_value_t = 65_536)]
     pub max_payload_bytes: usize,
+    /// Records (heartbeats too) more than this far ahead of this machine's clock go to the DLQ.
+    #[arg(long, env = "STREAMFLIX_MAX_AHEAD_OF_CLOCK", default_value = "1d", value_parser = parse_duration)]
+    pub max_ahead_of_clock: i64,
     #[command(flatten)]
     pub als: AlsArgs,
 }
@@ -260,6 +263,7 @@ impl CoreArgs {
             binge_first_session: self.binge_first_session,
             max_future: self.max_future,
             max_payload_bytes: self.max_payload_bytes,
+            max_ahead_of_clock: self.max_ahead_of_clock,
             als: self.als.config()?,
         };
         cfg.validate()?;

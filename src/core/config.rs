@@ -11,8 +11,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::core::calendar::DAY;
 
-/// 1995-01-01T00:00:00Z: MovieLens data starts in 1995; anything earlier is a bad timestamp.
-pub const MIN_EVENT_TS: i64 = 788_918_400;
+pub use streamflix_schemas::MIN_EVENT_TS;
 
 /// Semantics of the processor's analytics. `Default` gives the documented defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,6 +32,12 @@ pub struct CoreConfig {
     pub max_future: i64,
     /// Payloads larger than this many bytes go to the DLQ without being parsed.
     pub max_payload_bytes: usize,
+    /// Records (heartbeats included) whose event time is more than this many seconds ahead of
+    /// the processing machine's clock go to the DLQ: event time cannot be in the future of the
+    /// machine processing it, and one such record would otherwise move its partition's watermark
+    /// for good. (Absent from state written before the check existed: the default.)
+    #[serde(default = "default_max_ahead_of_clock")]
+    pub max_ahead_of_clock: i64,
     /// The recommender's settings (absent from state written before the recommender existed,
     /// which the state-version check then refuses with a clear message).
     #[serde(default)]
@@ -49,9 +54,14 @@ impl Default for CoreConfig {
             binge_first_session: false,
             max_future: 30 * DAY,
             max_payload_bytes: 64 * 1024,
+            max_ahead_of_clock: default_max_ahead_of_clock(),
             als: AlsConfig::default(),
         }
     }
+}
+
+fn default_max_ahead_of_clock() -> i64 {
+    streamflix_schemas::MAX_AHEAD_OF_CLOCK
 }
 
 impl CoreConfig {
@@ -79,6 +89,12 @@ impl CoreConfig {
         }
         if self.binge_min_events == 0 {
             return Err(InvalidConfig("binge threshold must be at least 1 event".to_string()));
+        }
+        if self.max_ahead_of_clock <= 0 {
+            return Err(InvalidConfig(format!(
+                "max ahead of clock must be positive (got {}s)",
+                self.max_ahead_of_clock
+            )));
         }
         if self.max_future <= 0 {
             return Err(InvalidConfig(format!("max future must be positive (got {}s)", self.max_future)));

@@ -197,6 +197,9 @@ pub struct Processor {
     dirty: Dirty,
     /// What learns from the applied ratings (the recommender); `None` without one.
     learner: Option<Box<dyn RatingObserver>>,
+    /// The processing machine's clock (seconds since the epoch), as the driver last set it;
+    /// `None`: no record is checked against it.
+    clock: Option<i64>,
     engagement: Engagement,
 }
 
@@ -252,6 +255,7 @@ impl Processor {
             pending: pending.into_iter().collect(),
             dirty: Dirty::default(),
             learner: None,
+            clock: None,
             engagement,
         }
     }
@@ -298,6 +302,13 @@ impl Processor {
     /// model from the log.
     pub fn set_learner(&mut self, learner: Option<Box<dyn RatingObserver>>) {
         self.learner = learner;
+    }
+
+    /// Sets the processing machine's clock (seconds since the epoch): from now on a record more
+    /// than `max_ahead_of_clock` ahead of it goes to the DLQ. The core reads no clock itself; the
+    /// driver sets it (and tests set what they like).
+    pub fn set_clock(&mut self, now: i64) {
+        self.clock = Some(now);
     }
 
     /// Hands the learner what it has buffered; with `wait`, returns once it has learned it all.
@@ -451,9 +462,10 @@ impl Processor {
             ));
         }
         let heartbeat = matches!(record, StreamRecord::Heartbeat(_));
-        if let Some(max) = self.partitions[index].max_ts.filter(|_| !heartbeat) {
-            // Heartbeats are exempt: they are the producer's statement of where time is, and
-            // legitimately jump over quiet periods (MovieLens has months without a rating).
+        if let Some(max) = self.partitions[index].max_ts {
+            // Heartbeats may not jump further ahead than events (a producer steps through long
+            // quiet periods, as `streamflix-replay` does); a late one is harmless (it cannot lower
+            // a watermark), so only events can be late.
             let wm = max - self.cfg.allowed_lateness;
             if ts > wm.saturating_add(self.cfg.max_future) {
                 return Err(Invalid::new(
@@ -465,10 +477,26 @@ impl Processor {
                     ),
                 ));
             }
-            if ts < wm {
+            if ts < wm && !heartbeat {
                 return Err(Invalid::new(
                     Reason::LateEvent,
                     format!("event time {ts} is {}s behind the partition's watermark {wm}", wm - ts),
+                ));
+            }
+        }
+        // Every kind of record, heartbeats included, and the first of a partition (which has no
+        // watermark to be compared with): one record far ahead would move its partition's
+        // watermark for good, and every later record there would be late.
+        if let Some(now) = self.clock {
+            let limit = now.saturating_add(self.cfg.max_ahead_of_clock);
+            if ts > limit {
+                return Err(Invalid::new(
+                    Reason::TimestampAheadOfClock,
+                    format!(
+                        "event time {ts} is {}s ahead of this machine's clock {now} (limit {}s)",
+                        ts - now,
+                        self.cfg.max_ahead_of_clock
+                    ),
                 ));
             }
         }
@@ -910,5 +938,86 @@ mod tests {
             prop_assert_eq!(ids.len(), alerts.len(), "alert ids are unique");
             prop_assert_eq!(p.counters().churned_now, inactive_at_end as u64);
         }
+    }
+
+    fn heartbeat(ts: i64) -> StreamRecord {
+        StreamRecord::Heartbeat(Heartbeat { v: 1, ts, next_seq: 0 })
+    }
+
+    fn dead_reasons(out: &[Output]) -> Vec<String> {
+        out.iter()
+            .filter_map(|o| if let Output::Dead(d) = o { Some(d.reason.clone()) } else { None })
+            .collect()
+    }
+
+    /// Runs `records` (partition, record) through a processor with the default limits and its
+    /// clock at `now`; returns it and its outputs.
+    fn run_at(now: i64, records: &[(usize, StreamRecord)]) -> (Processor, Vec<Output>) {
+        let mut p = Processor::new(CoreConfig::default(), catalog(), vec![("t".into(), 0), ("t".into(), 1)]);
+        p.set_clock(now);
+        let mut out = Vec::new();
+        for (part, r) in records {
+            feed(&mut p, *part, r, &mut out);
+        }
+        p.finish(&mut out);
+        (p, out)
+    }
+
+    /// Issue 17: an unkeyed heartbeat at ts 99999999999999 moved its partition's watermark to the
+    /// year ~3 million, and every later record there went to the DLQ as `late_event`.
+    #[test]
+    fn a_far_future_heartbeat_does_not_poison_event_time() {
+        let now = T0 + 400 * DAY;
+        let good: Vec<(usize, StreamRecord)> = (0..40)
+            .flat_map(|i| {
+                [(0, rating(1 + i % 3, T0 + i64::from(i) * DAY)), (1, heartbeat(T0 + i64::from(i) * DAY))]
+            })
+            .collect();
+        let mut poisoned = good.clone();
+        poisoned.insert(10, (0, heartbeat(99_999_999_999_999)));
+        poisoned.insert(11, (1, heartbeat(99_999_999_999_999)));
+        let (clean, clean_out) = run_at(now, &good);
+        let (p, out) = run_at(now, &poisoned);
+        // Ahead of their partitions' watermarks by more than --max-future, and of the clock.
+        assert_eq!(dead_reasons(&out), ["timestamp_too_far_ahead", "timestamp_too_far_ahead"]);
+        assert!(dead_reasons(&clean_out).is_empty());
+        assert_eq!(p.counters().ratings, 40, "every good record after the bad one is applied");
+        assert_eq!(p.users(), clean.users(), "the state equals the run without the bad records");
+        assert_eq!(p.watermark(), clean.watermark());
+    }
+
+    /// Heartbeats were exempt from `--max-future`: without a clock to compare with (or with a
+    /// wrong one), a heartbeat far ahead of its partition still moved the watermark for good.
+    #[test]
+    fn a_heartbeat_beyond_max_future_is_a_dead_letter() {
+        let far = T0 + 31 * DAY + 600;
+        let records = [
+            (0, rating(1, T0)),
+            (1, heartbeat(T0)),
+            (0, heartbeat(far)),
+            (0, rating(1, T0 + 60)),
+            (1, heartbeat(T0 + 120)),
+        ];
+        let mut p = Processor::new(CoreConfig::default(), catalog(), vec![("t".into(), 0), ("t".into(), 1)]);
+        let mut out = Vec::new();
+        for (part, r) in &records {
+            feed(&mut p, *part, r, &mut out);
+        }
+        assert_eq!(dead_reasons(&out), ["timestamp_too_far_ahead"]);
+        assert_eq!(p.partitions()[0].max_ts, Some(T0 + 60), "the bad heartbeat moved nothing");
+        // A heartbeat within the limit still jumps over a quiet period, and a late one is harmless.
+        feed(&mut p, 0, &heartbeat(T0 + 29 * DAY), &mut out);
+        feed(&mut p, 0, &heartbeat(T0), &mut out);
+        assert_eq!(dead_reasons(&out).len(), 1);
+        assert_eq!(p.partitions()[0].max_ts, Some(T0 + 29 * DAY));
+    }
+
+    /// The first record of a partition has no watermark to be compared with: only the clock
+    /// catches it.
+    #[test]
+    fn the_first_record_of_a_partition_is_checked_against_the_clock() {
+        let (p, out) = run_at(T0, &[(0, rating(1, T0 + 2 * DAY)), (0, rating(1, T0)), (1, heartbeat(T0))]);
+        assert_eq!(dead_reasons(&out), ["timestamp_ahead_of_clock"]);
+        assert_eq!(p.counters().ratings, 1);
     }
 }

@@ -35,11 +35,13 @@ pub enum Reason {
     TimestampTooFarAhead,
     /// Event time behind its partition's watermark (later than the allowed lateness).
     LateEvent,
+    /// Event time further ahead of the processing machine's clock than `max_ahead_of_clock`.
+    TimestampAheadOfClock,
 }
 
 impl Reason {
     /// Every reason, so metrics can report each one from zero.
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 11] = [
         Reason::OversizedPayload,
         Reason::UndecodableJson,
         Reason::SchemaViolation,
@@ -50,6 +52,7 @@ impl Reason {
         Reason::TimestampBefore1995,
         Reason::TimestampTooFarAhead,
         Reason::LateEvent,
+        Reason::TimestampAheadOfClock,
     ];
 
     /// The stable snake_case name.
@@ -65,6 +68,7 @@ impl Reason {
             Reason::TimestampBefore1995 => "timestamp_before_1995",
             Reason::TimestampTooFarAhead => "timestamp_too_far_ahead",
             Reason::LateEvent => "late_event",
+            Reason::TimestampAheadOfClock => "timestamp_ahead_of_clock",
         }
     }
 }

@@ -144,6 +144,12 @@ impl Writer {
     }
 }
 
+/// The wall clock in seconds since the epoch (0 if it is set before 1970), for the core's check
+/// of records from the future ([`Processor::set_clock`]).
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
 /// Puts the calling thread below the processing and learning threads (nice 10): a checkpoint's
 /// write takes a core when one is idle, and otherwise waits rather than slowing those down (the
 /// next checkpoint waits for it in any case). Embedded at 25 M ratings with the recommender, on
@@ -206,6 +212,7 @@ impl Pipeline {
         status: Arc<Status>,
     ) -> Result<Self, PipelineError> {
         let Opened { mut processor, model, checkpoints } = opened;
+        processor.set_clock(unix_now());
         let model = model.map(|m| Arc::new(RwLock::new(m)));
         if let Some(m) = &model {
             let learner = Background::start(m.clone()).map_err(|e| PipelineError::Spawn("ALS", e))?;
@@ -321,8 +328,11 @@ impl Pipeline {
         self.publish()?;
         self.since += 1;
         // Reading the clock costs more than applying some records: look at it every 256.
-        let due = self.since >= self.policy.every_records
-            || (self.since % 256 == 0 && self.last.elapsed() >= self.policy.every);
+        let mut due = self.since >= self.policy.every_records;
+        if self.since % 256 == 0 {
+            due |= self.last.elapsed() >= self.policy.every;
+            self.processor.set_clock(unix_now());
+        }
         if due {
             self.start_checkpoint(false)?;
         }
