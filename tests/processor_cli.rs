@@ -406,3 +406,22 @@ fn a_far_future_row_in_ratings_csv_is_skipped_and_the_state_equals_the_run_witho
     assert_eq!(dump(a.path(), "sessions"), dump(b.path(), "sessions"));
     assert_eq!(dump(a.path(), "meta")[0]["watermark"], dump(b.path(), "meta")[0]["watermark"]);
 }
+
+/// Issue 17: a state directory reused with another dataset was accepted (only settings, catalog
+/// and partition counts were checked): exit 0, most events dead-lettered, a mixed state.
+#[test]
+fn a_state_directory_reused_with_another_dataset_is_refused() {
+    let (first, second) = (generated(20, 500, 10), generated(25, 600, 10));
+    let state = tempfile::tempdir().unwrap();
+    let s = state.path().to_str().unwrap();
+    assert!(streamflix(&run_args(first.path().to_str().unwrap(), s)).status.success());
+    let before = dump(state.path(), "meta");
+    let out = streamflix(&run_args(second.path().to_str().unwrap(), s));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("was computed from another input (ratings.csv "), "{stderr}");
+    assert_eq!(dump(state.path(), "meta"), before, "the state is untouched");
+    // The same data continues as before.
+    assert!(streamflix(&run_args(first.path().to_str().unwrap(), s)).status.success());
+}

@@ -30,7 +30,8 @@ pub fn process(args: &ProcessArgs) -> Result<()> {
     let sink = KafkaOutputs::new(&opts, topics.clone(), catalog.genre_names().to_vec())?;
     let partitions = kafka::input_partitions(&opts, &topics)?;
     let n = partitions.iter().filter(|(t, _)| *t == topics.ratings).count() as u32;
-    let start = Start { mode: "kafka", state, cfg, catalog, partitions, serve };
+    let input = kafka::input_identity(&opts, &topics);
+    let start = Start { mode: "kafka", state, input, cfg, catalog, partitions, serve };
     let Started { mut pipeline, services } = start::start(start, Box::new(sink))?;
     let outs = [topics.sessions.as_str(), topics.alerts.as_str(), topics.dlq.as_str()];
     services

@@ -46,7 +46,10 @@ pub fn embedded(dir: &Path, e: &EmbeddedArgs, demo: bool) -> Result<()> {
         Some(d) => Box::new(JsonLinesSink::open(d, catalog.genre_names().to_vec())?),
         None => Box::new(NullSink),
     };
-    let start = Start { mode: "embedded", state: &state_dir, cfg, catalog, partitions, serve };
+    let mut files = vec![find_in(dir, "ratings")?, movies];
+    files.extend(streamflix_replay::movielens::find(dir, "tags"));
+    let input = start::files_identity(&files)?;
+    let start = Start { mode: "embedded", state: &state_dir, input, cfg, catalog, partitions, serve };
     let Started { mut pipeline, services } = start::start(start, sink)?;
     let replay_cfg = ReplayConfig { speed: e.speed, ..Default::default() };
     if let Some(s) = e.speed {

@@ -182,6 +182,8 @@ pub struct Pipeline {
     store: Store,
     sink: Box<dyn OutputSink>,
     mode: &'static str,
+    /// The input's identity, stored with every checkpoint ([`Opened::input`]).
+    input: String,
     policy: CheckpointPolicy,
     buf: Vec<Output>,
     since: u64,
@@ -211,7 +213,7 @@ impl Pipeline {
         policy: CheckpointPolicy,
         status: Arc<Status>,
     ) -> Result<Self, PipelineError> {
-        let Opened { mut processor, model, checkpoints } = opened;
+        let Opened { mut processor, model, checkpoints, input } = opened;
         processor.set_clock(unix_now());
         let model = model.map(|m| Arc::new(RwLock::new(m)));
         if let Some(m) = &model {
@@ -222,6 +224,7 @@ impl Pipeline {
         let mut pipeline = Pipeline {
             processor,
             model,
+            input,
             store,
             sink,
             mode,
@@ -377,7 +380,8 @@ impl Pipeline {
         self.processor.sync_learner(false);
         self.wait_written()?;
         self.checkpoints += 1;
-        let checkpoint = self.store.prepare(&mut self.processor, self.mode, finished, self.checkpoints);
+        let checkpoint =
+            self.store.prepare(&mut self.processor, self.mode, &self.input, finished, self.checkpoints);
         let values = StateValues::of(&self.processor);
         let job = Job { checkpoint, metrics: self.metrics.clone(), values };
         let sent = self.writer.jobs.as_ref().is_some_and(|j| j.send(job).is_ok());
@@ -451,6 +455,9 @@ pub struct Opened {
     pub model: Option<Recommender>,
     /// Checkpoints already in the store.
     pub checkpoints: u64,
+    /// What the input is (see `Meta::input`): checked against the store's, stored with each
+    /// checkpoint.
+    pub input: String,
 }
 
 /// Opens the processor from `store`: restored from its checkpoint if there is one (after
@@ -463,6 +470,7 @@ pub struct Opened {
 pub fn open_processor(
     store: &Store,
     mode: &str,
+    input: String,
     cfg: CoreConfig,
     catalog: Arc<Catalog>,
     partitions: Vec<(String, u32)>,
@@ -471,10 +479,10 @@ pub fn open_processor(
     match store.load()? {
         None => {
             let model = recommender.then(|| Recommender::new(cfg.als.clone(), catalog.clone()));
-            Ok(Opened { processor: Processor::new(cfg, catalog, partitions), model, checkpoints: 0 })
+            Ok(Opened { processor: Processor::new(cfg, catalog, partitions), model, checkpoints: 0, input })
         }
         Some(Loaded { meta, users, pending, engagement }) => {
-            store.check_compatible(&meta, mode, &cfg, catalog.genre_names(), &partitions)?;
+            store.check_compatible(&meta, mode, &input, &cfg, catalog.genre_names(), &partitions)?;
             let model =
                 if recommender { Some(learner::rebuild(&cfg, &catalog, store.ratings())?) } else { None };
             let restored = Restored {
@@ -489,6 +497,7 @@ pub fn open_processor(
                 processor: Processor::restore(cfg, catalog, restored),
                 model,
                 checkpoints: meta.checkpoints,
+                input,
             })
         }
     }

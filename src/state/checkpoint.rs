@@ -113,6 +113,11 @@ pub struct Meta {
     pub written_at_ms: i64,
     /// The input was finite and has been consumed to its end.
     pub finished: bool,
+    /// What the input is (embedded: the data files' names, sizes and a hash of their first and
+    /// last blocks; Kafka: the topics and the cluster id), so a state directory is not continued
+    /// with another input. Empty in state written before it was recorded (then not checked).
+    #[serde(default)]
+    pub input: String,
 }
 
 /// A loaded checkpoint.
@@ -313,13 +318,20 @@ impl Store {
         finished: bool,
         checkpoints: u64,
     ) -> Result<CheckpointStats, StoreError> {
-        self.write(self.prepare(p, mode, finished, checkpoints))
+        self.write(self.prepare(p, mode, "", finished, checkpoints))
     }
 
     /// Encodes a checkpoint of `p` as one batch: dirty users, closed sessions, latest alerts, the
     /// ratings applied since the last one, pending events, aggregates and the meta record (with
     /// the input positions). Takes `p`'s dirty sets: the batch must then be written.
-    pub fn prepare(&self, p: &mut Processor, mode: &str, finished: bool, checkpoints: u64) -> Prepared {
+    pub fn prepare(
+        &self,
+        p: &mut Processor,
+        mode: &str,
+        input: &str,
+        finished: bool,
+        checkpoints: u64,
+    ) -> Prepared {
         let started = Instant::now();
         let dirty = p.take_dirty();
         let mut batch = sled::Batch::default();
@@ -363,6 +375,7 @@ impl Store {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64),
             finished,
+            input: input.to_string(),
         };
         for (piece, ratings) in dirty.ratings.chunks(LOG_PIECE).enumerate() {
             let mut log = Vec::with_capacity(ratings.len() * 8);
@@ -541,6 +554,7 @@ impl Store {
         &self,
         meta: &Meta,
         mode: &str,
+        input: &str,
         cfg: &CoreConfig,
         genres: &[String],
         partitions: &[(String, u32)],
@@ -550,6 +564,12 @@ impl Store {
             return fail(format!(
                 "holds {} state; this is {mode} mode (use another --state directory)",
                 meta.mode
+            ));
+        }
+        if !meta.input.is_empty() && meta.input != input {
+            return fail(format!(
+                "was computed from another input ({}), not this one ({input}); use the same input or a new --state directory",
+                meta.input
             ));
         }
         if &meta.config != cfg {
@@ -636,9 +656,11 @@ mod tests {
         assert_eq!(log.len() as u64, p.counters().ratings, "every applied rating is in the log");
         assert_eq!(log.len() + pending.len(), 4);
         assert_eq!(pending, p.pending());
-        store.check_compatible(&meta, "embedded", &cfg, catalog.genre_names(), &[("r".into(), 0)]).unwrap();
+        store
+            .check_compatible(&meta, "embedded", "", &cfg, catalog.genre_names(), &[("r".into(), 0)])
+            .unwrap();
         assert!(store
-            .check_compatible(&meta, "kafka", &cfg, catalog.genre_names(), &[("r".into(), 0)])
+            .check_compatible(&meta, "kafka", "", &cfg, catalog.genre_names(), &[("r".into(), 0)])
             .is_err());
         assert_eq!(meta.partitions[0].position, 4);
         assert_eq!(&users[&3], &p.users()[&3]);

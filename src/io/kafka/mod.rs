@@ -16,7 +16,7 @@
 //! May import: what `io/mod.rs` allows its layer; this module uses `crate::io::pipeline`, the replay crate (`streamflix-replay`).
 
 use rdkafka::error::KafkaError;
-use streamflix_replay::kafka::{partition_count, KafkaOptions, KafkaSetupError};
+use streamflix_replay::kafka::{partition_count, KafkaOptions, KafkaSetupError, QuietEof};
 
 use crate::io::pipeline::PipelineError;
 
@@ -94,6 +94,22 @@ impl Topics {
             alerts: format!("{prefix}.churn-alerts"),
             dlq: format!("{prefix}.dlq"),
         }
+    }
+}
+
+/// The input's identity for the checkpoint: the input topics and, if the broker tells it, the
+/// cluster id (a state directory is not continued against another cluster's topics).
+pub fn input_identity(opts: &KafkaOptions, topics: &Topics) -> String {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let cluster = opts
+        .client_config(&[])
+        .create_with_context::<_, BaseConsumer<QuietEof>>(QuietEof)
+        .ok()
+        .and_then(|c| c.client().fetch_cluster_id(std::time::Duration::from_secs(5)));
+    let topics = format!("topics {}, {}", topics.ratings, topics.tags);
+    match cluster {
+        Some(id) => format!("kafka cluster {id}, {topics}"),
+        None => format!("kafka, {topics}"),
     }
 }
 
