@@ -425,3 +425,117 @@ fn a_state_directory_reused_with_another_dataset_is_refused() {
     // The same data continues as before.
     assert!(streamflix(&run_args(first.path().to_str().unwrap(), s)).status.success());
 }
+
+/// Issue 17: flipping bytes in sled's `db` made `run` and `dump` panic inside sled (exit 101 on
+/// every start), and truncating it (to 50 %, 4 KiB or nothing) was taken for a new state (exit
+/// 0: in Kafka mode, the input read again from its start with no signal). Now every damage
+/// either stops the run with one line naming `--reset-state` (exit 1), or, where the storage
+/// engine repairs it without loss, gives the same state as before; never a panic, never a
+/// silent start over. `--reset-state` then starts over.
+#[test]
+fn a_damaged_state_directory_is_an_error_never_a_panic_or_a_silent_reset() {
+    let data = generated(60, 6_000, 100);
+    let d = data.path().to_str().unwrap();
+    let good = tempfile::tempdir().unwrap();
+    assert!(streamflix(&run_args(d, good.path().to_str().unwrap())).status.success());
+    let want = (dump(good.path(), "users"), dump(good.path(), "sessions"));
+    let db_len = std::fs::metadata(good.path().join("db")).unwrap().len();
+    let mut seed = 0x5eed_u64;
+    let mut next = move || {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        seed >> 33
+    };
+    /// A way to damage a copy of the state directory, and its description.
+    type Damage = (String, Box<dyn Fn(&std::path::Path)>);
+    let mut damages: Vec<Damage> = Vec::new();
+    for _ in 0..4 {
+        let at = next() % db_len.saturating_sub(16).max(1);
+        let noise: Vec<u8> = (0..16).map(|_| next() as u8).collect();
+        damages.push((
+            format!("16 random bytes at offset {at} of db"),
+            Box::new(move |s| {
+                use std::io::{Seek, SeekFrom, Write};
+                let mut f = std::fs::OpenOptions::new().write(true).open(s.join("db")).unwrap();
+                f.seek(SeekFrom::Start(at)).unwrap();
+                f.write_all(&noise).unwrap();
+            }),
+        ));
+    }
+    for keep in [db_len / 2, 4096, 0] {
+        damages.push((
+            format!("db truncated to {keep} bytes"),
+            Box::new(move |s| {
+                std::fs::File::options().write(true).open(s.join("db")).unwrap().set_len(keep).unwrap()
+            }),
+        ));
+    }
+    damages.push((
+        "garbage conf".into(),
+        Box::new(|s| std::fs::write(s.join("conf"), b"\x00\xffgarbage").unwrap()),
+    ));
+    damages.push(("db missing".into(), Box::new(|s| std::fs::remove_file(s.join("db")).unwrap())));
+    damages.push(("conf missing".into(), Box::new(|s| std::fs::remove_file(s.join("conf")).unwrap())));
+    damages.push((
+        "garbage commit marker".into(),
+        Box::new(|s| std::fs::write(s.join("streamflix.committed"), b"not a marker").unwrap()),
+    ));
+    let mut refused = 0;
+    for (what, damage) in &damages {
+        let state = tempfile::tempdir().unwrap();
+        for f in std::fs::read_dir(good.path()).unwrap() {
+            let f = f.unwrap();
+            if f.file_type().unwrap().is_file() {
+                std::fs::copy(f.path(), state.path().join(f.file_name())).unwrap();
+            }
+        }
+        damage(state.path());
+        let s = state.path().to_str().unwrap();
+        let out = streamflix(&run_args(d, s));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        match out.status.code() {
+            Some(1) => {
+                let last = stderr.lines().last().unwrap_or("");
+                assert!(last.starts_with("error: ") && last.contains("--reset-state"), "{what}: {stderr}");
+                assert_eq!(stderr.lines().filter(|l| l.starts_with("error")).count(), 1, "{what}: {stderr}");
+                refused += 1;
+                let mut args = run_args(d, s);
+                args.push("--reset-state");
+                let out = streamflix(&args);
+                assert!(
+                    out.status.success(),
+                    "{what}: --reset-state: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                assert_eq!(
+                    (dump(state.path(), "users"), dump(state.path(), "sessions")),
+                    want,
+                    "{what}: reset"
+                );
+            }
+            Some(0) => {
+                let got = (dump(state.path(), "users"), dump(state.path(), "sessions"));
+                assert_eq!(got, want, "{what}: exit 0 must mean the state was intact: {stderr}");
+            }
+            other => panic!("{what}: exit {other:?}: {stderr}"),
+        }
+        eprintln!("{what}: exit {:?}", out.status.code());
+    }
+    assert!(refused >= 4, "the truncations and the missing db at least are refused ({refused})");
+}
+
+/// Issue 17: log lines carried ANSI colour codes when stderr was not a terminal (a pipe or a
+/// log file).
+#[test]
+fn logs_to_a_pipe_carry_no_colour_codes() {
+    let data = generated(20, 500, 0);
+    let state = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(streamflix_bin())
+        .args(run_args(data.path().to_str().unwrap(), state.path().to_str().unwrap()))
+        .env("STREAMFLIX_LOG", "debug")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("checkpoint written"), "debug logs were written: {stderr}");
+    assert!(!stderr.contains('\x1b'), "no escape codes: {stderr:?}");
+}

@@ -22,9 +22,12 @@ pub const LOG_ENV: &str = "STREAMFLIX_LOG";
 /// Exit status when a second signal cuts a clean stop short.
 pub const KILLED: i32 = 130;
 
-/// Sends log lines to stderr, filtered by [`LOG_ENV`] (default `warn`).
+/// Sends log lines to stderr, filtered by [`LOG_ENV`] (default `warn`), in colour only when
+/// stderr is a terminal (a log file or a pipe gets no escape codes).
 pub fn init_logging() {
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env(LOG_ENV)
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),

@@ -206,6 +206,10 @@ pub struct ServeArgs {
     /// Do not serve HTTP.
     #[arg(long)]
     pub no_http: bool,
+    /// Delete the state in --state first and start over (for a damaged state directory; the
+    /// input is then read from its beginning).
+    #[arg(long)]
+    pub reset_state: bool,
     /// Exit when the input is exhausted instead of serving until interrupted.
     #[arg(long)]
     pub exit_when_done: bool,

@@ -124,6 +124,10 @@ pub struct Started {
 /// The store cannot be opened or holds incompatible state; the address cannot be bound; a thread
 /// cannot be started.
 pub fn start(s: Start<'_>, sink: Box<dyn OutputSink>) -> Result<Started> {
+    if s.serve.reset_state {
+        Store::reset(s.state).with_context(|| format!("cannot reset {}", s.state.display()))?;
+        println!("reset: starting over in {}", s.state.display());
+    }
     let store = Store::open(s.state)?;
     let opened =
         open_processor(&store, s.mode, s.input, s.cfg, s.catalog, s.partitions, !s.serve.no_recommender)?;

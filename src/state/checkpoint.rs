@@ -57,7 +57,7 @@ const ENGAGEMENT: &[u8] = b"e";
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// sled failed (I/O, corruption, or the directory is locked by another process).
-    #[error("state store {path}: {source}")]
+    #[error("state store {path}")]
     Sled {
         /// The state directory.
         path: String,
@@ -78,6 +78,14 @@ pub enum StoreError {
         /// Why.
         detail: String,
     },
+    /// The directory held a committed checkpoint that can no longer be read as written.
+    #[error("state directory {path} is damaged: {detail}; start over with --reset-state (it deletes the state), or move the directory away")]
+    Damaged {
+        /// The state directory.
+        path: String,
+        /// What is wrong.
+        detail: String,
+    },
     /// The checkpoint was written by an incompatible version or with different settings.
     #[error("state store {path}: {detail}")]
     Incompatible {
@@ -86,6 +94,20 @@ pub enum StoreError {
         /// What differs, and what to do.
         detail: String,
     },
+}
+
+impl StoreError {
+    /// sled's error for the directory `path`: corruption is damage (said once: sled's own text
+    /// repeats itself), anything else sled's.
+    fn from_sled(path: &str, source: sled::Error) -> StoreError {
+        match source {
+            sled::Error::Corruption { .. } => StoreError::Damaged {
+                path: path.to_string(),
+                detail: "the storage engine found corrupted data".into(),
+            },
+            source => StoreError::Sled { path: path.to_string(), source },
+        }
+    }
 }
 
 /// The checkpoint's header: where the input stands and how the state was computed.
@@ -152,6 +174,8 @@ pub struct CheckpointStats {
 pub struct Prepared {
     batch: sled::Batch,
     number: u64,
+    /// FNV-1a of the meta record's bytes, for the commit marker.
+    meta_hash: u64,
     alerts: usize,
     ratings: usize,
     /// The input positions it commits.
@@ -165,6 +189,45 @@ pub struct Prepared {
 pub struct Store {
     db: sled::Db,
     path: String,
+    dir: std::path::PathBuf,
+}
+
+/// The commit marker, beside sled's files: `<checkpoint number> <FNV-1a of its meta record>`,
+/// replaced (write, fsync, rename) after each checkpoint is written and fsynced. sled, opening a
+/// damaged database, may recover it to an earlier or empty state without an error; the marker
+/// says what was committed, so that is found out instead of starting over in silence.
+const MARKER: &str = "streamflix.committed";
+
+/// 64-bit FNV-1a (stable and documented: the value is stored).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
+/// A panic inside the storage engine, with its message.
+#[derive(Debug)]
+struct Panicked(String);
+
+impl std::fmt::Display for Panicked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Runs `f`, turning a panic inside it (sled panics on some damaged files) into its message,
+/// without the panic's own report on stderr.
+fn without_panics<T>(f: impl FnOnce() -> T) -> Result<T, Panicked> {
+    let quiet = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    std::panic::set_hook(quiet);
+    r.map_err(|p| {
+        Panicked(
+            p.downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic in the storage engine".into()),
+        )
+    })
 }
 
 fn user_key(prefix: u8, user: u32) -> [u8; 5] {
@@ -217,22 +280,89 @@ impl Store {
     /// sled cannot open it (permissions, corruption, or another process holds its lock).
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let path = dir.display().to_string();
-        let db = sled::Config::new()
-            .path(dir)
-            // A checkpoint rewrites the leaves of every dirty user's key; with 64 MB most of them
-            // had been evicted and were read back first (5 M ratings: 6.2-6.4 s applying batches,
-            // 4.6-4.9 s with 256 MB, no better with 512 MB; peak RSS 2.81 → 2.58 GB).
-            .cache_capacity(256 * 1024 * 1024)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|source| match &source {
-                // sled reports its file lock as an I/O error with this text (and no distinct kind).
-                sled::Error::Io(e) if e.to_string().contains("could not acquire lock") => {
-                    StoreError::Locked { path: path.clone() }
-                }
-                _ => StoreError::Sled { path: path.clone(), source },
-            })?;
-        Ok(Store { db, path })
+        let damaged = |detail: String| StoreError::Damaged { path: path.clone(), detail };
+        let marker = match std::fs::read_to_string(dir.join(MARKER)) {
+            Ok(text) => {
+                let mut it = text.split_whitespace();
+                let parsed = (it.next().and_then(|n| n.parse::<u64>().ok()))
+                    .zip(it.next().and_then(|h| u64::from_str_radix(h, 16).ok()));
+                Some(parsed.ok_or_else(|| damaged(format!("its {MARKER} file does not read ({text:?})")))?)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(damaged(format!("cannot read its {MARKER} file: {e}"))),
+        };
+        let existed = ["db", "conf"].iter().any(|f| dir.join(f).exists());
+        let opened = without_panics(|| {
+            sled::Config::new()
+                .path(dir)
+                // A checkpoint rewrites the leaves of every dirty user's key; with 64 MB most of them
+                // had been evicted and were read back first (5 M ratings: 6.2-6.4 s applying batches,
+                // 4.6-4.9 s with 256 MB, no better with 512 MB; peak RSS 2.81 → 2.58 GB).
+                .cache_capacity(256 * 1024 * 1024)
+                .mode(sled::Mode::HighThroughput)
+                .open()
+        })
+        .map_err(|panic| damaged(format!("the storage engine failed to open it ({panic})")))?;
+        let db = opened.map_err(|source| match &source {
+            // sled reports its file lock as an I/O error with this text (and no distinct kind).
+            sled::Error::Io(e) if e.to_string().contains("could not acquire lock") => {
+                StoreError::Locked { path: path.clone() }
+            }
+            // A directory that held state: whatever sled says of it (sled 0.34 calls a garbled
+            // `conf` "created using a sled version earlier than 0.29"), the state is damaged.
+            _ if existed => damaged(format!("the storage engine cannot open it ({source})")),
+            _ => StoreError::from_sled(&path, source),
+        })?;
+        let store = Store { db, path: path.clone(), dir: dir.to_path_buf() };
+        if let Some((committed, hash)) = marker {
+            let meta = without_panics(|| store.db.get(META))
+                .map_err(|panic| damaged(format!("the storage engine failed to read it ({panic})")))?
+                .map_err(|e| damaged(format!("cannot read the checkpoint record: {e}")))?;
+            let Some(meta) = meta else {
+                return Err(damaged(format!(
+                    "checkpoint {committed} was committed, and no checkpoint is left"
+                )));
+            };
+            let number = serde_json::from_slice::<serde_json::Value>(&meta)
+                .ok()
+                .and_then(|m| m["checkpoints"].as_u64())
+                .ok_or_else(|| damaged("the checkpoint record does not read".into()))?;
+            // One more than the marker: a crash between the checkpoint's fsync and the marker's.
+            if number < committed {
+                return Err(damaged(format!(
+                    "checkpoint {committed} was committed, and it holds checkpoint {number}"
+                )));
+            }
+            if number == committed && fnv1a(&meta) != hash {
+                return Err(damaged(format!("checkpoint {committed}'s record does not match its checksum")));
+            }
+        }
+        Ok(store)
+    }
+
+    /// Deletes the state in `dir` (sled's files and the commit marker; nothing else), to start
+    /// over (`--reset-state`). A directory that does not exist is left so.
+    ///
+    /// # Errors
+    /// A file could not be removed.
+    pub fn reset(dir: &Path) -> std::io::Result<()> {
+        let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+        for e in entries {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let ours = matches!(name.as_str(), "conf" | "db" | "blobs" | MARKER)
+                || name.starts_with("snap.")
+                || name == format!("{MARKER}.tmp");
+            if !ours {
+                continue;
+            }
+            if e.file_type()?.is_dir() {
+                std::fs::remove_dir_all(e.path())?;
+            } else {
+                std::fs::remove_file(e.path())?;
+            }
+        }
+        Ok(())
     }
 
     /// The state directory, as given.
@@ -241,7 +371,7 @@ impl Store {
     }
 
     fn sled<T>(&self, r: sled::Result<T>) -> Result<T, StoreError> {
-        r.map_err(|source| StoreError::Sled { path: self.path.clone(), source })
+        r.map_err(|source| StoreError::from_sled(&self.path, source))
     }
 
     /// The committed meta record, if a checkpoint exists.
@@ -261,6 +391,13 @@ impl Store {
     /// # Errors
     /// I/O, corruption, or a checkpoint from an incompatible version.
     pub fn load(&self) -> Result<Option<Loaded>, StoreError> {
+        without_panics(|| self.load_unguarded()).map_err(|panic| StoreError::Damaged {
+            path: self.path.clone(),
+            detail: format!("the storage engine failed to read it ({panic})"),
+        })?
+    }
+
+    fn load_unguarded(&self) -> Result<Option<Loaded>, StoreError> {
         let Some(meta) = self.meta()? else { return Ok(None) };
         migrate::migrate(&self.db, meta.version)
             .map_err(|e| StoreError::Incompatible { path: self.path.clone(), detail: e.0 })?;
@@ -395,10 +532,12 @@ impl Store {
         batch.insert(PENDING, pending);
         let m = serde_json::to_vec(&meta).expect("meta serializes");
         bytes += m.len() as u64;
+        let meta_hash = fnv1a(&m);
         batch.insert(META, m);
         Prepared {
             batch,
             number: checkpoints,
+            meta_hash,
             alerts,
             ratings: dirty.ratings.len(),
             positions: p.partitions().to_vec(),
@@ -421,6 +560,10 @@ impl Store {
         self.sled(self.db.apply_batch(c.batch))?;
         let applied = started.elapsed();
         self.sled(self.db.flush())?;
+        self.commit_marker(c.number, c.meta_hash).map_err(|e| StoreError::Damaged {
+            path: self.path.clone(),
+            detail: format!("cannot write {MARKER}: {e}"),
+        })?;
         tracing::debug!(
             checkpoint = c.number,
             users = c.stats.users,
@@ -434,6 +577,16 @@ impl Store {
             "checkpoint written"
         );
         Ok(CheckpointStats { duration: c.stats.duration + started.elapsed(), ..c.stats })
+    }
+
+    /// Replaces the commit marker (see [`MARKER`]): written, fsynced, renamed over the old one.
+    fn commit_marker(&self, number: u64, hash: u64) -> std::io::Result<()> {
+        use std::io::Write;
+        let tmp = self.dir.join(format!("{MARKER}.tmp"));
+        let mut f = std::fs::File::create(&tmp)?;
+        writeln!(f, "{number} {hash:016x}")?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, self.dir.join(MARKER))
     }
 
     /// A user's committed state.
