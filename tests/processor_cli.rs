@@ -539,3 +539,25 @@ fn logs_to_a_pipe_carry_no_colour_codes() {
     assert!(stderr.contains("checkpoint written"), "debug logs were written: {stderr}");
     assert!(!stderr.contains('\x1b'), "no escape codes: {stderr:?}");
 }
+
+/// Issue 17: `/users/+1` was accepted as user 1, `/users/4294967296` was called "not a
+/// non-negative integer", and a wrong method got a 405 with an empty body, though errors are
+/// documented as JSON.
+#[test]
+fn http_ids_are_digits_only_and_a_wrong_method_gets_a_json_405() {
+    let data = generated(20, 500, 0);
+    let (run, _state, base) = serve(data.path());
+    assert_json_errors(&base, &[("/users/+1", 400), ("/users/%201", 400), ("/users/4294967296", 400)]);
+    let (_, body) = get_json(&format!("{base}/users/4294967296")).unwrap();
+    assert!(body["error"].as_str().unwrap().contains("beyond the largest id"), "{body}");
+    let mut resp =
+        ureq::Agent::new_with_config(ureq::Agent::config_builder().http_status_as_error(false).build())
+            .post(&format!("{base}/stats"))
+            .send_empty()
+            .unwrap();
+    assert_eq!(resp.status().as_u16(), 405);
+    let body: serde_json::Value = resp.body_mut().read_json().unwrap();
+    assert!(body["error"].as_str().is_some_and(|e| e.contains("GET")), "{body}");
+    run.signal("-TERM");
+    assert!(run.wait().0.success());
+}

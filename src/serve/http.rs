@@ -115,6 +115,12 @@ pub fn router(state: AppState) -> Router {
                     .into(),
             )
         })
+        .method_not_allowed_fallback(|| async {
+            ApiError(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed: every route answers GET only".into(),
+            )
+        })
         .layer(axum::middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
 }
@@ -229,8 +235,12 @@ fn user_id(raw: &str) -> Result<u32, ApiError> {
     parse_id(raw, "user")
 }
 
+/// An id: decimal digits only (no sign, no spaces), at most `u32::MAX`.
 fn parse_id(raw: &str, what: &str) -> Result<u32, ApiError> {
-    raw.parse().map_err(|_| bad(format!("{what} id must be a non-negative integer, got {raw:?}")))
+    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad(format!("{what} id must be a non-negative integer, got {raw:?}")));
+    }
+    raw.parse().map_err(|_| bad(format!("{what} id {raw} is beyond the largest id, {}", u32::MAX)))
 }
 
 fn check_params(q: &HashMap<String, String>, allowed: &[&str]) -> Result<(), ApiError> {
