@@ -171,7 +171,8 @@ fn bad_command_lines_get_one_line_errors() {
     for (args, code, needle) in [
         (vec!["run", "--data", d, "--session-gap", "5x"], 2, "unit must be"),
         (vec!["run", "--data", d, "--churn-after", "10m"], 1, "churn period"),
-        (vec!["run", "--data", "/nonexistent/ml", "--no-http"], 1, "no movies.csv"),
+        // Issue 17: this said "no movies.csv or movies.dat in /nonexistent/ml".
+        (vec!["run", "--data", "/nonexistent/ml", "--no-http"], 1, "no data directory at /nonexistent/ml"),
         (vec!["dump", "--state", "/nonexistent/state"], 1, "no state directory"),
         (vec!["process", "--movies", "x.csv"], 2, "--brokers"),
     ] {
@@ -183,6 +184,19 @@ fn bad_command_lines_get_one_line_errors() {
             assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: one line: {stderr}");
         }
     }
+}
+
+/// Issue 17: an empty `ratings.csv` was accepted as "0 ratings".
+#[test]
+fn an_empty_ratings_file_is_an_error() {
+    let data = generated(20, 500, 0);
+    std::fs::write(data.path().join("ratings.csv"), "userId,movieId,rating,timestamp\n").unwrap();
+    std::fs::remove_file(data.path().join("tags.csv")).ok();
+    let out = streamflix(&["run", "--data", data.path().to_str().unwrap(), "--no-http", "--exit-when-done"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no ratings or tags to process"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
 
 #[test]

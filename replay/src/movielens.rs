@@ -105,7 +105,7 @@ impl ReadReport {
     fn skip(&mut self, line: u64, reason: impl Into<String>) {
         self.skipped += 1;
         if self.examples.len() < MAX_EXAMPLES {
-            self.examples.push((line, reason.into()));
+            self.examples.push((line, quoted(&reason.into())));
         }
     }
 
@@ -119,6 +119,28 @@ impl ReadReport {
         }
         lines
     }
+}
+
+/// Most characters of the input a message quotes: a 10 MB field or a binary header is not copied
+/// into a log line.
+pub const QUOTE_MAX: usize = 200;
+
+/// `text` for a message: control characters escaped (no raw bytes reach a terminal), at most
+/// [`QUOTE_MAX`] characters, then `…`.
+pub fn quoted(text: &str) -> String {
+    let mut out = String::new();
+    for (n, c) in text.chars().enumerate() {
+        if n == QUOTE_MAX {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The dialect of a MovieLens file, chosen by its extension.
@@ -460,7 +482,7 @@ fn csv_records(
             let found = found.join(",");
             let expected = header.unwrap_or_default();
             if found.trim_start_matches('\u{feff}').trim() != expected {
-                return Err(Error::Header { path: path.to_path_buf(), expected, found });
+                return Err(Error::Header { path: path.to_path_buf(), expected, found: quoted(&found) });
             }
             continue;
         }
@@ -665,6 +687,24 @@ mod tests {
         let described = report.describe().join("\n");
         assert!(described.contains("more than a day ahead of this machine's clock"), "{described}");
         assert!(described.contains("before 1995-01-01"), "{described}");
+    }
+
+    /// Issue 17: a warning copied a 10 MB CSV field into the log, and a garbage header's raw
+    /// control bytes.
+    #[test]
+    fn warnings_quote_at_most_200_characters_escaped() {
+        let dir = tempfile::tempdir().unwrap();
+        let huge = "9".repeat(10_000_000);
+        let body = format!("userId,movieId,rating,timestamp\n1,1,4.0,964982703\n{huge},1,4.0,964982703\n");
+        let path = fixture(&dir, "ratings.csv", body.as_bytes());
+        let (ratings, report) = read_ratings(&path).unwrap();
+        assert_eq!((ratings.len(), report.skipped), (1, 1));
+        let line = &report.describe()[0];
+        assert!(line.len() < 400 && line.ends_with('…'), "{} bytes: {}", line.len(), &line[..100]);
+        let path = fixture(&dir, "ratings.csv", b"\x1b[31mus\x07er\x00,movie\n1,1,4.0,1\n");
+        let err = read_ratings(&path).unwrap_err().to_string();
+        assert!(!err.chars().any(|c| c.is_control()), "{err:?}");
+        assert!(err.contains("\\u{1b}[31m"), "{err}");
     }
 
     /// The byte fast path gives what the text parser gives, and defers to it for the rest.

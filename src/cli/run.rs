@@ -32,6 +32,9 @@ pub fn embedded(dir: &Path, e: &EmbeddedArgs, demo: bool) -> Result<()> {
             eprintln!("warning: {line}");
         }
     }
+    if ds.is_empty() {
+        bail!("{}: no ratings or tags to process", dir.display());
+    }
     println!("read and sorted {} events in {:.2}s", ds.len(), started.elapsed().as_secs_f64());
     let tmp;
     let state_dir = match &e.state {

@@ -32,6 +32,9 @@ const STOPPING: &str = "stopping: finishing the current record, checkpointing, f
 /// # Errors
 /// Neither file is there.
 pub fn find_in(dir: &Path, name: &str) -> Result<PathBuf> {
+    if !dir.is_dir() {
+        anyhow::bail!("no data directory at {}", dir.display());
+    }
     movielens::find(dir, name).with_context(|| format!("no {name}.csv or {name}.dat in {}", dir.display()))
 }
 
