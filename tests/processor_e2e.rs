@@ -270,6 +270,13 @@ fn every_kind_of_bad_event_lands_in_the_dlq_with_its_reason() {
             r#"{"type":"heartbeat","v":1,"ts":99999999999999,"next_seq":0}"#.into(),
             Some("timestamp_too_far_ahead"),
         ),
+        // Issue 17: a rating keyed by another user, and a tag on the ratings topic (the key of
+        // each record is "k<offset>" except for good ratings and tags, keyed by their user).
+        (rating(4, 1, "4.0", t + 30), Some("key_mismatch")),
+        (
+            format!(r#"{{"type":"tag","v":1,"seq":3,"user_id":3,"movie_id":1,"tag":"x","ts":{}}}"#, t + 30),
+            Some("wrong_topic"),
+        ),
         (rating(2, 2, "5.0", t + 60), None),
         (r#"{"type":"heartbeat","v":1,"ts":1500000120,"next_seq":0}"#.into(), None),
     ];
@@ -291,8 +298,14 @@ fn every_kind_of_bad_event_lands_in_the_dlq_with_its_reason() {
     let opts = streamflix_replay::kafka::KafkaOptions { brokers: broker.addr.clone(), extra: vec![] };
     rt.block_on(streamflix_replay::kafka::ensure_topics(&opts, &["d.ratings", "d.tags"], 1, 1, &[])).unwrap();
     for (topic, records) in [("d.ratings", &ratings), ("d.tags", &tags)] {
-        for (i, (payload, _)) in records.iter().enumerate() {
-            let key = format!("k{i}");
+        for (i, (payload, reason)) in records.iter().enumerate() {
+            // Good ratings and tags are keyed by their user id, as streamflix-replay keys them.
+            let user =
+                serde_json::from_str::<serde_json::Value>(payload).ok().and_then(|v| v["user_id"].as_u64());
+            let key = match (reason, user) {
+                (None, Some(u)) => u.to_string(),
+                _ => format!("k{i}"),
+            };
             producer.send(BaseRecord::to(topic).partition(0).key(&key).payload(payload)).unwrap();
             // One record per batch (tansu 0.6 hides the tail of a partition's last batch).
             producer.flush(Duration::from_secs(10)).unwrap();
@@ -357,6 +370,6 @@ fn every_kind_of_bad_event_lands_in_the_dlq_with_its_reason() {
     assert_eq!(counts, BTreeMap::from([(1, (1, 0)), (2, (1, 0)), (3, (0, 1))]));
     let meta = &dump(state.path(), "meta")[0];
     let by_reason = meta["counters"]["dead_letters"].as_object().unwrap();
-    assert_eq!(by_reason.len(), 10, "every reason counted: {by_reason:?}");
+    assert_eq!(by_reason.len(), 12, "every reason counted: {by_reason:?}");
     assert_eq!(by_reason["unknown_movie"], 2);
 }

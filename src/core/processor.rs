@@ -183,6 +183,19 @@ pub trait RatingObserver: Send {
     fn sync(&mut self, wait: bool);
 }
 
+/// `n` in decimal ASCII, written into the end of `buf`: a user id as its Kafka key.
+fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
 /// The processor's whole state.
 pub struct Processor {
     cfg: CoreConfig,
@@ -200,6 +213,8 @@ pub struct Processor {
     /// The processing machine's clock (seconds since the epoch), as the driver last set it;
     /// `None`: no record is checked against it.
     clock: Option<i64>,
+    /// Records come with Kafka keys ([`Processor::set_keyed_input`]).
+    keyed_input: bool,
     engagement: Engagement,
 }
 
@@ -256,6 +271,7 @@ impl Processor {
             dirty: Dirty::default(),
             learner: None,
             clock: None,
+            keyed_input: false,
             engagement,
         }
     }
@@ -309,6 +325,12 @@ impl Processor {
     /// driver sets it (and tests set what they like).
     pub fn set_clock(&mut self, now: i64) {
         self.clock = Some(now);
+    }
+
+    /// From now on ratings and tags must carry their user id as the record key (Kafka input;
+    /// the embedded channel has no keys).
+    pub fn set_keyed_input(&mut self, keyed: bool) {
+        self.keyed_input = keyed;
     }
 
     /// Hands the learner what it has buffered; with `wait`, returns once it has learned it all.
@@ -379,7 +401,7 @@ impl Processor {
         raw: Option<&[u8]>,
         out: &mut Vec<Output>,
     ) -> RecordOutcome {
-        let result = self.check(src.index, record);
+        let result = self.check(src.index, key, record);
         self.partitions[src.index].position = src.next;
         let event = match result {
             Ok(event) => event,
@@ -453,7 +475,12 @@ impl Processor {
 
     /// Validates a record against its partition and the catalog: the event it carries (`None`
     /// for a heartbeat), or why it is unusable.
-    fn check(&self, index: usize, record: &StreamRecord) -> Result<Option<Event>, Invalid> {
+    fn check(
+        &self,
+        index: usize,
+        key: Option<&[u8]>,
+        record: &StreamRecord,
+    ) -> Result<Option<Event>, Invalid> {
         let ts = record.ts();
         if ts < MIN_EVENT_TS {
             return Err(Invalid::new(
@@ -511,6 +538,37 @@ impl Processor {
         let Some(genres) = self.catalog.genres_of(movie) else {
             return Err(Invalid::new(Reason::UnknownMovie, format!("movie {movie} is not in the catalog")));
         };
+        // Ratings and tags each have their topic (by its name's suffix, `.ratings` / `.tags`);
+        // heartbeats go to both.
+        let topic = &self.partitions[index].topic;
+        let (kind, wrong) = if rating.is_some() { ("rating", ".tags") } else { ("tag", ".ratings") };
+        if topic.ends_with(wrong) {
+            return Err(Invalid::new(Reason::WrongTopic, format!("a {kind} on {topic}")));
+        }
+        // Read from Kafka, a rating or tag is keyed by its user id (decimal), so a user's events
+        // share a partition and their order; heartbeats may be unkeyed.
+        if self.keyed_input {
+            let mut buf = [0u8; 10];
+            let want = decimal(user, &mut buf);
+            match key {
+                Some(k) if k == want => {}
+                Some(k) => {
+                    return Err(Invalid::new(
+                        Reason::KeyMismatch,
+                        format!(
+                            "record key {:?} is not its user_id {user}",
+                            String::from_utf8_lossy(&k[..k.len().min(64)])
+                        ),
+                    ))
+                }
+                None => {
+                    return Err(Invalid::new(
+                        Reason::KeyMismatch,
+                        format!("a {kind} without a record key; ratings and tags are keyed by user_id"),
+                    ))
+                }
+            }
+        }
         Ok(Some(Event { user, movie, rating, genres }))
     }
 
@@ -1019,5 +1077,57 @@ mod tests {
         let (p, out) = run_at(T0, &[(0, rating(1, T0 + 2 * DAY)), (0, rating(1, T0)), (1, heartbeat(T0))]);
         assert_eq!(dead_reasons(&out), ["timestamp_ahead_of_clock"]);
         assert_eq!(p.counters().ratings, 1);
+    }
+
+    /// Issue 17: in Kafka mode a record whose key differs from its `user_id`, an unkeyed record
+    /// and a tag on the ratings topic were all accepted.
+    #[test]
+    fn kafka_records_keyed_by_another_user_unkeyed_or_on_the_wrong_topic_are_dead_letters() {
+        let parts = vec![("p.ratings".to_string(), 0), ("p.tags".to_string(), 0)];
+        let mut p = Processor::new(CoreConfig::default(), catalog(), parts);
+        p.set_keyed_input(true);
+        let mut out = Vec::new();
+        let rating = |user: u32, ts: i64| {
+            format!(
+                r#"{{"type":"rating","v":1,"seq":0,"user_id":{user},"movie_id":1,"rating":4.0,"ts":{ts}}}"#
+            )
+        };
+        let tag = format!(r#"{{"type":"tag","v":1,"seq":0,"user_id":3,"movie_id":1,"tag":"x","ts":{T0}}}"#);
+        let heartbeat = format!(r#"{{"type":"heartbeat","v":1,"ts":{T0},"next_seq":0}}"#);
+        let records: [(usize, Option<&[u8]>, String); 7] = [
+            (0, Some(b"12"), rating(12, T0)),
+            (0, Some(b"13"), rating(12, T0 + 1)),
+            (0, None, rating(12, T0 + 2)),
+            (0, Some(b"3"), tag.clone()),
+            (1, Some(b"3"), tag.clone()),
+            (1, Some(b"12"), rating(12, T0 + 3)),
+            (1, None, heartbeat),
+        ];
+        for (offset, (index, key, payload)) in records.iter().enumerate() {
+            let offset = offset as u64;
+            p.process_bytes(
+                Source { index: *index, offset, next: offset + 1 },
+                *key,
+                payload.as_bytes(),
+                &mut out,
+            );
+        }
+        p.finish(&mut out);
+        assert_eq!(dead_reasons(&out), ["key_mismatch", "key_mismatch", "wrong_topic", "wrong_topic"]);
+        assert_eq!((p.counters().ratings, p.counters().tags), (1, 1));
+        // The embedded channel has no keys: not checked there.
+        let mut q = Processor::new(CoreConfig::default(), catalog(), vec![("t.ratings".into(), 0)]);
+        let mut out = Vec::new();
+        q.process_bytes(Source { index: 0, offset: 0, next: 1 }, None, rating(12, T0).as_bytes(), &mut out);
+        assert!(dead_reasons(&out).is_empty());
+    }
+
+    #[test]
+    fn user_ids_as_keys_are_their_decimal_digits() {
+        let mut buf = [0u8; 10];
+        assert_eq!(decimal(0, &mut buf), b"0");
+        assert_eq!(decimal(7, &mut buf), b"7");
+        assert_eq!(decimal(162_541, &mut buf), b"162541");
+        assert_eq!(decimal(u32::MAX, &mut buf), b"4294967295");
     }
 }

@@ -37,11 +37,15 @@ pub enum Reason {
     LateEvent,
     /// Event time further ahead of the processing machine's clock than `max_ahead_of_clock`.
     TimestampAheadOfClock,
+    /// A rating or tag read from Kafka whose record key is missing or is not its `user_id`.
+    KeyMismatch,
+    /// A rating on the tags topic, or a tag on the ratings topic.
+    WrongTopic,
 }
 
 impl Reason {
     /// Every reason, so metrics can report each one from zero.
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 13] = [
         Reason::OversizedPayload,
         Reason::UndecodableJson,
         Reason::SchemaViolation,
@@ -53,6 +57,8 @@ impl Reason {
         Reason::TimestampTooFarAhead,
         Reason::LateEvent,
         Reason::TimestampAheadOfClock,
+        Reason::KeyMismatch,
+        Reason::WrongTopic,
     ];
 
     /// The stable snake_case name.
@@ -69,6 +75,8 @@ impl Reason {
             Reason::TimestampTooFarAhead => "timestamp_too_far_ahead",
             Reason::LateEvent => "late_event",
             Reason::TimestampAheadOfClock => "timestamp_ahead_of_clock",
+            Reason::KeyMismatch => "key_mismatch",
+            Reason::WrongTopic => "wrong_topic",
         }
     }
 }

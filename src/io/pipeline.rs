@@ -215,6 +215,7 @@ impl Pipeline {
     ) -> Result<Self, PipelineError> {
         let Opened { mut processor, model, checkpoints, input } = opened;
         processor.set_clock(unix_now());
+        processor.set_keyed_input(mode == "kafka");
         let model = model.map(|m| Arc::new(RwLock::new(m)));
         if let Some(m) = &model {
             let learner = Background::start(m.clone()).map_err(|e| PipelineError::Spawn("ALS", e))?;
