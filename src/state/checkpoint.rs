@@ -78,6 +78,15 @@ pub enum StoreError {
         /// Why.
         detail: String,
     },
+    /// The commit marker could not be written (the checkpoint itself is written and fsynced).
+    #[error("state store {path}: cannot write its commit marker")]
+    Marker {
+        /// The state directory.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The directory held a committed checkpoint that can no longer be read as written.
     #[error("state directory {path} is damaged: {detail}; start over with --reset-state (it deletes the state), or move the directory away")]
     Damaged {
@@ -560,10 +569,8 @@ impl Store {
         self.sled(self.db.apply_batch(c.batch))?;
         let applied = started.elapsed();
         self.sled(self.db.flush())?;
-        self.commit_marker(c.number, c.meta_hash).map_err(|e| StoreError::Damaged {
-            path: self.path.clone(),
-            detail: format!("cannot write {MARKER}: {e}"),
-        })?;
+        self.commit_marker(c.number, c.meta_hash)
+            .map_err(|source| StoreError::Marker { path: self.path.clone(), source })?;
         tracing::debug!(
             checkpoint = c.number,
             users = c.stats.users,
