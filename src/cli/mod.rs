@@ -8,14 +8,14 @@
 //! May import: every layer of the crate, and the replay crate. The only layer that uses
 //! `anyhow`.
 
-pub mod args;
+mod args;
 mod demo;
 mod dump;
 mod eval;
 mod process;
 mod report;
 mod run;
-pub mod start;
+mod start;
 
 use std::process::ExitCode;
 

@@ -212,11 +212,6 @@ impl Recommender {
         &self.als
     }
 
-    /// The catalog, shared.
-    pub fn shared_catalog(&self) -> Arc<Catalog> {
-        self.catalog.clone()
-    }
-
     /// The catalog.
     pub fn catalog(&self) -> &Catalog {
         &self.catalog

@@ -374,11 +374,6 @@ impl Store {
         Ok(())
     }
 
-    /// The state directory, as given.
-    pub fn path(&self) -> &str {
-        &self.path
-    }
-
     fn sled<T>(&self, r: sled::Result<T>) -> Result<T, StoreError> {
         r.map_err(|source| StoreError::from_sled(&self.path, source))
     }
@@ -438,6 +433,7 @@ impl Store {
     ///
     /// # Errors
     /// I/O or a corrupt log chunk.
+    #[cfg(test)]
     pub fn rating_log(&self) -> Result<Vec<LoggedRating>, StoreError> {
         self.ratings().collect()
     }
@@ -457,6 +453,7 @@ impl Store {
     ///
     /// # Errors
     /// I/O; the previous checkpoint then stays the committed one.
+    #[cfg(test)]
     pub fn checkpoint(
         &self,
         p: &mut Processor,
