@@ -49,8 +49,8 @@ pub fn embedded(dir: &Path, e: &EmbeddedArgs, demo: bool) -> Result<()> {
         Some(d) => Box::new(JsonLinesSink::open(d, catalog.genre_names().to_vec())?),
         None => Box::new(NullSink),
     };
-    let mut files = vec![find_in(dir, "ratings")?, movies];
-    files.extend(streamflix_replay::movielens::find(dir, "tags"));
+    // The files the dataset was read from (ratings, and tags if any), and the catalog.
+    let files: Vec<_> = ds.reports.iter().map(|r| r.path.clone()).chain([movies]).collect();
     let input = start::files_identity(&files)?;
     let start = Start { mode: "embedded", state: &state_dir, input, cfg, catalog, partitions, serve };
     let Started { mut pipeline, services } = start::start(start, sink)?;

@@ -23,6 +23,7 @@ use crate::serve::http::{self, AppState};
 use crate::serve::metrics::Metrics;
 use crate::serve::Status;
 use crate::state::checkpoint::Store;
+use crate::state::codec::fnv1a;
 
 /// What the shutdown listener prints on the first signal.
 const STOPPING: &str = "stopping: finishing the current record, checkpointing, flushing outputs…";
@@ -86,12 +87,6 @@ pub fn files_identity(files: &[PathBuf]) -> Result<String> {
         parts.push(format!("{name} {size} bytes fnv {:016x}", fnv1a(&bytes)));
     }
     Ok(parts.join(", "))
-}
-
-/// 64-bit FNV-1a: a stable, documented hash (std's `DefaultHasher` may change between releases,
-/// and the value is stored).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
 /// What a processing command starts with.

@@ -46,7 +46,7 @@ use crate::core::engagement::Engagement;
 use crate::core::pending::Pending;
 use crate::core::processor::{Counters, LoggedRating, PartitionState, Processor, UserState};
 use crate::core::sessions::ClosedSession;
-use crate::state::codec::{decode, decode_ratings, encode, encode_rating, STATE_VERSION};
+use crate::state::codec::{decode, decode_ratings, encode, encode_rating, fnv1a, STATE_VERSION};
 use crate::state::migrate;
 
 const META: &[u8] = b"m";
@@ -206,11 +206,6 @@ pub struct Store {
 /// damaged database, may recover it to an earlier or empty state without an error; the marker
 /// says what was committed, so that is found out instead of starting over in silence.
 const MARKER: &str = "streamflix.committed";
-
-/// 64-bit FNV-1a (stable and documented: the value is stored).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
-}
 
 /// A panic inside the storage engine, with its message.
 #[derive(Debug)]
