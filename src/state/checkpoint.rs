@@ -312,8 +312,12 @@ impl Store {
             sled::Error::Io(e) if e.to_string().contains("could not acquire lock") => {
                 StoreError::Locked { path: path.clone() }
             }
-            // A directory that held state: whatever sled says of it (sled 0.34 calls a garbled
-            // `conf` "created using a sled version earlier than 0.29"), the state is damaged.
+            // Not the state's fault: no starting over for it.
+            sled::Error::Io(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                StoreError::from_sled(&path, source)
+            }
+            // A directory that held state: whatever else sled says of it (sled 0.34 calls a
+            // garbled `conf` "created using a sled version earlier than 0.29"), it is damaged.
             _ if existed => damaged(format!("the storage engine cannot open it ({source})")),
             _ => StoreError::from_sled(&path, source),
         })?;
@@ -398,7 +402,7 @@ impl Store {
 
     fn load_unguarded(&self) -> Result<Option<Loaded>, StoreError> {
         let Some(meta) = self.meta()? else { return Ok(None) };
-        migrate::migrate(&self.db, meta.version)
+        migrate::migrate(meta.version)
             .map_err(|e| StoreError::Incompatible { path: self.path.clone(), detail: e.0 })?;
         let mut users = FxHashMap::default();
         users.reserve(meta.users as usize);

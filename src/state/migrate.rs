@@ -25,13 +25,13 @@ use crate::state::codec::STATE_VERSION;
 #[error("{0}")]
 pub struct Unsupported(pub String);
 
-/// Brings the database `db`, whose meta record says `version`, up to [`STATE_VERSION`] (in one
-/// batch per step), or refuses it. Called by the store before it reads anything else.
+/// Brings state whose meta record says `version` up to [`STATE_VERSION`], or refuses it. Called
+/// by the store before it reads anything else. (The first real step will need the database to
+/// rewrite, in one batch per step: it then gains a `&sled::Db` parameter.)
 ///
 /// # Errors
 /// [`Unsupported`] for a version this build cannot read.
-pub fn migrate(db: &sled::Db, version: u8) -> Result<(), Unsupported> {
-    let _ = db; // The database a migration step would rewrite; no step exists yet.
+pub fn migrate(version: u8) -> Result<(), Unsupported> {
     match version {
         STATE_VERSION => Ok(()),
         v => Err(Unsupported(format!(
