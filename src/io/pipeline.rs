@@ -283,17 +283,6 @@ impl Pipeline {
         }
     }
 
-    /// Applies a raw payload (Kafka).
-    ///
-    /// # Errors
-    /// Publishing outputs or checkpointing failed.
-    pub fn raw(&mut self, src: Source, key: Option<&[u8]>, payload: &[u8]) -> Result<(), PipelineError> {
-        let started = self.timed();
-        let outcome = self.processor.process_bytes(src, key, payload, &mut self.buf);
-        self.count(src.index, outcome, started);
-        self.after()
-    }
-
     /// Applies a decoded record (embedded channel).
     ///
     /// # Errors
@@ -313,19 +302,6 @@ impl Pipeline {
     /// One record in 64 is timed for `streamflix_record_processing_seconds`.
     fn timed(&self) -> Option<Instant> {
         (self.since % 64 == 0).then(Instant::now)
-    }
-
-    /// Checkpoints if records were applied since the last one and the interval has passed: for
-    /// transports to call while their input is idle (otherwise a quiet input would leave its last
-    /// records uncommitted until the next record or shutdown).
-    ///
-    /// # Errors
-    /// Publishing outputs or checkpointing failed.
-    pub fn checkpoint_if_idle_due(&mut self) -> Result<(), PipelineError> {
-        if self.since > 0 && self.last.elapsed() >= self.policy.every {
-            self.start_checkpoint(false)?;
-        }
-        Ok(())
     }
 
     fn after(&mut self) -> Result<(), PipelineError> {
@@ -416,7 +392,10 @@ impl Pipeline {
 impl RecordHandler for Pipeline {
     #[inline]
     fn raw(&mut self, src: Source, key: Option<&[u8]>, payload: &[u8]) -> Result<(), PipelineError> {
-        Pipeline::raw(self, src, key, payload)
+        let started = self.timed();
+        let outcome = self.processor.process_bytes(src, key, payload, &mut self.buf);
+        self.count(src.index, outcome, started);
+        self.after()
     }
 
     fn partitions(&self) -> &[PartitionState] {
@@ -432,7 +411,12 @@ impl RecordHandler for Pipeline {
     }
 
     fn checkpoint_if_idle_due(&mut self) -> Result<(), PipelineError> {
-        Pipeline::checkpoint_if_idle_due(self)
+        // Otherwise a quiet input would leave its last records uncommitted until the next
+        // record or shutdown.
+        if self.since > 0 && self.last.elapsed() >= self.policy.every {
+            self.start_checkpoint(false)?;
+        }
+        Ok(())
     }
 
     fn checkpoint(&mut self, finished: bool) -> Result<(), PipelineError> {
