@@ -1,7 +1,7 @@
 # Multi-stage build of both binaries the README uses: `streamflix` (the processor) and
 # `streamflix-replay` (the replay tool), with the README's release build, restricted to those two
 # packages and the committed Cargo.lock.
-FROM rust:1.85-bookworm AS build
+FROM rust:1.89-bookworm AS build
 # librdkafka is built from source by the rdkafka crate with its ./configure script (no cmake):
 # make, a C/C++ compiler, perl and zlib headers, all in the rust:bookworm image.
 WORKDIR /src

@@ -18,11 +18,19 @@ use crate::state::checkpoint::Store;
 /// # Errors
 /// No state there, or it does not read.
 pub fn dump(state: &Path, what: DumpWhat) -> Result<()> {
-    use std::io::Write;
     if !state.exists() {
         bail!("no state directory at {}", state.display());
     }
-    let store = Store::open(state)?;
+    // Opened through the guard: a state found damaged while dumping is left as it was.
+    let (store, ()) = Store::open_then(state, |store| write(store, state, what))?;
+    drop(store);
+    crate::cli::start::seal(state);
+    Ok(())
+}
+
+/// Writes `what` of `store` to stdout.
+fn write(store: &Store, state: &Path, what: DumpWhat) -> Result<()> {
+    use std::io::Write;
     let meta = store.meta()?.with_context(|| format!("{} has no checkpoint", state.display()))?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());

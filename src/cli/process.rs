@@ -40,5 +40,8 @@ pub fn process(args: &ProcessArgs) -> Result<()> {
         .context("creating output topics")?;
     let outcome = kafka::run(&opts, group_id, &mut pipeline, serve.exit_when_done, services.shutdown.flag())?;
     report::summary(&pipeline, outcome.records, outcome.seconds);
-    services.finish(serve.exit_when_done)
+    services.finish(serve.exit_when_done)?;
+    drop(pipeline);
+    start::seal(&args.state);
+    Ok(())
 }

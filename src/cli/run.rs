@@ -84,5 +84,10 @@ pub fn embedded(dir: &Path, e: &EmbeddedArgs, demo: bool) -> Result<()> {
     if demo {
         report::demo_hints(&pipeline);
     }
-    services.finish(serve.exit_when_done || outcome.interrupted)
+    services.finish(serve.exit_when_done || outcome.interrupted)?;
+    drop(pipeline);
+    if e.state.is_some() {
+        start::seal(&state_dir);
+    }
+    Ok(())
 }

@@ -89,6 +89,19 @@ pub fn files_identity(files: &[PathBuf]) -> Result<String> {
     Ok(parts.join(", "))
 }
 
+/// Seals the state in `dir` after a clean stop, once every handle of it is dropped (see
+/// `Store::seal`): the next start then finds any change made to its files in between. A seal that
+/// fails is a warning: the state itself is committed either way.
+pub fn seal(dir: &Path) {
+    match Store::seal(dir) {
+        Ok(true) => tracing::debug!(dir = %dir.display(), "state sealed"),
+        Ok(false) => {
+            tracing::debug!(dir = %dir.display(), "state left unsealed (still open or no checkpoint)")
+        }
+        Err(e) => eprintln!("warning: {:#}", anyhow::Error::from(e)),
+    }
+}
+
 /// What a processing command starts with.
 pub struct Start<'a> {
     /// `embedded` or `kafka` (stored with the state: positions mean replay seqs or offsets).
@@ -126,9 +139,10 @@ pub fn start(s: Start<'_>, sink: Box<dyn OutputSink>) -> Result<Started> {
         Store::reset(s.state).with_context(|| format!("cannot reset {}", s.state.display()))?;
         println!("reset: starting over in {}", s.state.display());
     }
-    let store = Store::open(s.state)?;
-    let opened =
-        open_processor(&store, s.mode, s.input, s.cfg, s.catalog, s.partitions, !s.serve.no_recommender)?;
+    // Through the guard: a state refused while opening or loading is left exactly as it was.
+    let (store, opened) = Store::open_then(s.state, |store| {
+        open_processor(store, s.mode, s.input, s.cfg, s.catalog, s.partitions, !s.serve.no_recommender)
+    })?;
     if opened.checkpoints > 0 {
         println!("resuming from checkpoint {} in {}", opened.checkpoints, s.state.display());
     }

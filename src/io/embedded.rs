@@ -122,7 +122,7 @@ pub fn run(
                 }
                 records += 1;
                 processed[index] += 1;
-                if records % 4096 == 0 {
+                if records.is_multiple_of(4096) {
                     report(&processed);
                 }
                 if stop.load(Ordering::Relaxed) {

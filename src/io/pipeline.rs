@@ -301,7 +301,7 @@ impl Pipeline {
 
     /// One record in 64 is timed for `streamflix_record_processing_seconds`.
     fn timed(&self) -> Option<Instant> {
-        (self.since % 64 == 0).then(Instant::now)
+        self.since.is_multiple_of(64).then(Instant::now)
     }
 
     fn after(&mut self) -> Result<(), PipelineError> {
@@ -309,7 +309,7 @@ impl Pipeline {
         self.since += 1;
         // Reading the clock costs more than applying some records: look at it every 256.
         let mut due = self.since >= self.policy.every_records;
-        if self.since % 256 == 0 {
+        if self.since.is_multiple_of(256) {
             due |= self.last.elapsed() >= self.policy.every;
             self.processor.set_clock(unix_now());
         }

@@ -128,7 +128,7 @@ pub struct Report {
 
 /// Splits ratings 80/20 at random (seeded): (train, test).
 pub fn random_split(ratings: &[Rating], seed: u64) -> (Vec<Rating>, Vec<Rating>) {
-    ratings.iter().partition(|r| mix(seed, (u64::from(r.user) << 32) | u64::from(r.movie)) % 5 != 0)
+    ratings.iter().partition(|r| !mix(seed, (u64::from(r.user) << 32) | u64::from(r.movie)).is_multiple_of(5))
 }
 
 /// Fits full ALS on `train` and scores `test`.

@@ -242,7 +242,7 @@ impl Recommender {
     /// Learns from one applied rating (after scoring the model's prediction of it). Every
     /// [`TIME_EVERY`]th update is timed.
     pub fn observe(&mut self, user: u32, movie: u32, rating: f32, ts: i64) {
-        let predicted = if self.als.ratings() % TIME_EVERY == 0 {
+        let predicted = if self.als.ratings().is_multiple_of(TIME_EVERY) {
             let started = std::time::Instant::now();
             let predicted = self.als.observe(user, movie, rating);
             self.timed(started.elapsed().as_secs_f64());

@@ -47,6 +47,7 @@ use crate::core::pending::Pending;
 use crate::core::processor::{Counters, LoggedRating, PartitionState, Processor, UserState};
 use crate::core::sessions::ClosedSession;
 use crate::state::codec::{decode, decode_ratings, encode, encode_rating, fnv1a, STATE_VERSION};
+use crate::state::guard::{is_state_file, Guard, GuardError, GUARD_DIR};
 use crate::state::migrate;
 
 const META: &[u8] = b"m";
@@ -94,6 +95,16 @@ pub enum StoreError {
         path: String,
         /// What is wrong.
         detail: String,
+    },
+    /// The state's files could not be copied aside before opening them, or put back after a
+    /// refused open (see [`crate::state::guard`]).
+    #[error("state directory {path}")]
+    Guard {
+        /// The state directory.
+        path: String,
+        /// What failed.
+        #[source]
+        source: GuardError,
     },
     /// The checkpoint was written by an incompatible version or with different settings.
     #[error("state store {path}: {detail}")]
@@ -205,7 +216,109 @@ pub struct Store {
 /// replaced (write, fsync, rename) after each checkpoint is written and fsynced. sled, opening a
 /// damaged database, may recover it to an earlier or empty state without an error; the marker
 /// says what was committed, so that is found out instead of starting over in silence.
+///
+/// A clean stop adds a third field, `sealed <CRC-32 of sled's files>` ([`Store::seal`]): once no
+/// handle of the database is left, the files cannot change until the next open, which checks them
+/// against it before anything else (and removes the seal before the storage engine writes). So
+/// damage to a cleanly stopped state is found even where sled would not notice it (a flipped byte
+/// in a part of the log it no longer reads, a lost `conf` it would silently write again).
 const MARKER: &str = "streamflix.committed";
+
+/// The commit marker's fields.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Marker {
+    /// The committed checkpoint's number.
+    number: u64,
+    /// FNV-1a of its meta record.
+    meta_hash: u64,
+    /// After a clean stop: the CRC-32 of sled's files ([`files_crc`]).
+    sealed: Option<u32>,
+}
+
+impl Marker {
+    /// The marker in `dir`, `None` if there is none.
+    fn read(dir: &Path) -> Result<Option<Marker>, StoreError> {
+        let damaged = |detail| StoreError::Damaged { path: dir.display().to_string(), detail };
+        let text = match std::fs::read_to_string(dir.join(MARKER)) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(damaged(format!("cannot read its {MARKER} file: {e}"))),
+        };
+        let mut it = text.split_whitespace();
+        let number = it.next().and_then(|n| n.parse::<u64>().ok());
+        let meta_hash = it.next().and_then(|h| u64::from_str_radix(h, 16).ok());
+        let sealed = match (it.next(), it.next()) {
+            (None, _) => Some(None),
+            (Some("sealed"), Some(c)) => u32::from_str_radix(c, 16).ok().map(Some),
+            _ => None,
+        };
+        match (number, meta_hash, sealed, it.next()) {
+            (Some(number), Some(meta_hash), Some(sealed), None) => {
+                Ok(Some(Marker { number, meta_hash, sealed }))
+            }
+            _ => Err(damaged(format!("its {MARKER} file does not read ({:?})", excerpt(&text)))),
+        }
+    }
+
+    /// Replaces the marker in `dir`: written, fsynced, renamed over the old one, and the
+    /// directory fsynced.
+    fn write(self, dir: &Path) -> std::io::Result<()> {
+        use std::io::Write;
+        let tmp = dir.join(format!("{MARKER}.tmp"));
+        let mut f = std::fs::File::create(&tmp)?;
+        match self.sealed {
+            None => writeln!(f, "{} {:016x}", self.number, self.meta_hash)?,
+            Some(c) => writeln!(f, "{} {:016x} sealed {c:08x}", self.number, self.meta_hash)?,
+        }
+        f.sync_all()?;
+        std::fs::rename(&tmp, dir.join(MARKER))?;
+        std::fs::File::open(dir)?.sync_all()
+    }
+}
+
+/// At most 64 characters of `text`, for an error message.
+fn excerpt(text: &str) -> String {
+    text.chars().take(64).collect()
+}
+
+/// The CRC-32 of sled's files in `dir` (`conf`, `db`, `snap.*`, `blobs/`): each one's name,
+/// length and bytes, in name order.
+fn files_crc(dir: &Path) -> std::io::Result<u32> {
+    fn add(h: &mut crc32fast::Hasher, path: &Path, name: &str) -> std::io::Result<()> {
+        use std::io::Read;
+        if path.is_dir() {
+            let mut names: Vec<_> = std::fs::read_dir(path)?
+                .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+                .collect::<std::io::Result<_>>()?;
+            names.sort();
+            for n in names {
+                add(h, &path.join(&n), &format!("{name}/{n}"))?;
+            }
+            return Ok(());
+        }
+        let mut f = std::fs::File::open(path)?;
+        h.update(name.as_bytes());
+        h.update(&f.metadata()?.len().to_le_bytes());
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            h.update(&buf[..n]);
+        }
+    }
+    let mut names: Vec<String> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| is_state_file(n, MARKER) && !n.starts_with(MARKER))
+        .collect();
+    names.sort();
+    let mut h = crc32fast::Hasher::new();
+    for n in names {
+        add(&mut h, &dir.join(&n), &n)?;
+    }
+    Ok(h.finalize())
+}
 
 /// A panic inside the storage engine, with its message.
 #[derive(Debug)]
@@ -285,16 +398,19 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let path = dir.display().to_string();
         let damaged = |detail: String| StoreError::Damaged { path: path.clone(), detail };
-        let marker = match std::fs::read_to_string(dir.join(MARKER)) {
-            Ok(text) => {
-                let mut it = text.split_whitespace();
-                let parsed = (it.next().and_then(|n| n.parse::<u64>().ok()))
-                    .zip(it.next().and_then(|h| u64::from_str_radix(h, 16).ok()));
-                Some(parsed.ok_or_else(|| damaged(format!("its {MARKER} file does not read ({text:?})")))?)
+        let marker = Marker::read(dir)?;
+        if let Some(m @ Marker { sealed: Some(crc), .. }) = marker {
+            let now = files_crc(dir).map_err(|e| damaged(format!("cannot read its files: {e}")))?;
+            if now != crc {
+                return Err(damaged(format!(
+                    "its files changed after it was stopped cleanly (checksum {now:08x}, sealed {crc:08x})"
+                )));
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(damaged(format!("cannot read its {MARKER} file: {e}"))),
-        };
+            // From here on the storage engine writes: the seal no longer holds.
+            Marker { sealed: None, ..m }
+                .write(dir)
+                .map_err(|source| StoreError::Marker { path: path.clone(), source })?;
+        }
         let existed = ["db", "conf"].iter().any(|f| dir.join(f).exists());
         let opened = without_panics(|| {
             sled::Config::new()
@@ -322,7 +438,7 @@ impl Store {
             _ => StoreError::from_sled(&path, source),
         })?;
         let store = Store { db, path: path.clone(), dir: dir.to_path_buf() };
-        if let Some((committed, hash)) = marker {
+        if let Some(Marker { number: committed, meta_hash: hash, .. }) = marker {
             let meta = without_panics(|| store.db.get(META))
                 .map_err(|panic| damaged(format!("the storage engine failed to read it ({panic})")))?
                 .map_err(|e| damaged(format!("cannot read the checkpoint record: {e}")))?;
@@ -348,8 +464,55 @@ impl Store {
         Ok(store)
     }
 
-    /// Deletes the state in `dir` (sled's files and the commit marker; nothing else), to start
-    /// over (`--reset-state`). A directory that does not exist is left so.
+    /// Opens the state directory as [`Store::open`] does, then runs `f` on the store (loading
+    /// it, reading it); if either fails, the directory's files are put back exactly as they were
+    /// before the open (see [`crate::state::guard`]), and the error returned.
+    ///
+    /// # Errors
+    /// The store cannot be opened, `f` failed, or the files could not be copied or put back.
+    pub fn open_then<T, E: From<StoreError>>(
+        dir: &Path,
+        f: impl FnOnce(&Store) -> Result<T, E>,
+    ) -> Result<(Store, T), E> {
+        let path = dir.display().to_string();
+        let guard = Guard::take(dir, MARKER).map_err(|e| match e {
+            GuardError::Locked => StoreError::Locked { path: path.clone() },
+            e => StoreError::Guard { path: path.clone(), source: e },
+        })?;
+        let r = Store::open(dir).map_err(E::from).and_then(|store| {
+            let t = f(&store)?;
+            Ok((store, t))
+        });
+        if r.is_err() {
+            guard.restore().map_err(|source| StoreError::Guard { path, source })?;
+        }
+        r
+    }
+
+    /// Seals the state in `dir` after a clean stop (see [`MARKER`]): if it has a commit marker
+    /// and no handle of its database is open any more (no lock on `db`), adds the CRC-32 of
+    /// sled's files to the marker. Returns whether it sealed; a directory still open (a handle
+    /// not yet dropped) is left unsealed, which costs nothing but the check.
+    ///
+    /// # Errors
+    /// The files or the marker cannot be read or written.
+    pub fn seal(dir: &Path) -> Result<bool, StoreError> {
+        let path = dir.display().to_string();
+        let io = |source| StoreError::Marker { path: path.clone(), source };
+        let Some(marker) = Marker::read(dir)? else { return Ok(false) };
+        let Ok(db) = std::fs::File::open(dir.join("db")) else { return Ok(false) };
+        if db.try_lock().is_err() {
+            return Ok(false);
+        }
+        let crc = files_crc(dir).map_err(io)?;
+        Marker { sealed: Some(crc), ..marker }.write(dir).map_err(io)?;
+        drop(db);
+        Ok(true)
+    }
+
+    /// Deletes the state in `dir` (sled's files, the commit marker and a leftover
+    /// [`GUARD_DIR`]; nothing else), to start over (`--reset-state`). A directory that does not
+    /// exist is left so.
     ///
     /// # Errors
     /// A file could not be removed.
@@ -358,10 +521,7 @@ impl Store {
         for e in entries {
             let e = e?;
             let name = e.file_name().to_string_lossy().into_owned();
-            let ours = matches!(name.as_str(), "conf" | "db" | "blobs" | MARKER)
-                || name.starts_with("snap.")
-                || name == format!("{MARKER}.tmp");
-            if !ours {
+            if !(is_state_file(&name, MARKER) || name == GUARD_DIR) {
                 continue;
             }
             if e.file_type()?.is_dir() {
@@ -565,7 +725,8 @@ impl Store {
         self.sled(self.db.apply_batch(c.batch))?;
         let applied = started.elapsed();
         self.sled(self.db.flush())?;
-        self.commit_marker(c.number, c.meta_hash)
+        Marker { number: c.number, meta_hash: c.meta_hash, sealed: None }
+            .write(&self.dir)
             .map_err(|source| StoreError::Marker { path: self.path.clone(), source })?;
         tracing::debug!(
             checkpoint = c.number,
@@ -580,16 +741,6 @@ impl Store {
             "checkpoint written"
         );
         Ok(CheckpointStats { duration: c.stats.duration + started.elapsed(), ..c.stats })
-    }
-
-    /// Replaces the commit marker (see [`MARKER`]): written, fsynced, renamed over the old one.
-    fn commit_marker(&self, number: u64, hash: u64) -> std::io::Result<()> {
-        use std::io::Write;
-        let tmp = self.dir.join(format!("{MARKER}.tmp"));
-        let mut f = std::fs::File::create(&tmp)?;
-        writeln!(f, "{number} {hash:016x}")?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, self.dir.join(MARKER))
     }
 
     /// A user's committed state.
@@ -827,6 +978,33 @@ mod tests {
         );
         assert_eq!(store.sessions(3, 10, &meta.genres).unwrap()[0].start, 1_000_100_000);
         assert_eq!(meta.counters, *p.counters());
+    }
+
+    /// The seal of a clean stop: taken only once no handle is open, checked and removed by the
+    /// next open (so a crash after that open cannot look like damage), and any change to sled's
+    /// files in between is refused, with the files left as they were.
+    #[test]
+    fn a_sealed_state_is_checked_on_open_and_the_open_removes_the_seal() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Arc::new(Catalog::default());
+        let mut p = Processor::new(CoreConfig::default(), catalog, vec![("r".into(), 0)]);
+        let store = Store::open(dir.path()).unwrap();
+        store.checkpoint(&mut p, "embedded", false, 1).unwrap();
+        assert!(!Store::seal(dir.path()).unwrap(), "not sealed while a handle is open");
+        drop(store);
+        assert!(Store::seal(dir.path()).unwrap());
+        let marker = || Marker::read(dir.path()).unwrap().unwrap();
+        assert!(marker().sealed.is_some());
+        let (store, ()) = Store::open_then(dir.path(), |_| Ok::<_, StoreError>(())).unwrap();
+        assert_eq!(marker().sealed, None, "the open removed the seal before sled wrote");
+        drop(store);
+        assert!(Store::seal(dir.path()).unwrap());
+        let conf = std::fs::read(dir.path().join("conf")).unwrap();
+        std::fs::write(dir.path().join("conf"), [&conf[..], b" "].concat()).unwrap();
+        let sealed = std::fs::read(dir.path().join(MARKER)).unwrap();
+        let e = Store::open_then(dir.path(), |_| Ok::<_, StoreError>(())).err().unwrap();
+        assert!(e.to_string().contains("changed after it was stopped cleanly"), "{e}");
+        assert_eq!(std::fs::read(dir.path().join(MARKER)).unwrap(), sealed, "the seal is kept");
     }
 
     /// What the store returns equals what was published: sessions (grouped per user and
