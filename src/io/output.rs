@@ -1,16 +1,20 @@
 //! Where the processor's effects go: Kafka topics, JSON-lines files, or nowhere (counted only).
 //!
-//! Every sink is at-least-once: the pipeline flushes it before each checkpoint, and after a crash
-//! the records since the last checkpoint are produced again, with the same `session_id` /
-//! `alert_id`, so consumers deduplicate by id.
+//! The pipeline flushes a sink before each checkpoint, and after a crash the records since the
+//! last checkpoint are produced again, with the same `session_id` / `alert_id`. Kafka topics are
+//! therefore at-least-once (consumers deduplicate by id). Files are exactly-once: their lengths
+//! after the flush go into the checkpoint ([`OutputSink::committed`]), and a restart cuts each
+//! file back to that length ([`OutputSink::resume`]) before the outputs are written again, so the
+//! files end byte-identical to an uninterrupted run's.
 //!
-//! May import: what `io/mod.rs` allows its layer; this module uses `crate::core::processor`.
+//! May import: what `io/mod.rs` allows its layer; this module uses `crate::core::processor`, `crate::state::checkpoint`.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use crate::core::processor::Output;
+use crate::state::checkpoint::OutputFile;
 
 /// Why outputs could not be written or delivered.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +39,17 @@ pub enum OutputError {
     /// The Kafka producer refused or lost records.
     #[error("{0}")]
     Kafka(String),
+    /// An output file could not be cut back to its committed length.
+    #[error("cannot cut {path} back to its committed {len} bytes")]
+    Truncate {
+        /// The file.
+        path: String,
+        /// Its committed length.
+        len: u64,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A destination for outputs.
@@ -50,6 +65,25 @@ pub trait OutputSink: Send {
     /// # Errors
     /// Some outputs could not be delivered.
     fn flush(&mut self) -> Result<(), OutputError>;
+
+    /// After [`OutputSink::flush`]: the files written and their lengths, for the checkpoint.
+    /// Nothing for sinks that are not files.
+    ///
+    /// # Errors
+    /// A file's length cannot be read.
+    fn committed(&self) -> Result<Vec<OutputFile>, OutputError> {
+        Ok(Vec::new())
+    }
+
+    /// Before the first output of a restart: cuts each file of `committed` (the checkpoint's
+    /// [`OutputSink::committed`]) that this sink writes back to its committed length.
+    ///
+    /// # Errors
+    /// A file could not be cut.
+    fn resume(&mut self, committed: &[OutputFile]) -> Result<(), OutputError> {
+        let _ = committed;
+        Ok(())
+    }
 }
 
 /// Discards outputs (the processor's counters still count them).
@@ -64,9 +98,14 @@ impl OutputSink for NullSink {
     }
 }
 
+/// The files of a [`JsonLinesSink`], in its order.
+const FILES: [&str; 3] = ["sessions.jsonl", "churn-alerts.jsonl", "dlq.jsonl"];
+
 /// Appends outputs as JSON lines to `sessions.jsonl`, `churn-alerts.jsonl` and `dlq.jsonl`.
 pub struct JsonLinesSink {
     files: [BufWriter<File>; 3],
+    /// Their absolute paths.
+    paths: [String; 3],
     genres: Vec<String>,
 }
 
@@ -82,17 +121,21 @@ impl JsonLinesSink {
             path: dir.display().to_string(),
             source,
         })?;
-        let open = |name: &str| -> Result<BufWriter<File>, OutputError> {
-            let path = dir.join(name);
-            let f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|source| {
-                OutputError::Open { action: "open", path: path.display().to_string(), source }
-            })?;
+        let dir = std::fs::canonicalize(dir).map_err(|source| OutputError::Open {
+            action: "open",
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let paths = FILES.map(|name| dir.join(name).display().to_string());
+        let open = |path: &String| -> Result<BufWriter<File>, OutputError> {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|source| OutputError::Open { action: "open", path: path.clone(), source })?;
             Ok(BufWriter::new(f))
         };
-        Ok(JsonLinesSink {
-            files: [open("sessions.jsonl")?, open("churn-alerts.jsonl")?, open("dlq.jsonl")?],
-            genres,
-        })
+        Ok(JsonLinesSink { files: [open(&paths[0])?, open(&paths[1])?, open(&paths[2])?], paths, genres })
     }
 }
 
@@ -114,6 +157,31 @@ impl OutputSink for JsonLinesSink {
         for f in &mut self.files {
             f.flush()?;
             f.get_ref().sync_data()?;
+        }
+        Ok(())
+    }
+
+    fn committed(&self) -> Result<Vec<OutputFile>, OutputError> {
+        let mut v = Vec::with_capacity(3);
+        for (f, path) in self.files.iter().zip(&self.paths) {
+            v.push(OutputFile { path: path.clone(), len: f.get_ref().metadata()?.len() });
+        }
+        Ok(v)
+    }
+
+    fn resume(&mut self, committed: &[OutputFile]) -> Result<(), OutputError> {
+        for (f, path) in self.files.iter_mut().zip(&self.paths) {
+            let Some(c) = committed.iter().find(|c| &c.path == path) else { continue };
+            let truncate = |source| OutputError::Truncate { path: path.clone(), len: c.len, source };
+            let now = f.get_ref().metadata().map_err(truncate)?.len();
+            if now > c.len {
+                f.get_ref().set_len(c.len).map_err(truncate)?;
+                f.get_ref().sync_data().map_err(truncate)?;
+            } else if now < c.len {
+                // Changed outside streamflix (rotated, emptied): nothing to cut, and what is gone
+                // cannot be written again.
+                tracing::warn!(file = %path, bytes = now, committed = c.len, "output file is shorter than at the checkpoint; appending to it");
+            }
         }
         Ok(())
     }

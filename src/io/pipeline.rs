@@ -24,7 +24,7 @@ use crate::model::recommend::Recommender;
 use crate::model::ModelHandle;
 use crate::serve::metrics::{Metrics, StateValues};
 use crate::serve::Status;
-use crate::state::checkpoint::{CheckpointStats, Loaded, Prepared, Store, StoreError};
+use crate::state::checkpoint::{CheckpointStats, Loaded, OutputFile, Prepared, Store, StoreError};
 
 /// Errors of the driver.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +35,9 @@ pub enum PipelineError {
     /// The output sink could not deliver what it had before a checkpoint (nothing is committed).
     #[error("flushing outputs before a checkpoint")]
     Flush(#[source] OutputError),
+    /// The output files could not be cut back to the checkpoint's lengths.
+    #[error("resuming the output files")]
+    Resume(#[source] OutputError),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -213,7 +216,9 @@ impl Pipeline {
         policy: CheckpointPolicy,
         status: Arc<Status>,
     ) -> Result<Self, PipelineError> {
-        let Opened { mut processor, model, checkpoints, input } = opened;
+        let Opened { mut processor, model, checkpoints, input, outputs } = opened;
+        let mut sink = sink;
+        sink.resume(&outputs).map_err(PipelineError::Resume)?;
         processor.set_clock(unix_now());
         processor.set_keyed_input(mode == "kafka");
         let model = model.map(|m| Arc::new(RwLock::new(m)));
@@ -354,11 +359,18 @@ impl Pipeline {
     /// the writer thread.
     fn start_checkpoint(&mut self, finished: bool) -> Result<(), PipelineError> {
         self.sink.flush().map_err(PipelineError::Flush)?;
+        let outputs = self.sink.committed().map_err(PipelineError::Flush)?;
         self.processor.sync_learner(false);
         self.wait_written()?;
         self.checkpoints += 1;
-        let checkpoint =
-            self.store.prepare(&mut self.processor, self.mode, &self.input, finished, self.checkpoints);
+        let checkpoint = self.store.prepare(
+            &mut self.processor,
+            self.mode,
+            &self.input,
+            outputs,
+            finished,
+            self.checkpoints,
+        );
         let values = StateValues::of(&self.processor);
         let job = Job { checkpoint, metrics: self.metrics.clone(), values };
         let sent = self.writer.jobs.as_ref().is_some_and(|j| j.send(job).is_ok());
@@ -443,6 +455,8 @@ pub struct Opened {
     /// What the input is (see `Meta::input`): checked against the store's, stored with each
     /// checkpoint.
     pub input: String,
+    /// The output files' committed lengths (see `Meta::outputs`), to cut them back to.
+    pub outputs: Vec<OutputFile>,
 }
 
 /// Opens the processor from `store`: restored from its checkpoint if there is one (after
@@ -464,7 +478,13 @@ pub fn open_processor(
     match store.load()? {
         None => {
             let model = recommender.then(|| Recommender::new(cfg.als.clone(), catalog.clone()));
-            Ok(Opened { processor: Processor::new(cfg, catalog, partitions), model, checkpoints: 0, input })
+            Ok(Opened {
+                processor: Processor::new(cfg, catalog, partitions),
+                model,
+                checkpoints: 0,
+                input,
+                outputs: Vec::new(),
+            })
         }
         Some(Loaded { meta, users, pending, engagement }) => {
             store.check_compatible(&meta, mode, &input, &cfg, catalog.genre_names(), &partitions)?;
@@ -483,6 +503,7 @@ pub fn open_processor(
                 model,
                 checkpoints: meta.checkpoints,
                 input,
+                outputs: meta.outputs,
             })
         }
     }

@@ -160,6 +160,21 @@ pub struct Meta {
     /// with another input. Empty in state written before it was recorded (then not checked).
     #[serde(default)]
     pub input: String,
+    /// The output files (`--out`) and their lengths when this checkpoint was taken, every output
+    /// of the state it commits written and fsynced: a restart cuts each back to its length, and
+    /// the outputs after it are written again, so the files end byte-identical to an
+    /// uninterrupted run's. Empty without output files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<OutputFile>,
+}
+
+/// An output file's committed length ([`Meta::outputs`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OutputFile {
+    /// Its path (absolute).
+    pub path: String,
+    /// Its length in bytes.
+    pub len: u64,
 }
 
 /// A loaded checkpoint.
@@ -620,17 +635,19 @@ impl Store {
         finished: bool,
         checkpoints: u64,
     ) -> Result<CheckpointStats, StoreError> {
-        self.write(self.prepare(p, mode, "", finished, checkpoints))
+        self.write(self.prepare(p, mode, "", Vec::new(), finished, checkpoints))
     }
 
     /// Encodes a checkpoint of `p` as one batch: dirty users, closed sessions, latest alerts, the
     /// ratings applied since the last one, pending events, aggregates and the meta record (with
-    /// the input positions). Takes `p`'s dirty sets: the batch must then be written.
+    /// the input positions, and `outputs`, the output files' lengths). Takes `p`'s dirty sets:
+    /// the batch must then be written.
     pub fn prepare(
         &self,
         p: &mut Processor,
         mode: &str,
         input: &str,
+        outputs: Vec<OutputFile>,
         finished: bool,
         checkpoints: u64,
     ) -> Prepared {
@@ -678,6 +695,7 @@ impl Store {
                 .map_or(0, |d| d.as_millis() as i64),
             finished,
             input: input.to_string(),
+            outputs,
         };
         for (piece, ratings) in dirty.ratings.chunks(LOG_PIECE).enumerate() {
             let mut log = Vec::with_capacity(ratings.len() * 8);

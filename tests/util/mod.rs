@@ -477,3 +477,84 @@ pub fn assert_json_errors(base: &str, cases: &[(&str, u16)]) {
 pub fn get_text(url: &str) -> String {
     agent().get(url).call().unwrap().body_mut().read_to_string().unwrap()
 }
+
+/// The crash tests' random source (a 64-bit LCG): seeded from `SOAK_SEED`, or from the clock,
+/// and the seed printed, so a failure can be run again exactly (`SOAK_SEED=… cargo test …`).
+pub struct Rng(u64);
+
+impl Rng {
+    /// The seed from `SOAK_SEED`, else the clock's nanoseconds; prints it.
+    pub fn from_env(what: &str) -> (Rng, u64) {
+        let seed = std::env::var("SOAK_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+        });
+        eprintln!("{what}: SOAK_SEED={seed}");
+        (Rng(seed), seed)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % n.max(1)
+    }
+}
+
+/// How many SIGKILLs a crash test makes: `SOAK_KILLS` (`scripts/soak.sh` sets 20), else `short`.
+pub fn soak_kills(short: usize) -> usize {
+    std::env::var("SOAK_KILLS").ok().and_then(|s| s.parse().ok()).unwrap_or(short)
+}
+
+/// The events a state directory has committed (its meta record's ratings + tags).
+pub fn committed_in(state: &Path) -> u64 {
+    let meta = &dump(state, "meta")[0];
+    let c = &meta["counters"];
+    c["ratings"].as_u64().unwrap() + c["tags"].as_u64().unwrap()
+}
+
+/// Runs `streamflix args…` (a processing command with `--http 127.0.0.1:0`, writing to `state`)
+/// again and again, killing each run with SIGKILL at a random moment: once the committed events
+/// (`/stats`) pass a random target (ascending, within the first 85 % of `events`, and past the
+/// previous kill), after a random 0–40 ms more. Returns the committed event counts at the
+/// kills, `kills` of them; panics (naming `seed`) if a run finishes before its kill.
+pub fn kill_at_random_moments(
+    args: &[&str],
+    state: &Path,
+    events: u64,
+    kills: usize,
+    rng: &mut Rng,
+    seed: u64,
+) -> Vec<u64> {
+    let lo = events / 50;
+    let mut targets: Vec<u64> = (0..kills).map(|_| lo + rng.below(events * 85 / 100 - lo)).collect();
+    targets.sort_unstable();
+    let mut at = Vec::new();
+    for target in targets {
+        let mut run = Running::start(args);
+        let base = run.http_base();
+        let target = target.max(at.last().map_or(0, |k| k + 1));
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            assert!(
+                run.child.try_wait().unwrap().is_none(),
+                "SOAK_SEED={seed}: the run ended before reaching {target} committed events"
+            );
+            let n = get_json(&format!("{base}/stats")).ok().and_then(|(_, v)| v["events"].as_u64());
+            if n.is_some_and(|n| n >= target) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "SOAK_SEED={seed}: no progress to {target}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(rng.below(40)));
+        assert!(
+            run.child.try_wait().unwrap().is_none(),
+            "SOAK_SEED={seed}: the run finished before kill {} (after {target} events)",
+            at.len() + 1
+        );
+        run.signal("-KILL");
+        let (status, _) = run.wait();
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9), "SOAK_SEED={seed}");
+        at.push(committed_in(state));
+    }
+    at
+}
