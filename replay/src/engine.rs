@@ -140,8 +140,17 @@ impl Clock {
         for topic in Topic::ALL {
             for (p, last) in self.last[topic as usize].iter_mut().enumerate() {
                 if force || ts >= last.saturating_add(self.every) {
+                    // A resumed replay runs the clock over the events already delivered too, so
+                    // its heartbeats are an uninterrupted run's. Those ahead of the partition's
+                    // resume position were delivered (a record after them was): only the clock
+                    // moves. The rest are sent; one that was delivered just before the stop is
+                    // then applied twice, which changes nothing (it promises nothing new).
                     let floor = self.floors[topic as usize].get(p).copied().unwrap_or(0);
-                    let next_seq = next_seq.max(floor);
+                    if next_seq < floor {
+                        *last = ts;
+                        min_last = min_last.min(*last);
+                        continue;
+                    }
                     // Through a quiet period longer than MAX_HEARTBEAT_STEP, in steps of it: a
                     // consumer refuses a record too far ahead of its partition's watermark.
                     let mut at = last.saturating_add(MAX_HEARTBEAT_STEP);
@@ -201,6 +210,8 @@ pub fn replay(
     let floors = cfg.resume.clone().unwrap_or_else(|| partitions.map(|n| vec![0; n as usize]));
     // The seq of the first event this run did not get to (the whole dataset when it finished).
     let mut next_seq = dataset.len();
+    // The latest event time reached, delivered before a resume or sent now.
+    let mut last_seen: Option<i64> = None;
 
     for (seq, event) in dataset.events() {
         let ts = event.ts();
@@ -220,6 +231,12 @@ pub fn replay(
         let partition = partition_for(format_u32(&mut key, user), partitions[topic as usize]);
         if floors[topic as usize].get(partition as usize).is_some_and(|&next| seq < next) {
             summary.already_delivered += 1;
+            // The clock runs as if this event were sent (see `Clock::beat`).
+            let clock =
+                clock.get_or_insert_with(|| Clock::new(partitions, cfg.heartbeat_every, ts, floors.clone()));
+            clock.beat(sink, ts, seq, false, &mut summary.heartbeats)?;
+            clock.touched(topic, partition, ts);
+            last_seen = Some(ts);
             continue;
         }
         if cfg.limit.is_some_and(|limit| summary.events() >= limit) {
@@ -272,6 +289,7 @@ pub fn replay(
         };
         sink.send(Outgoing { topic, partition, key: Some(user), ts, record })?;
         clock.touched(topic, partition, ts);
+        last_seen = Some(ts);
         summary.first_ts.get_or_insert(ts);
         summary.last_ts = Some(ts);
 
@@ -282,7 +300,7 @@ pub fn replay(
     }
     progress.set_position(summary.events());
     sink.flush()?;
-    if let (Some(clock), Some(last)) = (clock.as_mut(), summary.last_ts) {
+    if let (Some(clock), Some(last)) = (clock.as_mut(), last_seen) {
         // Seal every partition with a final promise, so consumers' watermarks reach the last
         // event. Sent after the flush, each lands alone in its partition's last batch: brokers
         // that compute the high watermark from the last batch's base offset (tansu 0.6) then

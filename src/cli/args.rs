@@ -13,6 +13,7 @@ use streamflix_replay::cli::key_value;
 
 use crate::core::config::{parse_duration, AlsConfig, CoreConfig};
 use crate::io::pipeline::CheckpointPolicy;
+use crate::serve::http::HttpOptions;
 
 /// Streaming engagement analytics for a video platform, fed by MovieLens-style rating events:
 /// sessions, rolling RFM features and churn alerts per user, in event time, with exactly-once
@@ -101,6 +102,10 @@ pub struct ProcessArgs {
     /// Consumer group, used only to commit positions for lag monitoring.
     #[arg(long, env = "STREAMFLIX_GROUP_ID", default_value = "streamflix-processor")]
     pub group_id: String,
+    /// /readyz answers 503 once nothing has come from the broker for this long (down,
+    /// unreachable or frozen: the lag is then unknown).
+    #[arg(long, env = "STREAMFLIX_INPUT_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub input_timeout: i64,
     /// Extra librdkafka property, KEY=VALUE (repeatable).
     #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = key_value)]
     pub kafka_property: Vec<(String, String)>,
@@ -206,6 +211,22 @@ pub struct ServeArgs {
     /// Do not serve HTTP.
     #[arg(long)]
     pub no_http: bool,
+    /// Require `Authorization: Bearer <TOKEN>` on every HTTP route except /healthz, /readyz and
+    /// /metrics (see --http-token-metrics). Prefer the environment variable: a flag shows in
+    /// `ps`.
+    #[arg(long, env = "STREAMFLIX_HTTP_TOKEN", hide_env_values = true, value_parser = parse_token)]
+    pub http_token: Option<String>,
+    /// With --http-token, require the token on /metrics too (Prometheus then needs it in its
+    /// scrape config: `authorization: {credentials: …}`).
+    #[arg(long, requires = "http_token")]
+    pub http_token_metrics: bool,
+    /// Close an HTTP connection that has not sent a complete request head this long after it
+    /// opened or after its previous response (slow clients and idle keep-alives).
+    #[arg(long, env = "STREAMFLIX_HTTP_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub http_timeout: i64,
+    /// HTTP connections served at once; more wait until one closes.
+    #[arg(long, env = "STREAMFLIX_HTTP_MAX_CONNECTIONS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub http_max_connections: u32,
     /// Delete the state in --state first and start over (for a damaged state directory; the
     /// input is then read from its beginning).
     #[arg(long)]
@@ -275,7 +296,28 @@ impl CoreArgs {
     }
 }
 
+/// A bearer token: printable ASCII without spaces (what an `Authorization` header can carry).
+fn parse_token(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("the token is empty".into());
+    }
+    if !s.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("the token must be printable ASCII without spaces".into());
+    }
+    Ok(s.to_string())
+}
+
 impl ServeArgs {
+    /// The HTTP server's options.
+    pub fn http_options(&self) -> HttpOptions {
+        HttpOptions {
+            token: self.http_token.clone(),
+            token_on_metrics: self.http_token_metrics,
+            timeout: Duration::from_secs(self.http_timeout.max(1) as u64),
+            max_connections: self.http_max_connections as usize,
+        }
+    }
+
     pub fn policy(&self) -> CheckpointPolicy {
         CheckpointPolicy {
             every_records: self.checkpoint_every,

@@ -18,7 +18,17 @@ use crate::io::kafka::{self, KafkaOutputs, Topics};
 /// # Errors
 /// Bad settings, the broker or the store failed.
 pub fn process(args: &ProcessArgs) -> Result<()> {
-    let ProcessArgs { brokers, topic_prefix, movies, state, group_id, kafka_property, serve, core } = args;
+    let ProcessArgs {
+        brokers,
+        topic_prefix,
+        movies,
+        state,
+        group_id,
+        input_timeout,
+        kafka_property,
+        serve,
+        core,
+    } = args;
     let cfg = core.config()?;
     let movies = if movies.is_dir() { find_in(movies, "movies")? } else { movies.clone() };
     let catalog = Arc::new(load_catalog(&movies)?);
@@ -38,7 +48,9 @@ pub fn process(args: &ProcessArgs) -> Result<()> {
         .rt
         .block_on(ensure_topics(&opts, &outs, n.max(1), 1, &[("retention.ms".into(), "-1".into())]))
         .context("creating output topics")?;
-    let outcome = kafka::run(&opts, group_id, &mut pipeline, serve.exit_when_done, services.shutdown.flag())?;
+    let timeout = std::time::Duration::from_secs((*input_timeout).max(1) as u64);
+    let outcome =
+        kafka::run(&opts, group_id, &mut pipeline, serve.exit_when_done, services.shutdown.flag(), timeout)?;
     report::summary(&pipeline, outcome.records, outcome.seconds);
     services.finish(serve.exit_when_done)?;
     drop(pipeline);

@@ -188,8 +188,13 @@ impl Services {
                 format!("cannot listen on {} (pass --http with another address, or --no-http)", serve.http)
             })?;
             let addr = listener.local_addr()?;
-            let state =
-                AppState { store: store.clone(), status: status.clone(), model, metrics: metrics.clone() };
+            let state = AppState {
+                store: store.clone(),
+                status: status.clone(),
+                model,
+                metrics: metrics.clone(),
+                options: Arc::new(serve.http_options()),
+            };
             let handle = rt.spawn(http::serve(listener, state, shutdown.wait()));
             println!("http: listening on http://{addr}");
             (Some(handle), Some(addr))

@@ -80,6 +80,8 @@ pub trait RecordHandler {
     fn finish(&mut self) -> Result<(), PipelineError>;
     /// Reports how many records of a partition are not read yet.
     fn report_lag(&self, topic: &str, partition: u32, unread: i64);
+    /// The status shared with the HTTP server (the input reports its health there).
+    fn status(&self) -> Arc<Status>;
 }
 
 /// When to checkpoint: after this many records or this much wall time, whichever comes first.
@@ -441,6 +443,10 @@ impl RecordHandler for Pipeline {
 
     fn report_lag(&self, topic: &str, partition: u32, unread: i64) {
         self.metrics.lag.with_label_values(&[topic, &partition.to_string()]).set(unread.max(0));
+    }
+
+    fn status(&self) -> Arc<Status> {
+        self.status.clone()
     }
 }
 

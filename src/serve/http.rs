@@ -30,6 +30,32 @@ use crate::state::checkpoint::{Meta, Store, StoreError};
 
 pub use crate::model::ModelHandle;
 
+/// The server's limits and access control.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// If set, every route but `/healthz`, `/readyz` (and `/metrics`, unless `token_on_metrics`)
+    /// requires `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+    /// Require the token on `/metrics` too.
+    pub token_on_metrics: bool,
+    /// A connection that has not sent a complete request head this long after it opened, or
+    /// after its previous response, is closed (slow header reads and idle keep-alives alike).
+    pub timeout: std::time::Duration,
+    /// Connections served at once; more wait in the listen backlog until one closes.
+    pub max_connections: usize,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            token: None,
+            token_on_metrics: false,
+            timeout: std::time::Duration::from_secs(10),
+            max_connections: 256,
+        }
+    }
+}
+
 /// What handlers share.
 #[derive(Clone)]
 pub struct AppState {
@@ -41,6 +67,8 @@ pub struct AppState {
     pub model: Option<ModelHandle>,
     /// Prometheus metrics (also counts the HTTP requests).
     pub metrics: Arc<crate::serve::metrics::Metrics>,
+    /// Access control and limits.
+    pub options: Arc<HttpOptions>,
 }
 
 /// An error response: status + `{"error": message}`.
@@ -121,8 +149,54 @@ pub fn router(state: AppState) -> Router {
                 "method not allowed: every route answers GET only".into(),
             )
         })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), authorize))
         .layer(axum::middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
+}
+
+/// With a token configured, answers 401 (JSON, `WWW-Authenticate: Bearer`) to a request without
+/// `Authorization: Bearer <token>`, except on the probes (`/healthz`, `/readyz`) and, unless
+/// told otherwise, `/metrics`. The token is compared in constant time.
+async fn authorize(
+    State(s): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(token) = &s.options.token else { return next.run(req).await };
+    let open = match req.uri().path() {
+        "/healthz" | "/readyz" => true,
+        "/metrics" => !s.options.token_on_metrics,
+        _ => false,
+    };
+    if open {
+        return next.run(req).await;
+    }
+    let given = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .unwrap_or_default();
+    if constant_time_eq(given, token.as_bytes()) {
+        return next.run(req).await;
+    }
+    let mut resp = ApiError(
+        StatusCode::UNAUTHORIZED,
+        "this route needs Authorization: Bearer <token> (the server's --http-token)".into(),
+    )
+    .into_response();
+    resp.headers_mut()
+        .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+    resp
+}
+
+/// Whether `a == b`, in time that depends on their lengths only, not on where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = u8::from(a.len() != b.len());
+    for i in 0..a.len().max(b.len()) {
+        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff);
+    }
+    // The compiler may not turn the loop into an early exit through an opaque value.
+    std::hint::black_box(diff) == 0
 }
 
 /// Counts and times every request by route template (not raw path: bounded labels).
@@ -142,8 +216,16 @@ async fn track(
     resp
 }
 
+/// The wall clock, Unix milliseconds (readiness and ages are operational, not analytic).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
 async fn metrics(State(s): State<AppState>) -> Response {
     s.metrics.state_disk.set(s.store.size_on_disk() as i64);
+    let input = &s.status.input;
+    s.metrics.input_connected.set(i64::from(input.connected()));
+    s.metrics.input_fetch_age.set(input.fetch_age(now_ms()).unwrap_or(0.0));
     if let Ok(m) = model(&s) {
         s.metrics.set_model(&m);
     }
@@ -151,7 +233,10 @@ async fn metrics(State(s): State<AppState>) -> Response {
     ([(axum::http::header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body).into_response()
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then finishes in-flight requests.
+/// Serves the routes on `listener` until `shutdown` resolves, then lets in-flight requests finish
+/// (for up to 5 s). HTTP/1.1 through hyper, with `state.options`' limits: at most
+/// `max_connections` connections at once (the rest wait in the listen backlog), each closed when
+/// it has not sent a complete request head within `timeout` of opening or of its last response.
 ///
 /// # Errors
 /// The server failed.
@@ -160,19 +245,65 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let options = state.options.clone();
+    let app = router(state);
+    let slots = Arc::new(tokio::sync::Semaphore::new(options.max_connections.max(1)));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                // Out of file descriptors and the like: the listener itself is fine.
+                Err(e) => {
+                    tracing::warn!("http: accepting a connection failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(options.timeout)
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            // Timeouts and clients going away end connections: nothing to report.
+            let _ = conn.await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(std::time::Duration::from_secs(5), graceful.shutdown()).await.is_err() {
+        tracing::warn!("http: connections still open 5 s after shutdown; closing them");
+    }
+    Ok(())
 }
 
 fn committed(store: &Store) -> Result<Meta, ApiError> {
     store.meta()?.ok_or_else(|| ApiError(StatusCode::SERVICE_UNAVAILABLE, "no checkpoint yet".into()))
 }
 
+/// 200 once a checkpoint is loaded or written and, in Kafka mode, while the broker answers;
+/// otherwise 503 with the reason.
 async fn readyz(State(s): State<AppState>) -> Response {
-    if s.status.ready.load(Ordering::Relaxed) {
-        Json(json!({ "status": "ready" })).into_response()
-    } else {
-        ApiError(StatusCode::SERVICE_UNAVAILABLE, "not ready: no checkpoint loaded or written yet".into())
-            .into_response()
+    if !s.status.ready.load(Ordering::Relaxed) {
+        return ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no checkpoint loaded or written yet".into(),
+        )
+        .into_response();
+    }
+    match s.status.input.stalled(now_ms()) {
+        Some(reason) => ApiError(StatusCode::SERVICE_UNAVAILABLE, reason).into_response(),
+        None => Json(json!({ "status": "ready" })).into_response(),
     }
 }
 

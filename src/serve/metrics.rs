@@ -51,6 +51,10 @@ pub struct Metrics {
     pub replay_records: IntCounter,
     /// `streamflix_replay_event_time_seconds` (embedded mode).
     pub replay_event_time: Gauge,
+    /// `streamflix_input_connected`: 1 while a broker connection is up (always 1 embedded).
+    pub input_connected: IntGauge,
+    /// `streamflix_input_fetch_age_seconds`: since the input last received from its broker.
+    pub input_fetch_age: Gauge,
     events: IntCounterVec,
     active_users: IntGaugeVec,
     binge_watchers: IntGaugeVec,
@@ -214,6 +218,16 @@ impl Metrics {
                 &r,
                 "streamflix_replay_event_time_seconds",
                 "Event time of the latest record the embedded replay sent, Unix seconds.",
+            ),
+            input_connected: int_gauge(
+                &r,
+                "streamflix_input_connected",
+                "1 while the Kafka input has a broker connection up, else 0 (always 1 in embedded mode).",
+            ),
+            input_fetch_age: gauge(
+                &r,
+                "streamflix_input_fetch_age_seconds",
+                "Seconds since the Kafka input last received anything from a broker (0 in embedded mode).",
             ),
             events: counter_vec(
                 &r,

@@ -9,10 +9,10 @@
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
+use super::source::InputContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{Producer, ProducerContext, ThreadedProducer};
-use streamflix_replay::kafka::QuietEof;
 
 /// Records read from one partition before choosing again.
 const BURST: usize = 64;
@@ -49,14 +49,14 @@ pub(super) struct Lane {
     /// Keeps the callback's target alive as long as the queue may call it.
     doorbell: Arc<Doorbell>,
     /// The consumer the queue belongs to: dropped after the queue.
-    consumer: Arc<BaseConsumer<QuietEof>>,
+    consumer: Arc<BaseConsumer<InputContext>>,
 }
 
 impl Lane {
     /// Takes partition `partition` of `topic` off the consumer's queue onto its own (what
     /// rdkafka's `split_partition_queue` does), ringing `doorbell` when records arrive in it empty.
     pub(super) fn split(
-        consumer: &Arc<BaseConsumer<QuietEof>>,
+        consumer: &Arc<BaseConsumer<InputContext>>,
         index: usize,
         topic: &str,
         partition: u32,

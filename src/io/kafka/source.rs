@@ -1,13 +1,16 @@
 //! The consume loop: reads the input partitions into the pipeline, furthest behind first.
 //!
-//! May import: `crate::core`, `crate::io`'s pipeline interface ([`RecordHandler`]), the replay
+//! May import: `crate::core`, `crate::io`'s pipeline interface ([`RecordHandler`]), `crate::serve::Status` (the input's health), the replay
 //! crate's Kafka client options.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::statistics::Statistics;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use streamflix_replay::kafka::{KafkaOptions, QuietEof};
 
@@ -15,6 +18,41 @@ use super::lanes::{Doorbell, Lane};
 use super::TransportError;
 use crate::core::processor::Source;
 use crate::io::pipeline::{PipelineError, RecordHandler};
+use crate::serve::Status;
+
+/// The input consumer's context: librdkafka's errors as [`QuietEof`] logs them, and its
+/// statistics (every second) into the status's [`crate::serve::status::InputHealth`]: whether a
+/// broker connection is up, and when a broker last sent anything (`rxidle`; fetch responses come
+/// every `fetch.wait.max.ms` even with nothing new, so a quiet input still counts as in contact).
+pub struct InputContext {
+    status: Arc<Status>,
+}
+
+impl ClientContext for InputContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        QuietEof.error(error, reason);
+    }
+
+    fn stats(&self, stats: Statistics) {
+        let now = unix_ms();
+        let health = &self.status.input;
+        // Bootstrap entries (node id -1) only serve metadata; the fetches go to the brokers
+        // they name.
+        let brokers = stats.brokers.values().filter(|b| b.nodeid >= 0);
+        let up: Vec<_> = brokers.filter(|b| b.state == "UP").collect();
+        health.connected.store(!up.is_empty(), Ordering::Relaxed);
+        if let Some(idle_us) = up.iter().filter(|b| b.rxidle >= 0).map(|b| b.rxidle).min() {
+            health.fetched(now - idle_us / 1000);
+        }
+    }
+}
+
+impl ConsumerContext for InputContext {}
+
+/// The wall clock, Unix milliseconds (for the input's health, which is operational).
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
 
 /// How a Kafka run ended.
 #[derive(Debug, Clone, Copy)]
@@ -37,8 +75,11 @@ pub fn run<H: RecordHandler>(
     pipeline: &mut H,
     exit_when_done: bool,
     stop: &AtomicBool,
+    input_timeout: Duration,
 ) -> Result<Outcome, TransportError> {
     let started = Instant::now();
+    let status = pipeline.status();
+    status.input.track(unix_ms(), input_timeout.as_millis() as i64);
     let cfg = opts.consumer_config(
         group_id,
         &[
@@ -53,10 +94,14 @@ pub fn run<H: RecordHandler>(
             // data (the finished tags partitions) before answering for the others.
             ("fetch.wait.max.ms", "20"),
             ("fetch.queue.backoff.ms", "10"),
+            // For the input's health (readiness, `streamflix_input_*`): served by the loop's
+            // poll of the main queue.
+            ("statistics.interval.ms", "1000"),
         ],
     );
-    let consumer: Arc<BaseConsumer<QuietEof>> = Arc::new(
-        cfg.create_with_context(QuietEof).map_err(TransportError::client("cannot create the consumer"))?,
+    let consumer: Arc<BaseConsumer<InputContext>> = Arc::new(
+        cfg.create_with_context(InputContext { status: status.clone() })
+            .map_err(TransportError::client("cannot create the consumer"))?,
     );
     let parts: Vec<(String, u32, u64)> =
         pipeline.partitions().iter().map(|p| (p.topic.clone(), p.partition, p.position)).collect();
@@ -117,6 +162,9 @@ pub fn run<H: RecordHandler>(
         }
         records += read as u64;
         let idle = read == 0;
+        if !idle {
+            status.input.fetched(unix_ms());
+        }
         if !idle {
             idle_since = None;
         } else {
@@ -199,7 +247,10 @@ fn read_to_known_end<H: RecordHandler>(lanes: &[Lane], pipeline: &H) -> bool {
 
 /// Whether every input partition has been read up to its high watermark, asking the broker (one
 /// round trip per partition).
-fn at_end<H: RecordHandler>(consumer: &BaseConsumer<QuietEof>, pipeline: &H) -> Result<bool, TransportError> {
+fn at_end<H: RecordHandler>(
+    consumer: &BaseConsumer<InputContext>,
+    pipeline: &H,
+) -> Result<bool, TransportError> {
     for p in pipeline.partitions() {
         let high = consumer
             .fetch_watermarks(&p.topic, p.partition as i32, Duration::from_secs(10))
@@ -216,7 +267,7 @@ fn at_end<H: RecordHandler>(consumer: &BaseConsumer<QuietEof>, pipeline: &H) -> 
 }
 
 /// Commits the checkpointed positions to the group, for lag monitoring. Failures only warn.
-fn commit_positions<H: RecordHandler>(consumer: &BaseConsumer<QuietEof>, pipeline: &H) {
+fn commit_positions<H: RecordHandler>(consumer: &BaseConsumer<InputContext>, pipeline: &H) {
     let mut tpl = TopicPartitionList::new();
     let positions = pipeline.committed_positions();
     for p in &positions {
