@@ -645,3 +645,106 @@ fn sigkill_at_random_moments_leaves_state_and_out_files_as_an_uninterrupted_run(
         assert!(a == b, "SOAK_SEED={seed}: {f} differs after crashes ({} vs {} bytes)", a.len(), b.len());
     }
 }
+
+/// Issue 17: HTTP connections had no header-read or idle timeout (50 sockets trickling a
+/// request head stayed open forever) and no cap. Now a connection that has not sent a complete
+/// head within --http-timeout of opening or of its last response is closed, and at most
+/// --http-max-connections are served at once (the rest wait their turn).
+#[test]
+fn http_closes_trickling_and_idle_connections_and_caps_them() {
+    use std::io::{Read, Write};
+    let data = generated(20, 500, 0);
+    let (run, _state, base) =
+        serve_with(data.path(), &["--http-timeout", "1s", "--http-max-connections", "3"]);
+    let addr = base.trim_start_matches("http://").to_string();
+    let connect = || {
+        let c = std::net::TcpStream::connect(&addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+        c
+    };
+    // Closed by the server: the read ends (EOF or reset) instead of timing out on our side.
+    let closed_within = |mut c: std::net::TcpStream| {
+        let started = Instant::now();
+        let mut buf = Vec::new();
+        match c.read_to_end(&mut buf) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("the server left the connection open: {e}"),
+        }
+        started.elapsed()
+    };
+    // Three slow clients fill the cap: one trickles a request head, two send nothing.
+    let mut trickling = connect();
+    trickling.write_all(b"GET /stats HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let idle = [connect(), connect()];
+    // A fourth client waits for a slot: served once the slow ones are closed, about 1 s later.
+    let started = Instant::now();
+    let (status, _) = get_json(&format!("{base}/healthz")).unwrap();
+    let waited = started.elapsed();
+    assert_eq!(status, 200);
+    assert!(waited >= Duration::from_millis(500), "served at once ({waited:?}): no cap");
+    assert!(closed_within(trickling) < Duration::from_secs(5));
+    for c in idle {
+        assert!(closed_within(c) < Duration::from_secs(5));
+    }
+    // A keep-alive connection idle after its response is closed too.
+    let mut c = connect();
+    c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut first = [0u8; 12];
+    c.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    assert!(closed_within(c) < Duration::from_secs(5));
+    run.signal("-TERM");
+    assert!(run.wait().0.success());
+}
+
+/// Issue 17, item 8: with --http-token (or STREAMFLIX_HTTP_TOKEN), every route but the probes
+/// and /metrics needs `Authorization: Bearer <token>`; without it, 401 with a JSON body.
+#[test]
+fn http_token_guards_every_route_but_the_probes_and_metrics() {
+    let data = generated(20, 500, 0);
+    let (run, _state, base) = serve_with(data.path(), &["--http-token", "s3cret-t0ken"]);
+    let agent =
+        ureq::Agent::new_with_config(ureq::Agent::config_builder().http_status_as_error(false).build());
+    let get = |path: &str, auth: Option<&str>| {
+        let mut req = agent.get(&format!("{base}{path}"));
+        if let Some(a) = auth {
+            req = req.header("Authorization", a);
+        }
+        let mut resp = req.call().unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.body_mut().read_to_string().unwrap())
+    };
+    for path in ["/stats", "/users/1", "/churn", "/movies/1/similar", "/nope"] {
+        for auth in [None, Some("Bearer wrong"), Some("Bearer s3cret-t0ke"), Some("s3cret-t0ken")] {
+            let (status, body) = get(path, auth);
+            assert_eq!(status, 401, "{path} with {auth:?}: {body}");
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert!(v["error"].as_str().unwrap().contains("Bearer"), "{body}");
+        }
+    }
+    assert_eq!(get("/stats", Some("Bearer s3cret-t0ken")).0, 200);
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(get(path, None).0, 200, "{path} stays open");
+    }
+    run.signal("-TERM");
+    assert!(run.wait().0.success());
+    // With --http-token-metrics, /metrics needs it too.
+    let (run, _state, base2) =
+        serve_with(data.path(), &["--http-token", "s3cret-t0ken", "--http-token-metrics"]);
+    let status = |auth: Option<&str>| {
+        let mut req = agent.get(&format!("{base2}/metrics"));
+        if let Some(a) = auth {
+            req = req.header("Authorization", a);
+        }
+        req.call().unwrap().status().as_u16()
+    };
+    assert_eq!(status(None), 401);
+    assert_eq!(status(Some("Bearer s3cret-t0ken")), 200);
+    run.signal("-TERM");
+    assert!(run.wait().0.success());
+    // An empty or unprintable token is a one-line error.
+    let out = streamflix(&["run", "--data", data.path().to_str().unwrap(), "--http-token", ""]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("token"));
+}

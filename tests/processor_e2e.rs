@@ -345,3 +345,50 @@ fn every_kind_of_bad_event_lands_in_the_dlq_with_its_reason() {
     assert_eq!(by_reason.len(), 12, "every reason counted: {by_reason:?}");
     assert_eq!(by_reason["unknown_movie"], 2);
 }
+
+/// Issue 17, item 7: during a broker outage `/readyz` stayed 200 and the lag stayed 0. Now,
+/// once nothing has come from the broker for --input-timeout, `/readyz` answers 503 with the
+/// reason, and `streamflix_input_connected` / `streamflix_input_fetch_age_seconds` say so.
+#[test]
+fn readyz_turns_503_and_the_input_metrics_tell_when_the_broker_is_gone() {
+    let broker = Broker::start();
+    let data = generated(50, 3_000, 0);
+    replay_into(data.path(), &broker.addr, "o", &[]);
+    let movies = data.path().join("movies.csv");
+    let state = tempfile::tempdir().unwrap();
+    let mut args = process_args(&broker.addr, "o", movies.to_str().unwrap(), state.path().to_str().unwrap());
+    args.retain(|a| *a != "--exit-when-done");
+    args.extend(["--input-timeout", "2s", "--checkpoint-interval", "1s", "--http", "127.0.0.1:0"]);
+    let mut run = Running::start(&args);
+    let base = run.http_base();
+    let metric = |name: &str| -> f64 {
+        let text = get_text(&format!("{base}/metrics"));
+        let line = text.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let wait_for = |what: &str, ok: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ok() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for("ready", &|| get_json(&format!("{base}/readyz")).is_ok_and(|(s, _)| s == 200));
+    wait_for("connected", &|| metric("streamflix_input_connected") == 1.0);
+    assert!(metric("streamflix_input_fetch_age_seconds") < 2.0);
+    // Caught up and idle, the input still hears from the broker: ready stays 200.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(get_json(&format!("{base}/readyz")).unwrap().0, 200);
+    let gone = Instant::now();
+    drop(broker);
+    wait_for("readyz 503", &|| get_json(&format!("{base}/readyz")).is_ok_and(|(s, _)| s == 503));
+    let took = gone.elapsed();
+    let (_, body) = get_json(&format!("{base}/readyz")).unwrap();
+    assert!(body["error"].as_str().unwrap().contains("broker"), "{body}");
+    assert!(took >= Duration::from_secs(2), "503 only after the timeout ({took:?})");
+    assert!(metric("streamflix_input_fetch_age_seconds") > 2.0);
+    wait_for("disconnected", &|| metric("streamflix_input_connected") == 0.0);
+    eprintln!("readyz 503 {:.1} s after the broker stopped: {body}", took.as_secs_f64());
+    run.signal("-TERM");
+    assert!(run.wait().0.success(), "a stop during the outage is still clean");
+}

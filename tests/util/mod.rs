@@ -169,8 +169,13 @@ pub fn generate(users: u32, movies: u32, ratings: u64, tags: u64, seed: u64) -> 
 /// `streamflix run` on `data` with a fresh state directory and HTTP on a free port, once it has
 /// processed everything and serves: the process, its state directory and the HTTP base URL.
 pub fn serve(data: &Path) -> (Running, tempfile::TempDir, String) {
+    serve_with(data, &[])
+}
+
+/// [`serve`] with more arguments.
+pub fn serve_with(data: &Path, extra: &[&str]) -> (Running, tempfile::TempDir, String) {
     let state = tempfile::tempdir().unwrap();
-    let mut run = Running::start(&[
+    let mut args = vec![
         "run",
         "--data",
         data.to_str().unwrap(),
@@ -178,7 +183,9 @@ pub fn serve(data: &Path) -> (Running, tempfile::TempDir, String) {
         state.path().to_str().unwrap(),
         "--http",
         "127.0.0.1:0",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let mut run = Running::start(&args);
     let base = run.http_base();
     run.wait_line("serving http://");
     (run, state, base)
