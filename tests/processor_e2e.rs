@@ -165,7 +165,7 @@ fn sigkill_at_random_moments_then_restart_equals_an_uninterrupted_run() {
     args.extend(["--checkpoint-every", "5000", "--http", "127.0.0.1:0"]);
     let kills = kill_at_random_moments(&args, sb.path(), 208_000, soak_kills(5), &mut rng, seed);
     // Distinct points by construction: each run waits for progress past the previous kill.
-    eprintln!("killed with SIGKILL {} times; committed event counts at the kills: {kills:?}", kills.len());
+    eprintln!("through the broker: {} SIGKILLs at committed events {kills:?}", kills.len());
     let mut args = process_args(&broker.addr, "b", movies, sb.path().to_str().unwrap());
     args.extend(["--checkpoint-every", "5000"]);
     process_ok(&args);

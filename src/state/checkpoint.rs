@@ -490,10 +490,12 @@ impl Store {
         f: impl FnOnce(&Store) -> Result<T, E>,
     ) -> Result<(Store, T), E> {
         let path = dir.display().to_string();
+        let started = Instant::now();
         let guard = Guard::take(dir, MARKER).map_err(|e| match e {
             GuardError::Locked => StoreError::Locked { path: path.clone() },
             e => StoreError::Guard { path: path.clone(), source: e },
         })?;
+        tracing::info!(ms = started.elapsed().as_secs_f64() * 1e3, "state files copied aside before opening");
         let r = Store::open(dir).map_err(E::from).and_then(|store| {
             let t = f(&store)?;
             Ok((store, t))
@@ -519,8 +521,10 @@ impl Store {
         if db.try_lock().is_err() {
             return Ok(false);
         }
+        let started = Instant::now();
         let crc = files_crc(dir).map_err(io)?;
         Marker { sealed: Some(crc), ..marker }.write(dir).map_err(io)?;
+        tracing::info!(ms = started.elapsed().as_secs_f64() * 1e3, "state sealed");
         drop(db);
         Ok(true)
     }
