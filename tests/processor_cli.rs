@@ -768,3 +768,22 @@ fn http_token_guards_every_route_but_the_probes_and_metrics() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("token"));
 }
+
+/// Issue 17, item 4: a fresh state pointed at an `--out` directory that already holds another
+/// run's outputs appended a second copy of everything to them. Now that is refused with one line,
+/// and the files are left as they were.
+#[test]
+fn an_out_directory_holding_another_runs_outputs_is_refused() {
+    let data = generated(20, 500, 0);
+    let d = data.path().to_str().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().to_str().unwrap();
+    let first = streamflix(&["run", "--data", d, "--out", o, "--exit-when-done", "--no-http"]);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let before = files_of(out.path());
+    let again = streamflix(&["run", "--data", d, "--out", o, "--exit-when-done", "--no-http"]);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(again.status.code(), Some(1), "{stderr}");
+    assert!(stderr.lines().last().unwrap().contains("use an empty --out directory"), "{stderr}");
+    assert_eq!(files_of(out.path()), before);
+}

@@ -39,6 +39,15 @@ pub enum OutputError {
     /// The Kafka producer refused or lost records.
     #[error("{0}")]
     Kafka(String),
+    /// An output file holds outputs the state has no record of (another run's, or a state that
+    /// was reset): appending would mix them.
+    #[error("{path} already holds {len} bytes this state did not write (another run's outputs?); use an empty --out directory, or move the files away")]
+    Foreign {
+        /// The file.
+        path: String,
+        /// Its length.
+        len: u64,
+    },
     /// An output file could not be cut back to its committed length.
     #[error("cannot cut {path} back to its committed {len} bytes")]
     Truncate {
@@ -135,7 +144,14 @@ impl JsonLinesSink {
                 .map_err(|source| OutputError::Open { action: "open", path: path.clone(), source })?;
             Ok(BufWriter::new(f))
         };
-        Ok(JsonLinesSink { files: [open(&paths[0])?, open(&paths[1])?, open(&paths[2])?], paths, genres })
+        let files = [open(&paths[0])?, open(&paths[1])?, open(&paths[2])?];
+        // The new files' names are durable before any checkpoint counts on them.
+        std::fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(|source| OutputError::Open {
+            action: "sync",
+            path: dir.display().to_string(),
+            source,
+        })?;
+        Ok(JsonLinesSink { files, paths, genres })
     }
 }
 
@@ -170,10 +186,25 @@ impl OutputSink for JsonLinesSink {
     }
 
     fn resume(&mut self, committed: &[OutputFile]) -> Result<(), OutputError> {
+        for c in committed.iter().filter(|c| !self.paths.contains(&c.path)) {
+            tracing::warn!(file = %c.path, "the state wrote to another --out directory before; this one starts with the outputs from here on");
+        }
         for (f, path) in self.files.iter_mut().zip(&self.paths) {
-            let Some(c) = committed.iter().find(|c| &c.path == path) else { continue };
+            let len = |f: &BufWriter<File>| {
+                f.get_ref().metadata().map(|m| m.len()).map_err(|source| OutputError::Open {
+                    action: "read",
+                    path: path.clone(),
+                    source,
+                })
+            };
+            let now = len(f)?;
+            let Some(c) = committed.iter().find(|c| &c.path == path) else {
+                if now > 0 {
+                    return Err(OutputError::Foreign { path: path.clone(), len: now });
+                }
+                continue;
+            };
             let truncate = |source| OutputError::Truncate { path: path.clone(), len: c.len, source };
-            let now = f.get_ref().metadata().map_err(truncate)?.len();
             if now > c.len {
                 f.get_ref().set_len(c.len).map_err(truncate)?;
                 f.get_ref().sync_data().map_err(truncate)?;

@@ -171,11 +171,13 @@ async fn authorize(
     if open {
         return next.run(req).await;
     }
+    // The scheme is case-insensitive (RFC 9110, 11.1), the token is not.
     let given = req
         .headers()
         .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-        .unwrap_or_default();
+        .map(|v| v.as_bytes())
+        .filter(|v| v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer "))
+        .map_or(&b""[..], |v| &v[7..]);
     if constant_time_eq(given, token.as_bytes()) {
         return next.run(req).await;
     }
@@ -233,10 +235,14 @@ async fn metrics(State(s): State<AppState>) -> Response {
     ([(axum::http::header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body).into_response()
 }
 
+/// A connection lives at most this many `--http-timeout`s (5 minutes by default), however busy.
+const CONNECTION_LIFETIMES: u32 = 30;
+
 /// Serves the routes on `listener` until `shutdown` resolves, then lets in-flight requests finish
 /// (for up to 5 s). HTTP/1.1 through hyper, with `state.options`' limits: at most
 /// `max_connections` connections at once (the rest wait in the listen backlog), each closed when
-/// it has not sent a complete request head within `timeout` of opening or of its last response.
+/// it has not sent a complete request head within `timeout` of opening or of its last response,
+/// and after [`CONNECTION_LIFETIMES`] × `timeout` in any case.
 ///
 /// # Errors
 /// The server failed.
@@ -274,15 +280,17 @@ pub async fn serve(
             .header_read_timeout(options.timeout)
             .serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
+        let lifetime = options.timeout * CONNECTION_LIFETIMES;
         tokio::spawn(async move {
-            // Timeouts and clients going away end connections: nothing to report.
-            let _ = conn.await;
+            // Timeouts and clients going away end connections: nothing to report. A client that
+            // stops reading a response would hold its slot for ever: the lifetime bounds it.
+            let _ = tokio::time::timeout(lifetime, conn).await;
             drop(slot);
         });
     }
     drop(listener);
     if tokio::time::timeout(std::time::Duration::from_secs(5), graceful.shutdown()).await.is_err() {
-        tracing::warn!("http: connections still open 5 s after shutdown; closing them");
+        tracing::warn!("http: connections still open 5 s after shutdown; they close with the server");
     }
     Ok(())
 }

@@ -29,8 +29,8 @@ pub struct InputHealth {
     pub tracked: AtomicBool,
     /// A broker connection is up (librdkafka's statistics, every second).
     pub connected: AtomicBool,
-    /// When the input last received anything from a broker (a fetch response, records), Unix
-    /// milliseconds; 0 before the first.
+    /// When the brokers the input fetches from last sent anything (the oldest of their last
+    /// receives, from librdkafka's statistics), Unix milliseconds; 0 before the first.
     pub last_fetch_ms: AtomicI64,
     /// Since when the input is tracked, Unix milliseconds (the age before the first fetch).
     pub since_ms: AtomicI64,
@@ -46,9 +46,10 @@ impl InputHealth {
         self.tracked.store(true, Ordering::Relaxed);
     }
 
-    /// Records a receive from the broker at `now_ms`.
-    pub fn fetched(&self, now_ms: i64) {
-        self.last_fetch_ms.fetch_max(now_ms, Ordering::Relaxed);
+    /// Records that the brokers the input fetches from last sent something at `at_ms` (the
+    /// oldest of their last receives).
+    pub fn fetched(&self, at_ms: i64) {
+        self.last_fetch_ms.store(at_ms, Ordering::Relaxed);
     }
 
     /// Seconds since the last receive from the broker (since tracking began, before the first);

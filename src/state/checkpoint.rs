@@ -485,7 +485,7 @@ impl Store {
     ///
     /// # Errors
     /// The store cannot be opened, `f` failed, or the files could not be copied or put back.
-    pub fn open_then<T, E: From<StoreError>>(
+    pub fn open_then<T, E: From<StoreError> + std::fmt::Display>(
         dir: &Path,
         f: impl FnOnce(&Store) -> Result<T, E>,
     ) -> Result<(Store, T), E> {
@@ -493,6 +493,9 @@ impl Store {
         let started = Instant::now();
         let guard = Guard::take(dir, MARKER).map_err(|e| match e {
             GuardError::Locked => StoreError::Locked { path: path.clone() },
+            GuardError::Interrupted(copy) => {
+                StoreError::Damaged { path: path.clone(), detail: GuardError::Interrupted(copy).to_string() }
+            }
             e => StoreError::Guard { path: path.clone(), source: e },
         })?;
         tracing::info!(ms = started.elapsed().as_secs_f64() * 1e3, "state files copied aside before opening");
@@ -500,8 +503,17 @@ impl Store {
             let t = f(&store)?;
             Ok((store, t))
         });
-        if r.is_err() {
-            guard.restore().map_err(|source| StoreError::Guard { path, source })?;
+        if let Err(e) = &r {
+            match guard.restore() {
+                Ok(()) => {}
+                // Another process holds the state now (an older binary, without the guard's
+                // lock): its files are left to it.
+                Err(GuardError::Locked) => {}
+                Err(source) => {
+                    tracing::error!("the open was refused ({e}), and putting the files back failed");
+                    return Err(StoreError::Guard { path, source }.into());
+                }
+            }
         }
         r
     }

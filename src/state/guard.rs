@@ -15,8 +15,17 @@
 use std::path::{Path, PathBuf};
 
 /// The folder, inside the state directory, that holds the copy while the state is opened. One
-/// left by a process killed during its start-up is replaced by the next start.
+/// left by a process killed during its start-up is replaced by the next start, unless it was
+/// killed while putting the files back ([`RESTORING`]).
 pub const GUARD_DIR: &str = ".open-guard";
+
+/// A file beside the state that a start holds locked while it copies, opens and maybe restores:
+/// two starts never share [`GUARD_DIR`].
+pub const GUARD_LOCK: &str = ".open-guard.lock";
+
+/// Written into [`GUARD_DIR`] before the copies are moved back: found by a later start, it means
+/// the move was interrupted and the copy holds the only untouched files.
+const RESTORING: &str = "RESTORING";
 
 /// Whether `name` (an entry of a state directory) is one of the state's files: sled's (`conf`,
 /// `db`, `blobs/`, `snap.*`) or the commit marker (`marker`).
@@ -27,9 +36,12 @@ pub fn is_state_file(name: &str, marker: &str) -> bool {
 /// Why a state directory could not be guarded.
 #[derive(Debug, thiserror::Error)]
 pub enum GuardError {
-    /// Another process holds the state (sled's lock on `db`).
+    /// Another process holds the state (sled's lock on `db`, or another start's guard lock).
     #[error("locked")]
     Locked,
+    /// An earlier start was interrupted while putting the files back.
+    #[error("an earlier refused start was interrupted while putting its files back: the files as they were are in {0}; move them back into the state directory")]
+    Interrupted(String),
     /// Copying or restoring failed.
     #[error("{action} {path} (to keep the state's files as they were if the open is refused)")]
     Io {
@@ -57,6 +69,8 @@ pub struct Guard {
     /// The state files that were there (names).
     present: Vec<String>,
     marker: &'static str,
+    /// [`GUARD_LOCK`], held until the guard is dropped.
+    lock: Option<std::fs::File>,
 }
 
 impl Guard {
@@ -67,7 +81,7 @@ impl Guard {
     /// [`GuardError::Locked`] if another process holds the state; a file cannot be copied.
     pub fn take(dir: &Path, marker: &'static str) -> Result<Guard, GuardError> {
         let copy = dir.join(GUARD_DIR);
-        let mut guard = Guard { dir: dir.to_path_buf(), copy: None, present: Vec::new(), marker };
+        let mut guard = Guard { dir: dir.to_path_buf(), copy: None, present: Vec::new(), marker, lock: None };
         let Ok(entries) = std::fs::read_dir(dir) else { return Ok(guard) };
         for e in entries {
             let e = e.map_err(io_err("cannot list", dir))?;
@@ -77,28 +91,40 @@ impl Guard {
             }
         }
         guard.present.sort();
-        if guard.present.is_empty() {
-            return Ok(guard);
+        // One start at a time copies, opens and restores.
+        let lock_path = dir.join(GUARD_LOCK);
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err("cannot create", &lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => guard.lock = Some(lock),
+            Err(std::fs::TryLockError::WouldBlock) => return Err(GuardError::Locked),
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_err("cannot lock", &lock_path)(e)),
+        }
+        if copy.join(RESTORING).exists() {
+            return Err(GuardError::Interrupted(copy.display().to_string()));
         }
         // A running processor holds an exclusive lock on `db` (sled's): its files are not ours to
         // copy, nor, above all, to put back.
-        let db = dir.join("db");
-        if let Ok(f) = std::fs::File::open(&db) {
-            match f.try_lock() {
-                Ok(()) => drop(f),
-                Err(std::fs::TryLockError::WouldBlock) => return Err(GuardError::Locked),
-                Err(std::fs::TryLockError::Error(e)) => return Err(io_err("cannot lock", &db)(e)),
-            }
+        if db_locked(dir)? {
+            return Err(GuardError::Locked);
         }
         if copy.exists() {
             std::fs::remove_dir_all(&copy).map_err(io_err("cannot remove", &copy))?;
         }
+        if guard.present.is_empty() {
+            return Ok(guard);
+        }
         std::fs::create_dir(&copy).map_err(io_err("cannot create", &copy))?;
+        // Set first: a copy that fails half-way is deleted when the guard is dropped.
+        guard.copy = Some(copy.clone());
         for name in &guard.present {
             copy_tree(&dir.join(name), &copy.join(name))?;
         }
         sync_dir(&copy)?;
-        guard.copy = Some(copy);
         Ok(guard)
     }
 
@@ -109,6 +135,15 @@ impl Guard {
     /// # Errors
     /// A file could not be moved back or removed (the copy is then left in [`GUARD_DIR`]).
     pub fn restore(mut self) -> Result<(), GuardError> {
+        // Never under another process: whatever is there now is its.
+        if self.lock.is_none() || db_locked(&self.dir)? {
+            self.copy.take();
+            return Err(GuardError::Locked);
+        }
+        if let Some(copy) = &self.copy {
+            std::fs::write(copy.join(RESTORING), b"").map_err(io_err("cannot write", copy))?;
+            sync_dir(copy)?;
+        }
         let entries = std::fs::read_dir(&self.dir).map_err(io_err("cannot list", &self.dir))?;
         for e in entries {
             let e = e.map_err(io_err("cannot list", &self.dir))?;
@@ -117,7 +152,7 @@ impl Guard {
                 remove(&e.path())?;
             }
         }
-        if let Some(copy) = self.copy.take() {
+        if let Some(copy) = self.copy.clone() {
             for name in &self.present {
                 let (from, to) = (copy.join(name), self.dir.join(name));
                 if to.is_dir() {
@@ -126,16 +161,32 @@ impl Guard {
                 std::fs::rename(&from, &to).map_err(io_err("cannot restore", &to))?;
             }
             sync_dir(&self.dir)?;
+            self.copy = None;
             std::fs::remove_dir_all(&copy).map_err(io_err("cannot remove", &copy))?;
         }
         Ok(())
     }
 }
 
+/// Whether another process holds sled's lock on `dir`'s `db`.
+fn db_locked(dir: &Path) -> Result<bool, GuardError> {
+    let db = dir.join("db");
+    let Ok(f) = std::fs::File::open(&db) else { return Ok(false) };
+    match f.try_lock() {
+        Ok(()) => Ok(false),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(true),
+        Err(std::fs::TryLockError::Error(e)) => Err(io_err("cannot lock", &db)(e)),
+    }
+}
+
 impl Drop for Guard {
+    /// Deletes the copy, unless putting it back failed half-way (then it holds the only
+    /// untouched files, and the next start says so).
     fn drop(&mut self) {
         if let Some(copy) = self.copy.take() {
-            let _ = std::fs::remove_dir_all(copy);
+            if !copy.join(RESTORING).exists() {
+                let _ = std::fs::remove_dir_all(copy);
+            }
         }
     }
 }
@@ -172,7 +223,7 @@ mod tests {
         let mut v: Vec<_> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap())
-            .filter(|e| e.file_type().unwrap().is_file())
+            .filter(|e| e.file_type().unwrap().is_file() && e.file_name() != GUARD_LOCK)
             .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap()))
             .collect();
         v.sort();
@@ -205,6 +256,27 @@ mod tests {
         drop(g);
         assert_eq!(std::fs::read(d.path().join("db")).unwrap(), b"new");
         assert!(!d.path().join(GUARD_DIR).exists());
+    }
+
+    #[test]
+    fn an_interrupted_restore_is_reported_not_overwritten() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("db"), b"state").unwrap();
+        std::fs::create_dir(d.path().join(GUARD_DIR)).unwrap();
+        std::fs::write(d.path().join(GUARD_DIR).join(RESTORING), b"").unwrap();
+        let e = Guard::take(d.path(), "m").unwrap_err();
+        assert!(matches!(e, GuardError::Interrupted(_)), "{e}");
+        assert!(d.path().join(GUARD_DIR).join(RESTORING).exists());
+    }
+
+    #[test]
+    fn two_starts_never_share_the_copy() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("db"), b"state").unwrap();
+        let first = Guard::take(d.path(), "m").unwrap();
+        assert!(matches!(Guard::take(d.path(), "m"), Err(GuardError::Locked)));
+        drop(first);
+        assert!(Guard::take(d.path(), "m").is_ok());
     }
 
     #[test]

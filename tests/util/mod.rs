@@ -512,8 +512,24 @@ pub fn soak_kills(short: usize) -> usize {
 }
 
 /// The events a state directory has committed (its meta record's ratings + tags).
+///
+/// Read from a copy: `dump` opens, recovers and, stopping cleanly, seals what it reads, and the
+/// next run must start from the state exactly as the crash left it.
 pub fn committed_in(state: &Path) -> u64 {
-    let meta = &dump(state, "meta")[0];
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                copy(&e.path(), &to.join(e.file_name()));
+            } else {
+                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+            }
+        }
+    }
+    let snapshot = tempfile::tempdir().unwrap();
+    copy(state, snapshot.path());
+    let meta = &dump(snapshot.path(), "meta")[0];
     let c = &meta["counters"];
     c["ratings"].as_u64().unwrap() + c["tags"].as_u64().unwrap()
 }

@@ -36,12 +36,21 @@ impl ClientContext for InputContext {
     fn stats(&self, stats: Statistics) {
         let now = unix_ms();
         let health = &self.status.input;
-        // Bootstrap entries (node id -1) only serve metadata; the fetches go to the brokers
-        // they name.
+        // The brokers that lead the input partitions answer the fetches (bootstrap entries and
+        // a group coordinator do not); all known brokers until the leaders are known.
+        let leaders: Vec<i32> = stats
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.values().map(|p| p.leader))
+            .filter(|&l| l >= 0)
+            .collect();
         let brokers = stats.brokers.values().filter(|b| b.nodeid >= 0);
-        let up: Vec<_> = brokers.filter(|b| b.state == "UP").collect();
+        let fetching: Vec<_> =
+            brokers.filter(|b| leaders.is_empty() || leaders.contains(&b.nodeid)).collect();
+        let up: Vec<_> = fetching.into_iter().filter(|b| b.state == "UP").collect();
         health.connected.store(!up.is_empty(), Ordering::Relaxed);
-        if let Some(idle_us) = up.iter().filter(|b| b.rxidle >= 0).map(|b| b.rxidle).min() {
+        // The longest silence among them: one frozen leader is enough to stall the input.
+        if let Some(idle_us) = up.iter().filter(|b| b.rxidle >= 0).map(|b| b.rxidle).max() {
             health.fetched(now - idle_us / 1000);
         }
     }
@@ -162,9 +171,6 @@ pub fn run<H: RecordHandler>(
         }
         records += read as u64;
         let idle = read == 0;
-        if !idle {
-            status.input.fetched(unix_ms());
-        }
         if !idle {
             idle_since = None;
         } else {
