@@ -645,7 +645,7 @@ fn sigkill_at_random_moments_leaves_state_and_out_files_as_an_uninterrupted_run(
     let mut crashing: Vec<&str> = last.iter().map(String::as_str).filter(|a| *a != "--no-http").collect();
     crashing.extend(["--http", "127.0.0.1:0"]);
     let started = Instant::now();
-    let at = kill_at_random_moments(&crashing, sb.path(), events, kills, &mut rng, seed);
+    let at = kill_at_random_moments(&crashing, sb.path(), (Progress::Events, events), kills, &mut rng, seed);
     let out = streamflix(&last.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(out.status.success(), "SOAK_SEED={seed}: {}", String::from_utf8_lossy(&out.stderr));
     eprintln!(

@@ -136,7 +136,22 @@ fn sigkill_at_random_moments_then_restart_equals_an_uninterrupted_run() {
     let broker = Broker::start();
     let data = generated(2_000, 200_000, 8_000);
     let started = Instant::now();
-    replay_into(data.path(), &broker.addr, "b", ONE_RECORD_PER_BATCH);
+    // Every record on the input topics (events and heartbeats): the crash test's progress is
+    // measured in input offsets.
+    let mut replay_args = vec![
+        "run",
+        "--data",
+        data.path().to_str().unwrap(),
+        "--brokers",
+        &broker.addr,
+        "--topic-prefix",
+        "b",
+    ];
+    replay_args.extend(["--quiet", "--json"]);
+    replay_args.extend_from_slice(ONE_RECORD_PER_BATCH);
+    let sent = replay_ok(&replay_args);
+    let summary: Value = serde_json::from_slice(&sent.stdout).unwrap();
+    let records = ["ratings", "tags", "heartbeats"].iter().map(|k| summary[k].as_u64().unwrap()).sum::<u64>();
     eprintln!("replayed 208,000 events one record per batch: {:.1}s", started.elapsed().as_secs_f64());
     let movies = data.path().join("movies.csv");
     let movies = movies.to_str().unwrap();
@@ -163,9 +178,13 @@ fn sigkill_at_random_moments_then_restart_equals_an_uninterrupted_run() {
     let (mut rng, seed) = Rng::from_env("crash test through the broker");
     let mut args = process_args(&broker.addr, "b", movies, sb.path().to_str().unwrap());
     args.extend(["--checkpoint-every", "5000", "--http", "127.0.0.1:0"]);
-    let kills = kill_at_random_moments(&args, sb.path(), 208_000, soak_kills(5), &mut rng, seed);
+    let kills =
+        kill_at_random_moments(&args, sb.path(), (Progress::Offsets, records), soak_kills(5), &mut rng, seed);
     // Distinct points by construction: each run waits for progress past the previous kill.
-    eprintln!("through the broker: {} SIGKILLs at committed events {kills:?}", kills.len());
+    eprintln!(
+        "through the broker: {} SIGKILLs at committed input offsets {kills:?} (of {records})",
+        kills.len()
+    );
     let mut args = process_args(&broker.addr, "b", movies, sb.path().to_str().unwrap());
     args.extend(["--checkpoint-every", "5000"]);
     process_ok(&args);

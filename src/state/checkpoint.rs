@@ -30,7 +30,8 @@
 //!   loading replays the log into a fresh model and gets exactly the model of an uninterrupted
 //!   run. The log holds every rating once, the data a full sweep needs anyway.
 //!
-//! The HTTP server reads the same database, so it only ever sees committed state.
+//! The HTTP server reads the same database, so it only ever sees whole checkpoints (possibly the
+//! one being fsynced, which a crash at that moment takes back).
 //!
 //! May import: what `state/mod.rs` allows its layer; this module uses `crate::core::catalog`, `crate::core::config`, `crate::core::engagement`, `crate::core::pending`, `crate::core::processor`, `crate::core::sessions`, `crate::state::codec`, `crate::state::migrate`, `streamflix-schemas`.
 

@@ -511,11 +511,38 @@ pub fn soak_kills(short: usize) -> usize {
     std::env::var("SOAK_KILLS").ok().and_then(|s| s.parse().ok()).unwrap_or(short)
 }
 
-/// The events a state directory has committed (its meta record's ratings + tags).
+/// How a crash test measures a run's progress.
+#[derive(Debug, Clone, Copy)]
+pub enum Progress {
+    /// Events applied (ratings + tags). Fine embedded, where they follow the input closely.
+    Events,
+    /// Input records read (the sum of the partitions' positions: offsets, heartbeats included).
+    /// Through a broker applied events come in bursts, as the watermark releases the events
+    /// waiting for it (tens of thousands at a time, and all the rest at the end of the input);
+    /// the positions move smoothly.
+    Offsets,
+}
+
+impl Progress {
+    /// The progress in a `/stats` answer or a meta record (both carry `partitions`).
+    fn of(self, v: &serde_json::Value) -> Option<u64> {
+        match self {
+            Progress::Events => v["events"].as_u64().or_else(|| {
+                let c = &v["counters"];
+                Some(c["ratings"].as_u64()? + c["tags"].as_u64()?)
+            }),
+            Progress::Offsets => {
+                v["partitions"].as_array()?.iter().map(|p| p["position"].as_u64()).sum::<Option<u64>>()
+            }
+        }
+    }
+}
+
+/// A state directory's committed progress.
 ///
 /// Read from a copy: `dump` opens, recovers and, stopping cleanly, seals what it reads, and the
 /// next run must start from the state exactly as the crash left it.
-pub fn committed_in(state: &Path) -> u64 {
+pub fn committed_in(state: &Path, progress: Progress) -> u64 {
     fn copy(from: &Path, to: &Path) {
         std::fs::create_dir_all(to).unwrap();
         for e in std::fs::read_dir(from).unwrap() {
@@ -529,67 +556,59 @@ pub fn committed_in(state: &Path) -> u64 {
     }
     let snapshot = tempfile::tempdir().unwrap();
     copy(state, snapshot.path());
-    let meta = &dump(snapshot.path(), "meta")[0];
-    let c = &meta["counters"];
-    c["ratings"].as_u64().unwrap() + c["tags"].as_u64().unwrap()
+    progress.of(&dump(snapshot.path(), "meta")[0]).expect("a meta record")
 }
 
 /// Runs `streamflix args…` (a processing command with `--http 127.0.0.1:0`, writing to `state`)
-/// again and again, killing each run with SIGKILL at a random moment: once the committed events
-/// (`/stats`) pass a random target (ascending, within the first 85 % of `events`, and past the
-/// previous kill), after a random 0–40 ms more (less once 5 % of `events` more, or 90 % of
-/// them, are committed). Returns the committed event counts at the
-/// kills, `kills` of them; panics (naming `seed`) if a run finishes before its kill.
+/// again and again, killing each run with SIGKILL at a random moment: once its committed
+/// `progress` (`/stats`) passes a random target (ascending, within the first 85 % of `total`,
+/// and past the previous kill), after a random 0–40 ms more (cut short once 5 % of `total` more
+/// is committed, so that a fast run does not finish its input before the kill). Returns the
+/// committed progress at the kills, `kills` of them; panics (naming `seed`) if a run finishes
+/// before its kill.
 pub fn kill_at_random_moments(
     args: &[&str],
     state: &Path,
-    events: u64,
+    (progress, total): (Progress, u64),
     kills: usize,
     rng: &mut Rng,
     seed: u64,
 ) -> Vec<u64> {
-    let lo = events / 50;
-    let mut targets: Vec<u64> = (0..kills).map(|_| lo + rng.below(events * 85 / 100 - lo)).collect();
+    let lo = total / 50;
+    let mut targets: Vec<u64> = (0..kills).map(|_| lo + rng.below(total * 85 / 100 - lo)).collect();
     targets.sort_unstable();
     let mut at = Vec::new();
     for target in targets {
         let mut run = Running::start(args);
         let base = run.http_base();
+        let now = || get_json(&format!("{base}/stats")).ok().and_then(|(_, v)| progress.of(&v));
         let target = target.max(at.last().map_or(0, |k| k + 1));
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
             assert!(
                 run.child.try_wait().unwrap().is_none(),
-                "SOAK_SEED={seed}: the run ended before reaching {target} committed events"
+                "SOAK_SEED={seed}: the run ended before reaching {target} ({progress:?}; kills so far at {at:?})"
             );
-            let n = get_json(&format!("{base}/stats")).ok().and_then(|(_, v)| v["events"].as_u64());
-            if n.is_some_and(|n| n >= target) {
+            if now().is_some_and(|n| n >= target) {
                 break;
             }
             assert!(Instant::now() < deadline, "SOAK_SEED={seed}: no progress to {target}");
             std::thread::sleep(Duration::from_millis(5));
         }
-        // A random while more, cut short once the run is well past its target: a fast run
-        // (release, through a broker) would otherwise finish its input before the kill, and
-        // leave nothing for the next kills.
         let until = Instant::now() + Duration::from_millis(rng.below(40));
-        let cap = (target + events / 20).min(events * 9 / 10);
-        while Instant::now() < until {
-            let n = get_json(&format!("{base}/stats")).ok().and_then(|(_, v)| v["events"].as_u64());
-            if n.is_some_and(|n| n >= cap) {
-                break;
-            }
+        let cap = (target + total / 20).min(total * 9 / 10);
+        while Instant::now() < until && now().is_none_or(|n| n < cap) {
             std::thread::sleep(Duration::from_millis(2));
         }
         assert!(
             run.child.try_wait().unwrap().is_none(),
-            "SOAK_SEED={seed}: the run finished before kill {} (after {target} events)",
+            "SOAK_SEED={seed}: the run finished before kill {} (after {target}, {progress:?})",
             at.len() + 1
         );
         run.signal("-KILL");
         let (status, _) = run.wait();
         assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9), "SOAK_SEED={seed}");
-        at.push(committed_in(state));
+        at.push(committed_in(state, progress));
     }
     at
 }
