@@ -93,12 +93,9 @@ pub fn files_identity(files: &[PathBuf]) -> Result<String> {
 /// `Store::seal`): the next start then finds any change made to its files in between. A seal that
 /// fails is a warning: the state itself is committed either way.
 pub fn seal(dir: &Path) {
-    match Store::seal(dir) {
-        Ok(true) => tracing::debug!(dir = %dir.display(), "state sealed"),
-        Ok(false) => {
-            tracing::debug!(dir = %dir.display(), "state left unsealed (still open or no checkpoint)")
-        }
-        Err(e) => eprintln!("warning: {:#}", anyhow::Error::from(e)),
+    // `Store::seal` logs the seal (info); unsealed is not worth a line.
+    if let Err(e) = Store::seal(dir) {
+        eprintln!("warning: {:#}", anyhow::Error::from(e));
     }
 }
 

@@ -190,14 +190,11 @@ impl OutputSink for JsonLinesSink {
             tracing::warn!(file = %c.path, "the state wrote to another --out directory before; this one starts with the outputs from here on");
         }
         for (f, path) in self.files.iter_mut().zip(&self.paths) {
-            let len = |f: &BufWriter<File>| {
-                f.get_ref().metadata().map(|m| m.len()).map_err(|source| OutputError::Open {
-                    action: "read",
-                    path: path.clone(),
-                    source,
-                })
-            };
-            let now = len(f)?;
+            let now = f.get_ref().metadata().map(|m| m.len()).map_err(|source| OutputError::Open {
+                action: "read",
+                path: path.clone(),
+                source,
+            })?;
             let Some(c) = committed.iter().find(|c| &c.path == path) else {
                 if now > 0 {
                     return Err(OutputError::Foreign { path: path.clone(), len: now });

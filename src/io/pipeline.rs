@@ -149,10 +149,10 @@ impl Writer {
     }
 }
 
-/// The wall clock in seconds since the epoch (0 if it is set before 1970), for the core's check
-/// of records from the future ([`Processor::set_clock`]).
-fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+/// The wall clock in milliseconds since the epoch (0 if it is set before 1970): for the core's
+/// check of records from the future ([`Processor::set_clock`], in seconds) and the input's health.
+pub(crate) fn unix_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Puts the calling thread below the processing and learning threads (nice 10): a checkpoint's
@@ -213,15 +213,14 @@ impl Pipeline {
     pub fn new(
         opened: Opened,
         store: Store,
-        sink: Box<dyn OutputSink>,
+        mut sink: Box<dyn OutputSink>,
         mode: &'static str,
         policy: CheckpointPolicy,
         status: Arc<Status>,
     ) -> Result<Self, PipelineError> {
         let Opened { mut processor, model, checkpoints, input, outputs } = opened;
-        let mut sink = sink;
         sink.resume(&outputs).map_err(PipelineError::Resume)?;
-        processor.set_clock(unix_now());
+        processor.set_clock(unix_ms() / 1000);
         processor.set_keyed_input(mode == "kafka");
         let model = model.map(|m| Arc::new(RwLock::new(m)));
         if let Some(m) = &model {
@@ -318,7 +317,7 @@ impl Pipeline {
         let mut due = self.since >= self.policy.every_records;
         if self.since.is_multiple_of(256) {
             due |= self.last.elapsed() >= self.policy.every;
-            self.processor.set_clock(unix_now());
+            self.processor.set_clock(unix_ms() / 1000);
         }
         if due {
             self.start_checkpoint(false)?;

@@ -322,9 +322,7 @@ fn iso(ts: Option<i64>) -> Value {
 async fn stats(State(s): State<AppState>) -> ApiResult {
     let m = committed(&s.store)?;
     let c = &m.counters;
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now_ms = now_ms();
     let recommender = match model(&s) {
         Err(_) => json!({ "enabled": false }),
         Ok(model) => {

@@ -411,7 +411,10 @@ impl Store {
     ///
     /// # Errors
     /// sled cannot open it (permissions, corruption, or another process holds its lock).
-    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+    ///
+    /// Private: every caller goes through [`Store::open_then`], which keeps a refused directory
+    /// as it was.
+    fn open(dir: &Path) -> Result<Store, StoreError> {
         let path = dir.display().to_string();
         let damaged = |detail: String| StoreError::Damaged { path: path.clone(), detail };
         let marker = Marker::read(dir)?;
@@ -494,8 +497,8 @@ impl Store {
         let started = Instant::now();
         let guard = Guard::take(dir, MARKER).map_err(|e| match e {
             GuardError::Locked => StoreError::Locked { path: path.clone() },
-            GuardError::Interrupted(copy) => {
-                StoreError::Damaged { path: path.clone(), detail: GuardError::Interrupted(copy).to_string() }
+            e @ GuardError::Interrupted(_) => {
+                StoreError::Damaged { path: path.clone(), detail: e.to_string() }
             }
             e => StoreError::Guard { path: path.clone(), source: e },
         })?;

@@ -82,16 +82,10 @@ impl Guard {
     pub fn take(dir: &Path, marker: &'static str) -> Result<Guard, GuardError> {
         let copy = dir.join(GUARD_DIR);
         let mut guard = Guard { dir: dir.to_path_buf(), copy: None, present: Vec::new(), marker, lock: None };
-        let Ok(entries) = std::fs::read_dir(dir) else { return Ok(guard) };
-        for e in entries {
-            let e = e.map_err(io_err("cannot list", dir))?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            if is_state_file(&name, marker) {
-                guard.present.push(name);
-            }
+        if !dir.is_dir() {
+            return Ok(guard);
         }
-        guard.present.sort();
-        // One start at a time copies, opens and restores.
+        // One start at a time lists, copies, opens and restores.
         let lock_path = dir.join(GUARD_LOCK);
         let lock = std::fs::OpenOptions::new()
             .create(true)
@@ -104,6 +98,14 @@ impl Guard {
             Err(std::fs::TryLockError::WouldBlock) => return Err(GuardError::Locked),
             Err(std::fs::TryLockError::Error(e)) => return Err(io_err("cannot lock", &lock_path)(e)),
         }
+        for e in std::fs::read_dir(dir).map_err(io_err("cannot list", dir))? {
+            let e = e.map_err(io_err("cannot list", dir))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if is_state_file(&name, marker) {
+                guard.present.push(name);
+            }
+        }
+        guard.present.sort();
         if copy.join(RESTORING).exists() {
             return Err(GuardError::Interrupted(copy.display().to_string()));
         }
@@ -136,8 +138,8 @@ impl Guard {
     /// A file could not be moved back or removed (the copy is then left in [`GUARD_DIR`]).
     pub fn restore(mut self) -> Result<(), GuardError> {
         // Never under another process: whatever is there now is its.
+        // (Dropping the guard then deletes the copy, which is stale.)
         if self.lock.is_none() || db_locked(&self.dir)? {
-            self.copy.take();
             return Err(GuardError::Locked);
         }
         if let Some(copy) = &self.copy {

@@ -17,7 +17,7 @@ use streamflix_replay::kafka::{KafkaOptions, QuietEof};
 use super::lanes::{Doorbell, Lane};
 use super::TransportError;
 use crate::core::processor::Source;
-use crate::io::pipeline::{PipelineError, RecordHandler};
+use crate::io::pipeline::{unix_ms, PipelineError, RecordHandler};
 use crate::serve::Status;
 
 /// The input consumer's context: librdkafka's errors as [`QuietEof`] logs them, and its
@@ -57,11 +57,6 @@ impl ClientContext for InputContext {
 }
 
 impl ConsumerContext for InputContext {}
-
-/// The wall clock, Unix milliseconds (for the input's health, which is operational).
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
 
 /// How a Kafka run ended.
 #[derive(Debug, Clone, Copy)]
