@@ -204,7 +204,7 @@ pub fn replay(
     let mut pacer = Pacer::new(cfg.speed, cfg.rate);
     let mut clock: Option<Clock> = None;
     let mut started: Option<Instant> = None;
-    let mut key = String::with_capacity(10);
+    let mut key = [0u8; 10];
     // Per topic and partition, the seq below which events are already delivered (all 0 unless
     // resuming). Skipping uses it, and heartbeats never promise less than it.
     let floors = cfg.resume.clone().unwrap_or_else(|| partitions.map(|n| vec![0; n as usize]));
@@ -228,7 +228,8 @@ pub fn replay(
             EventRef::Tag(_) => Topic::Tags,
         };
         let user = event.user();
-        let partition = partition_for(format_u32(&mut key, user), partitions[topic as usize]);
+        let partition =
+            partition_for(streamflix_schemas::user_key(user, &mut key), partitions[topic as usize]);
         if floors[topic as usize].get(partition as usize).is_some_and(|&next| seq < next) {
             summary.already_delivered += 1;
             // The clock runs as if this event were sent (see `Clock::beat`).
@@ -347,13 +348,6 @@ fn wait_until(
         sink.idle()?;
         std::thread::sleep((due - now).min(SLICE));
     }
-}
-
-fn format_u32(buf: &mut String, v: u32) -> &[u8] {
-    use std::fmt::Write;
-    buf.clear();
-    let _ = write!(buf, "{v}");
-    buf.as_bytes()
 }
 
 #[cfg(test)]

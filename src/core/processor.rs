@@ -183,19 +183,6 @@ pub trait RatingObserver: Send {
     fn sync(&mut self, wait: bool);
 }
 
-/// `n` in decimal ASCII, written into the end of `buf`: a user id as its Kafka key.
-fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[i..];
-        }
-    }
-}
-
 /// The processor's whole state.
 pub struct Processor {
     cfg: CoreConfig,
@@ -549,7 +536,7 @@ impl Processor {
         // share a partition and their order; heartbeats may be unkeyed.
         if self.keyed_input {
             let mut buf = [0u8; 10];
-            let want = decimal(user, &mut buf);
+            let want = streamflix_schemas::user_key(user, &mut buf);
             match key {
                 Some(k) if k == want => {}
                 Some(k) => {
@@ -1120,14 +1107,5 @@ mod tests {
         let mut out = Vec::new();
         q.process_bytes(Source { index: 0, offset: 0, next: 1 }, None, rating(12, T0).as_bytes(), &mut out);
         assert!(dead_reasons(&out).is_empty());
-    }
-
-    #[test]
-    fn user_ids_as_keys_are_their_decimal_digits() {
-        let mut buf = [0u8; 10];
-        assert_eq!(decimal(0, &mut buf), b"0");
-        assert_eq!(decimal(7, &mut buf), b"7");
-        assert_eq!(decimal(162_541, &mut buf), b"162541");
-        assert_eq!(decimal(u32::MAX, &mut buf), b"4294967295");
     }
 }
