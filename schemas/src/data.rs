@@ -19,7 +19,7 @@ pub const MAX_AHEAD_OF_CLOCK: i64 = 86_400;
 pub const NO_GENRES: &str = "(no genres listed)";
 
 /// One rating, compact (24 bytes) because ml-25m holds 25 M of them in memory.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Rating {
     /// Event time, seconds since the epoch.
     pub ts: i64,

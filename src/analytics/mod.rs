@@ -2,9 +2,11 @@
 //! same deterministic event-time path as the core (daily close and its tables, statistics,
 //! churn prediction, segments, trending, experiments).
 //!
-//! Empty until those features land; the folder exists so that they have their place in the
-//! layering from the start. Every aggregate here is to be a mergeable partial per input
-//! partition (counts, `(n, mean, M2)`, day buckets), so a scale-out can combine them.
+//! Owns: the day close's tables as Arrow batches ([`tables`]). Every aggregate here is to be a
+//! mergeable partial per input partition (counts, `(n, mean, M2)`, day buckets), so a scale-out
+//! can combine them.
 //!
 //! May import: `crate::core`, `crate::model`, `streamflix-schemas`. Never `crate::state`,
 //! `crate::serve`, `crate::io` or `crate::cli`, nor the replay crate.
+
+pub mod tables;

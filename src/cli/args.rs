@@ -11,8 +11,10 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use streamflix_replay::cli::key_value;
 
+use crate::analytics::tables::Table;
 use crate::core::config::{parse_duration, AlsConfig, CoreConfig};
 use crate::io::pipeline::CheckpointPolicy;
+use crate::io::snapshots::{Period, SnapshotSettings};
 use crate::serve::http::HttpOptions;
 
 /// Streaming engagement analytics for a video platform, fed by MovieLens-style rating events:
@@ -110,6 +112,8 @@ pub struct ProcessArgs {
     #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = key_value)]
     pub kafka_property: Vec<(String, String)>,
     #[command(flatten)]
+    pub snapshots: SnapshotArgs,
+    #[command(flatten)]
     pub serve: ServeArgs,
     #[command(flatten)]
     pub core: CoreArgs,
@@ -194,12 +198,74 @@ pub struct EmbeddedArgs {
     /// Write outputs as JSON lines (sessions.jsonl, churn-alerts.jsonl, dlq.jsonl) here.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub snapshots: SnapshotArgs,
     /// Partitions per topic in the in-process channel (fixed for a state directory).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub partitions: u32,
     /// Pace the replay: event-seconds per wall-second (default: as fast as possible).
     #[arg(long)]
     pub speed: Option<f64>,
+}
+
+/// The daily close's tables (docs/tables.md).
+#[derive(Args, Debug)]
+pub struct SnapshotArgs {
+    /// Write the daily close's Parquet tables here: when event time passes midnight UTC, the day
+    /// is closed and its tables written (docs/tables.md). `run` and `demo` default to
+    /// <state>/snapshots when --state is given; `process` writes none unless given a directory.
+    #[arg(long, env = "STREAMFLIX_SNAPSHOTS", value_name = "DIR")]
+    pub snapshots: Option<PathBuf>,
+    /// Write no tables (`run`, `demo`).
+    #[arg(long, conflicts_with = "snapshots")]
+    pub no_snapshots: bool,
+    /// The tables to write, comma-separated (default: all): ratings, user_features,
+    /// user_features_full, sessions, churn_alerts, genre_daily, cohort_retention, movies.
+    #[arg(long, value_name = "TABLES", value_delimiter = ',', value_parser = parse_table)]
+    pub snapshot_tables: Vec<Table>,
+    /// Partition granularity: one dt= partition per day, week (from Monday) or month. Days still
+    /// close daily; a longer period gathers their parts and gets _SUCCESS at its end.
+    #[arg(long, value_enum, default_value = "day")]
+    pub snapshot_period: PeriodArg,
+}
+
+/// `--snapshot-period`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeriodArg {
+    /// One partition per day.
+    Day,
+    /// One per week, Monday to Sunday.
+    Week,
+    /// One per calendar month.
+    Month,
+}
+
+fn parse_table(s: &str) -> Result<Table, String> {
+    Table::from_name(s.trim()).ok_or_else(|| {
+        let names: Vec<&str> = Table::ALL.iter().map(|t| t.name()).collect();
+        format!("no table {s:?}; the tables are {}", names.join(", "))
+    })
+}
+
+impl SnapshotArgs {
+    /// Where and what to write: `default_dir` unless a directory is given or tables are off.
+    pub fn settings(&self, default_dir: Option<PathBuf>) -> Option<SnapshotSettings> {
+        if self.no_snapshots {
+            return None;
+        }
+        let dir = self.snapshots.clone().or(default_dir)?;
+        let tables = if self.snapshot_tables.is_empty() {
+            Table::ALL.to_vec()
+        } else {
+            Table::ALL.into_iter().filter(|t| self.snapshot_tables.contains(t)).collect()
+        };
+        let period = match self.snapshot_period {
+            PeriodArg::Day => Period::Day,
+            PeriodArg::Week => Period::Week,
+            PeriodArg::Month => Period::Month,
+        };
+        Some(SnapshotSettings { dir, tables, period })
+    }
 }
 
 /// Serving, checkpointing and recommender options (not stored with the state).

@@ -26,6 +26,7 @@ pub fn process(args: &ProcessArgs) -> Result<()> {
         group_id,
         input_timeout,
         kafka_property,
+        snapshots,
         serve,
         core,
     } = args;
@@ -41,7 +42,8 @@ pub fn process(args: &ProcessArgs) -> Result<()> {
     let partitions = kafka::input_partitions(&opts, &topics)?;
     let n = partitions.iter().filter(|(t, _)| *t == topics.ratings).count() as u32;
     let input = kafka::input_identity(&opts, &topics);
-    let start = Start { mode: "kafka", state, input, cfg, catalog, partitions, serve };
+    let snapshots = snapshots.settings(None);
+    let start = Start { mode: "kafka", state, input, cfg, catalog, partitions, serve, snapshots };
     let Started { mut pipeline, services } = start::start(start, Box::new(sink))?;
     let outs = [topics.sessions.as_str(), topics.alerts.as_str(), topics.dlq.as_str()];
     services

@@ -52,7 +52,9 @@ pub fn embedded(dir: &Path, e: &EmbeddedArgs, demo: bool) -> Result<()> {
     // The files the dataset was read from (ratings, and tags if any), and the catalog.
     let files: Vec<_> = ds.reports.iter().map(|r| r.path.clone()).chain([movies]).collect();
     let input = start::files_identity(&files)?;
-    let start = Start { mode: "embedded", state: &state_dir, input, cfg, catalog, partitions, serve };
+    let snapshots = e.snapshots.settings(e.state.as_ref().map(|s| s.join("snapshots")));
+    let start =
+        Start { mode: "embedded", state: &state_dir, input, cfg, catalog, partitions, serve, snapshots };
     let Started { mut pipeline, services } = start::start(start, sink)?;
     let replay_cfg = ReplayConfig { speed: e.speed, ..Default::default() };
     if let Some(s) = e.speed {

@@ -18,6 +18,7 @@ use crate::core::catalog::{Catalog, MAX_GENRES};
 use crate::core::config::CoreConfig;
 use crate::io::output::OutputSink;
 use crate::io::pipeline::{open_processor, Pipeline};
+use crate::io::snapshots::{SnapshotSettings, SnapshotWriter};
 use crate::model::ModelHandle;
 use crate::serve::http::{self, AppState};
 use crate::serve::metrics::Metrics;
@@ -115,6 +116,8 @@ pub struct Start<'a> {
     pub partitions: Vec<(String, u32)>,
     /// Serving and checkpointing options.
     pub serve: &'a ServeArgs,
+    /// The day close's tables; `None`: none written.
+    pub snapshots: Option<SnapshotSettings>,
 }
 
 /// A started processing command: the pipeline and the services around it.
@@ -136,10 +139,16 @@ pub fn start(s: Start<'_>, sink: Box<dyn OutputSink>) -> Result<Started> {
         Store::reset(s.state).with_context(|| format!("cannot reset {}", s.state.display()))?;
         println!("reset: starting over in {}", s.state.display());
     }
+    let (input, catalog) = (s.input.clone(), s.catalog.clone());
     // Through the guard: a state refused while opening or loading is left exactly as it was.
     let (store, opened) = Store::open_then(s.state, |store| {
         open_processor(store, s.mode, s.input, s.cfg, s.catalog, s.partitions, !s.serve.no_recommender)
     })?;
+    let snapshots = match s.snapshots {
+        Some(settings) => Some(SnapshotWriter::start(settings, &input, catalog)?),
+        None => None,
+    };
+    let snapshot_dir = snapshots.as_ref().map(|w| w.settings().dir.clone());
     if opened.checkpoints > 0 {
         println!("resuming from checkpoint {} in {}", opened.checkpoints, s.state.display());
     }
@@ -148,7 +157,11 @@ pub fn start(s: Start<'_>, sink: Box<dyn OutputSink>) -> Result<Started> {
     let metrics = Arc::new(Metrics::new());
     let mut pipeline = Pipeline::new(opened, store.clone(), sink, s.mode, s.serve.policy(), status.clone())?;
     pipeline.set_metrics(metrics.clone());
-    let services = Services::start(s.serve, &store, &status, pipeline.model().cloned(), &metrics)?;
+    if let Some(w) = snapshots {
+        pipeline.set_snapshots(w);
+    }
+    let services =
+        Services::start(s.serve, &store, &status, pipeline.model().cloned(), &metrics, snapshot_dir)?;
     Ok(Started { pipeline, services })
 }
 
@@ -170,6 +183,7 @@ impl Services {
         status: &Arc<Status>,
         model: Option<ModelHandle>,
         metrics: &Arc<Metrics>,
+        snapshots: Option<PathBuf>,
     ) -> Result<Services> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -191,6 +205,7 @@ impl Services {
                 model,
                 metrics: metrics.clone(),
                 options: Arc::new(serve.http_options()),
+                snapshots,
             };
             let handle = rt.spawn(http::serve(listener, state, shutdown.wait()));
             println!("http: listening on http://{addr}");

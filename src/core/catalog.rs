@@ -39,6 +39,7 @@ pub struct Catalog {
     genres: Vec<String>,
     movies: FxHashMap<u32, u64>,
     titles: FxHashMap<u32, Box<str>>,
+    years: FxHashMap<u32, u16>,
 }
 
 impl Catalog {
@@ -54,6 +55,7 @@ impl Catalog {
         let mut map = FxHashMap::default();
         map.reserve(movies.len());
         let titles = movies.iter().map(|m| (m.id, m.title.clone().into_boxed_str())).collect();
+        let years = movies.iter().filter_map(|m| Some((m.id, m.year?))).collect();
         for m in movies {
             let mask = m
                 .genres
@@ -62,7 +64,20 @@ impl Catalog {
                 .fold(0u64, |mask, i| mask | (1 << i));
             map.insert(m.id, mask);
         }
-        Ok(Catalog { genres, movies: map, titles })
+        Ok(Catalog { genres, movies: map, titles, years })
+    }
+
+    /// Every movie as `(id, title, release year, genre bits)`, by id (the `movies` table).
+    pub fn movie_rows(&self) -> Vec<(u32, &str, Option<u16>, u64)> {
+        let mut rows: Vec<_> = self
+            .movies
+            .iter()
+            .map(|(&id, &mask)| {
+                (id, self.titles.get(&id).map_or("", |t| &**t), self.years.get(&id).copied(), mask)
+            })
+            .collect();
+        rows.sort_unstable_by_key(|r| r.0);
+        rows
     }
 
     /// The movie's genre bits, or `None` for a movie not in the catalog.

@@ -178,15 +178,47 @@ impl Activity {
         }
     }
 
-    /// Events seen (ratings + tags).
-    pub fn events(&self) -> u64 {
-        self.ratings + self.tags
-    }
-
     /// The features at event time `as_of`, or at the user's last event if that is later (which
     /// happens while partitions are consumed at different speeds: the watermark trails the
     /// slowest one). `genre_names` are the catalog's, by bit.
     pub fn features(&self, as_of: i64, genre_names: &[String], open_sessions: u64) -> UserFeatures {
+        let row = self.row(0, as_of, false, genre_names.len());
+        let name = |i: usize| genre_names.get(i).cloned().unwrap_or_else(|| format!("genre#{i}"));
+        UserFeatures {
+            as_of: row.as_of,
+            recency_days: row.recency_days,
+            last_activity: row.last_activity,
+            first_seen: row.first_seen,
+            cohort: month_label(row.cohort),
+            events_7d: row.events_7d,
+            events_30d: row.events_30d,
+            events_90d: row.events_90d,
+            events_lifetime: row.ratings + row.tags,
+            ratings: row.ratings,
+            tags: row.tags,
+            rating_mean: row.rating_mean,
+            rating_std: row.rating_std,
+            genres: self
+                .genre_counts
+                .iter()
+                .enumerate()
+                .filter(|(_, &c)| c > 0)
+                .map(|(i, &c)| (name(i), u64::from(c)))
+                .collect(),
+            favourite_genre: row.favourite_genre.map(name),
+            genre_diversity: row.genre_diversity,
+            sessions: row.sessions,
+            open_sessions,
+            mean_session_minutes: row.mean_session_minutes,
+            binge_sessions: row.binge_sessions,
+            active_days: row.active_days,
+        }
+    }
+
+    /// [`Activity::features`] as plain values, without allocating (the genre counts left out, the
+    /// favourite genre as its catalog index): one row of the `user_features` tables. `genres` is
+    /// the number of catalog genres.
+    pub fn row(&self, user: u32, as_of: i64, churned: bool, genres: usize) -> FeatureRow {
         let as_of = as_of.max(self.last);
         let as_of_day = day_of(as_of);
         let total: u64 = self.genre_counts.iter().map(|&c| u64::from(c)).sum();
@@ -202,43 +234,79 @@ impl Activity {
             let p = f64::from(c) / total as f64;
             entropy -= p * p.ln();
         }
-        let k = genre_names.len();
-        let name = |i: usize| genre_names.get(i).cloned().unwrap_or_else(|| format!("genre#{i}"));
-        UserFeatures {
+        FeatureRow {
+            user,
             as_of,
-            recency_days: ((as_of - self.last).max(0)) as f64 / DAY as f64,
-            last_activity: self.last,
-            first_seen: self.first_seen,
-            cohort: month_label(month_index(self.first_seen)),
+            churned,
+            ratings: self.ratings,
+            tags: self.tags,
             events_7d: self.ring.trailing(as_of_day, WINDOWS[0]),
             events_30d: self.ring.trailing(as_of_day, WINDOWS[1]),
             events_90d: self.ring.trailing(as_of_day, WINDOWS[2]),
-            events_lifetime: self.events(),
-            ratings: self.ratings,
-            tags: self.tags,
             rating_mean: (self.ratings > 0).then_some(self.rating_mean),
             rating_std: (self.ratings > 0).then(|| (self.rating_m2 / self.ratings as f64).max(0.0).sqrt()),
-            genres: self
-                .genre_counts
-                .iter()
-                .enumerate()
-                .filter(|(_, &c)| c > 0)
-                .map(|(i, &c)| (name(i), u64::from(c)))
-                .collect(),
-            favourite_genre: favourite.map(|(i, _)| name(i)),
-            genre_diversity: if k > 1 && total > 0 {
-                (entropy / (k as f64).ln()).clamp(0.0, 1.0)
+            first_seen: self.first_seen,
+            last_activity: self.last,
+            recency_days: ((as_of - self.last).max(0)) as f64 / DAY as f64,
+            active_days: self.active_days,
+            sessions: self.sessions,
+            binge_sessions: self.binge_sessions,
+            mean_session_minutes: (self.sessions > 0)
+                .then(|| self.session_seconds as f64 / self.sessions as f64 / 60.0),
+            favourite_genre: favourite.map(|(i, _)| i),
+            genre_diversity: if genres > 1 && total > 0 {
+                (entropy / (genres as f64).ln()).clamp(0.0, 1.0)
             } else {
                 0.0
             },
-            sessions: self.sessions,
-            open_sessions,
-            mean_session_minutes: (self.sessions > 0)
-                .then(|| self.session_seconds as f64 / self.sessions as f64 / 60.0),
-            binge_sessions: self.binge_sessions,
-            active_days: self.active_days,
+            cohort: month_index(self.first_seen),
         }
     }
+}
+
+/// One user's features as plain values ([`Activity::row`]): a row of the `user_features` tables.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FeatureRow {
+    /// The user.
+    pub user: u32,
+    /// The event time the values describe.
+    pub as_of: i64,
+    /// In an inactivity episode (churned, not back yet).
+    pub churned: bool,
+    /// Ratings ever.
+    pub ratings: u64,
+    /// Tags ever.
+    pub tags: u64,
+    /// Events on the 7 UTC days ending with `as_of`'s day.
+    pub events_7d: u64,
+    /// The same over 30 days.
+    pub events_30d: u64,
+    /// The same over 90 days.
+    pub events_90d: u64,
+    /// Mean rating.
+    pub rating_mean: Option<f64>,
+    /// Population standard deviation of the ratings.
+    pub rating_std: Option<f64>,
+    /// First activity.
+    pub first_seen: i64,
+    /// Latest activity.
+    pub last_activity: i64,
+    /// Days from the latest activity to `as_of`.
+    pub recency_days: f64,
+    /// Distinct UTC days with activity.
+    pub active_days: u64,
+    /// Closed sessions.
+    pub sessions: u64,
+    /// Closed binge sessions.
+    pub binge_sessions: u64,
+    /// Mean closed session length, minutes.
+    pub mean_session_minutes: Option<f64>,
+    /// Catalog index of the most-rated genre (ties: the first).
+    pub favourite_genre: Option<usize>,
+    /// Normalised Shannon entropy of the genre counts.
+    pub genre_diversity: f64,
+    /// Month index of `first_seen`.
+    pub cohort: i32,
 }
 
 #[cfg(test)]

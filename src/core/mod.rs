@@ -19,6 +19,7 @@ pub mod calendar;
 pub mod catalog;
 pub mod churn;
 pub mod config;
+pub mod daily;
 pub mod engagement;
 pub mod features;
 pub mod pending;

@@ -20,9 +20,13 @@ use streamflix_schemas::{ChurnAlert, DeadLetter, SourcePosition, StreamRecord, U
 
 use std::sync::Arc;
 
+use crate::core::calendar::{day_of, DAY};
 use crate::core::catalog::Catalog;
 use crate::core::churn::{churned_alert, reactivated_alert, ChurnState, TimeIndex};
 use crate::core::config::{CoreConfig, MIN_EVENT_TS};
+use crate::core::daily::{
+    genre_day, is_month_end, retention, AlertRow, CloseSpec, DayClose, DayLog, FullSnapshot,
+};
 use crate::core::engagement::{Engagement, Snapshot};
 use crate::core::features::Activity;
 use crate::core::pending::{Pending, PendingQueue};
@@ -124,6 +128,8 @@ pub enum Output {
     Alert(ChurnAlert),
     /// An unusable record, for the dead-letter topic, with its original key.
     Dead(DeadLetter),
+    /// A closed day, for the snapshot tables (only with [`Processor::set_day_close`]).
+    DayClosed(Box<DayClose>),
 }
 
 /// Running totals (all restored from the checkpoint).
@@ -203,6 +209,10 @@ pub struct Processor {
     /// Records come with Kafka keys ([`Processor::set_keyed_input`]).
     keyed_input: bool,
     engagement: Engagement,
+    /// The open day's log.
+    day: DayLog,
+    /// What a day close computes; `None`: days are closed without output.
+    close_spec: Option<CloseSpec>,
 }
 
 /// The checkpointed parts a processor is restored from.
@@ -220,6 +230,8 @@ pub struct Restored {
     pub pending: Vec<Pending>,
     /// Platform aggregates.
     pub engagement: Engagement,
+    /// The open day's log.
+    pub day: DayLog,
 }
 
 impl Processor {
@@ -234,7 +246,7 @@ impl Processor {
 
     /// Rebuilds a processor from checkpointed parts; the indexes are derived from the users.
     pub fn restore(cfg: CoreConfig, catalog: Arc<Catalog>, r: Restored) -> Self {
-        let Restored { partitions, watermark, counters, users, pending, engagement } = r;
+        let Restored { partitions, watermark, counters, users, pending, engagement, day } = r;
         let mut churn_index = TimeIndex::default();
         let mut close_index = TimeIndex::default();
         for (&u, st) in &users {
@@ -260,7 +272,20 @@ impl Processor {
             clock: None,
             keyed_input: false,
             engagement,
+            day,
+            close_spec: None,
         }
+    }
+
+    /// From now on each day close pushes an [`Output::DayClosed`] with the rows `spec` asks for;
+    /// `None` stops that (days are still closed, and their logs kept, in the same sequence).
+    pub fn set_day_close(&mut self, spec: Option<CloseSpec>) {
+        self.close_spec = spec;
+    }
+
+    /// The open day's log (part of the checkpoint).
+    pub fn day_log(&self) -> &DayLog {
+        &self.day
     }
 
     /// The configuration.
@@ -427,11 +452,83 @@ impl Processor {
     /// Moves the watermark to `wm`: applies, in order, the pending events before it (no event
     /// earlier than `wm` can still arrive: it would be late on its partition), then closes
     /// sessions and churns users due at `wm`.
+    ///
+    /// On the way it stops at each UTC midnight: the events before it are applied, the watermark
+    /// moves to the second before it, and the day is closed ([`Processor::close_day`]), so a close sees the
+    /// state as of the end of its day, however far the watermark jumps at once.
     fn step(&mut self, wm: i64, out: &mut Vec<Output>) {
-        while let Some(p) = self.pending.pop_before(wm) {
-            self.apply(p, out);
-        }
+        self.step_days(wm, out);
         self.advance(wm, out);
+    }
+
+    /// Applies the pending events before `wm`, closing each day whose end is at or before `wm`.
+    fn step_days(&mut self, wm: i64, out: &mut Vec<Output>) {
+        'days: loop {
+            let boundary = self.day.open.map(|d| (d + 1) * DAY);
+            let limit = boundary.map_or(wm, |b| b.min(wm));
+            while let Some(p) = self.pending.pop_before(limit) {
+                let first = self.day.open.is_none();
+                if first {
+                    self.day.open = Some(day_of(p.ts));
+                }
+                self.apply(p, out);
+                if first {
+                    continue 'days;
+                }
+            }
+            match boundary {
+                Some(b) if b <= wm => {
+                    // The watermark stops at the day's last second: what the close holds (a
+                    // session closing, a churn) happened on the day.
+                    self.advance(b - 1, out);
+                    self.close_day(true, out);
+                }
+                _ => return,
+            }
+        }
+    }
+
+    /// Closes the open day: pushes its rows (with a close spec) and, if `complete`, starts the
+    /// next day's log. An incomplete close (the end of a finite input) keeps the log, so the
+    /// day's real close, if more input comes, still sees the whole day.
+    fn close_day(&mut self, complete: bool, out: &mut Vec<Output>) {
+        let Some(day) = self.day.open else { return };
+        if let Some(spec) = self.close_spec {
+            let as_of = if complete { (day + 1) * DAY - 1 } else { self.watermark.unwrap_or(day * DAY) };
+            let genres = self.catalog.genre_names().len();
+            let row = |users: &FxHashMap<u32, UserState>, u: u32| {
+                let st = &users[&u];
+                st.activity.row(u, as_of, st.churn.churned, genres)
+            };
+            let users = if spec.users {
+                self.day.distinct_users().into_iter().map(|u| row(&self.users, u)).collect()
+            } else {
+                Vec::new()
+            };
+            let full = (spec.full && (!complete || is_month_end(day))).then(|| {
+                let mut ids: Vec<u32> = self.users.keys().copied().collect();
+                ids.sort_unstable();
+                FullSnapshot {
+                    users: ids.into_iter().map(|u| row(&self.users, u)).collect(),
+                    retention: retention(&self.engagement, as_of),
+                }
+            });
+            let close = DayClose {
+                day,
+                complete,
+                as_of,
+                ratings: self.day.ratings.clone(),
+                users,
+                sessions: self.day.sessions.clone(),
+                alerts: self.day.alerts.clone(),
+                genres: genre_day(&self.day, &self.catalog),
+                full,
+            };
+            out.push(Output::DayClosed(Box::new(close)));
+        }
+        if complete {
+            self.day = DayLog { open: Some(day + 1), ..DayLog::default() };
+        }
     }
 
     fn apply(&mut self, p: Pending, out: &mut Vec<Output>) {
@@ -443,6 +540,7 @@ impl Processor {
                     l.observe(r);
                 }
                 self.dirty.ratings.push(r);
+                self.day.ratings.push(r);
             }
             None => self.counters.tags += 1,
         }
@@ -451,12 +549,22 @@ impl Processor {
 
     /// End of a finite input: the watermark moves to the last event time seen, so sessions and
     /// churn are judged as of the end of the data.
+    /// The days it passes are closed, and the last, incomplete one too (see
+    /// [`Processor::close_day`]).
     pub fn finish(&mut self, out: &mut Vec<Output>) {
+        let last = self.partitions.iter().filter_map(|p| p.max_ts).max();
+        if let Some(last) = last {
+            self.step_days(last, out);
+        }
         while let Some(p) = self.pending.pop() {
+            if self.day.open.is_none() {
+                self.day.open = Some(day_of(p.ts));
+            }
             self.apply(p, out);
         }
-        if let Some(last) = self.partitions.iter().filter_map(|p| p.max_ts).max() {
+        if let Some(last) = last {
             self.advance(last, out);
+            self.close_day(false, out);
         }
     }
 
@@ -637,6 +745,7 @@ impl Processor {
         st.activity.add(ts, rating, genres);
         self.engagement.on_event(ts, rating, genres, genre_count, prev, st.activity.first_seen);
         st.sessions.add(ts, rating, genres, self.cfg.session_gap);
+        self.day.touch(user);
         if st.churn.index_key.is_none() {
             st.churn.index_key = Some(st.activity.last);
             self.churn_index.insert(st.activity.last, user);
@@ -689,6 +798,7 @@ impl Processor {
             self.counters.sessions_closed += 1;
             self.counters.binge_sessions += c.binge as u64;
             self.dirty.sessions.push((user, c));
+            self.day.sessions.push((user, c));
             out.push(Output::Session { user, session: c });
         }
         let st = self.users.get_mut(&user).expect("user exists");
@@ -700,6 +810,7 @@ impl Processor {
             self.close_index.insert(next, user);
         }
         self.dirty.users.insert(user);
+        self.day.touch(user);
     }
 
     fn summarize(&mut self, user: u32, s: &OpenSession) -> ClosedSession {
@@ -745,6 +856,14 @@ impl Processor {
 
     /// Publishes `alert` and keeps it, encoded, as the user's latest for the checkpoint.
     fn emit_alert(&mut self, user: u32, alert: ChurnAlert, out: &mut Vec<Output>) {
+        self.day.alerts.push(AlertRow {
+            user,
+            status: alert.status,
+            at: alert.at,
+            last_activity: alert.last_activity,
+            inactive_days: alert.inactive_days,
+        });
+        self.day.touch(user);
         self.dirty.alerts.insert(user, alert.clone());
         out.push(Output::Alert(alert));
     }

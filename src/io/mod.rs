@@ -1,7 +1,8 @@
 //! The driver and the transports: records in, outputs out, checkpoints on a schedule.
 //!
 //! Owns: the [`pipeline::Pipeline`] that feeds records to the processor, publishes its outputs
-//! and checkpoints through a writer thread; the output sinks ([`output`]); the transports that
+//! and checkpoints through a writer thread; the output sinks ([`output`]); the day close's Parquet
+//! writer ([`snapshots`]); the transports that
 //! feed it: the in-process replay channel ([`embedded`]) and Kafka ([`kafka`]: the consume loop,
 //! the librdkafka FFI in one file, the producer). Transports reach the pipeline through the
 //! [`pipeline::RecordHandler`] trait, not its internals.
@@ -15,3 +16,4 @@ pub mod embedded;
 pub mod kafka;
 pub mod output;
 pub mod pipeline;
+pub mod snapshots;

@@ -158,6 +158,8 @@ impl JsonLinesSink {
 impl OutputSink for JsonLinesSink {
     fn send(&mut self, out: &Output) -> Result<(), OutputError> {
         let (i, r) = match out {
+            // The snapshot writer takes day closes; they are not written here.
+            Output::DayClosed(_) => return Ok(()),
             Output::Session { user, session } => {
                 (0, serde_json::to_writer(&mut self.files[0], &session.summary(*user, &self.genres)))
             }

@@ -15,10 +15,13 @@ use std::time::{Duration, Instant};
 
 use streamflix_schemas::StreamRecord;
 
+use crate::analytics::tables::Table;
 use crate::core::catalog::Catalog;
 use crate::core::config::CoreConfig;
+use crate::core::daily::CloseSpec;
 use crate::core::processor::{Output, PartitionState, Processor, RecordOutcome, Restored, Source};
 use crate::io::output::{OutputError, OutputSink};
+use crate::io::snapshots::{SnapshotError, SnapshotWriter};
 use crate::model::learner::{self, Background};
 use crate::model::recommend::Recommender;
 use crate::model::ModelHandle;
@@ -41,6 +44,9 @@ pub enum PipelineError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A day close's tables could not be written (the state after it is not committed).
+    #[error("writing the day close's tables")]
+    Snapshot(#[from] SnapshotError),
     /// The checkpoint writer thread is gone (it panicked).
     #[error("the checkpoint writer thread died")]
     WriterDied,
@@ -202,6 +208,8 @@ pub struct Pipeline {
     writer: Writer,
     /// Per partition: the records counter for each outcome (resolved once).
     outcome_handles: Vec<[prometheus::IntCounter; 3]>,
+    /// The day close's table writer; `None`: no tables.
+    snapshots: Option<SnapshotWriter>,
 }
 
 impl Pipeline {
@@ -245,6 +253,7 @@ impl Pipeline {
             metrics: Arc::new(Metrics::new()),
             writer,
             outcome_handles: Vec::new(),
+            snapshots: None,
         };
         pipeline.resolve_handles();
         Ok(pipeline)
@@ -274,6 +283,16 @@ impl Pipeline {
         }
         self.metrics = metrics;
         self.resolve_handles();
+    }
+
+    /// From now on every closed day's tables are written by `writer`.
+    pub fn set_snapshots(&mut self, writer: SnapshotWriter) {
+        let tables = &writer.settings().tables;
+        self.processor.set_day_close(Some(CloseSpec {
+            users: tables.contains(&Table::UserFeatures),
+            full: tables.contains(&Table::UserFeaturesFull) || tables.contains(&Table::CohortRetention),
+        }));
+        self.snapshots = Some(writer);
     }
 
     /// The metrics.
@@ -327,8 +346,17 @@ impl Pipeline {
 
     fn publish(&mut self) -> Result<(), PipelineError> {
         for o in self.buf.drain(..) {
-            if let Output::Session { session, .. } = &o {
-                self.metrics.session_length.observe(session.length as f64);
+            match o {
+                Output::Session { session, .. } => {
+                    self.metrics.session_length.observe(session.length as f64);
+                }
+                Output::DayClosed(close) => {
+                    if let Some(w) = self.snapshots.as_mut() {
+                        w.send(close, self.metrics.clone())?;
+                    }
+                    continue;
+                }
+                _ => {}
             }
             self.sink.send(&o).map_err(PipelineError::Publish)?;
         }
@@ -359,6 +387,11 @@ impl Pipeline {
     /// Flushes outputs, waits for the previous checkpoint to be written, then hands this one to
     /// the writer thread.
     fn start_checkpoint(&mut self, finished: bool) -> Result<(), PipelineError> {
+        // The closes before this state are on disk before it is committed: a restart never skips
+        // a day's tables (and rewrites, byte for byte, those after the checkpoint).
+        if let Some(w) = self.snapshots.as_mut() {
+            w.sync()?;
+        }
         self.sink.flush().map_err(PipelineError::Flush)?;
         let outputs = self.sink.committed().map_err(PipelineError::Flush)?;
         self.processor.sync_learner(false);
@@ -491,7 +524,7 @@ pub fn open_processor(
                 outputs: Vec::new(),
             })
         }
-        Some(Loaded { meta, users, pending, engagement }) => {
+        Some(Loaded { meta, users, pending, engagement, day }) => {
             store.check_compatible(&meta, mode, &input, &cfg, catalog.genre_names(), &partitions)?;
             let model =
                 if recommender { Some(learner::rebuild(&cfg, &catalog, store.ratings())?) } else { None };
@@ -502,6 +535,7 @@ pub fn open_processor(
                 users,
                 pending,
                 engagement,
+                day,
             };
             Ok(Opened {
                 processor: Processor::restore(cfg, catalog, restored),

@@ -69,6 +69,8 @@ pub struct AppState {
     pub metrics: Arc<crate::serve::metrics::Metrics>,
     /// Access control and limits.
     pub options: Arc<HttpOptions>,
+    /// The day close's table directory; `None` when no tables are written.
+    pub snapshots: Option<std::path::PathBuf>,
 }
 
 /// An error response: status + `{"error": message}`.
@@ -135,6 +137,8 @@ pub fn router(state: AppState) -> Router {
         .route("/movies/{id}/similar", get(similar))
         .route("/groups/recommendations", get(group))
         .route("/metrics", get(metrics))
+        .route("/snapshots", get(snapshots))
+        .route("/tables/user_features", get(user_table))
         .fallback(|| async {
             ApiError(
                 StatusCode::NOT_FOUND,
@@ -233,6 +237,54 @@ async fn metrics(State(s): State<AppState>) -> Response {
     }
     let body = s.metrics.render();
     ([(axum::http::header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body).into_response()
+}
+
+/// The day close's tables: per table, the closed partitions (with `_SUCCESS`) and the ones being
+/// filled or left incomplete at the end of a finite input.
+async fn snapshots(State(s): State<AppState>) -> ApiResult {
+    let Some(dir) = s.snapshots.clone() else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "no snapshot tables are written (see --snapshots)".into(),
+        ));
+    };
+    let listing = tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        move || crate::serve::snapshots::list(&dir)
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("reading {}: {e}", dir.display())))?;
+    let last_closed = listing.iter().filter_map(|t| t.closed.last()).max().cloned();
+    let tables: Vec<Value> = listing
+        .into_iter()
+        .map(|t| json!({ "table": t.table, "closed": t.closed, "incomplete": t.incomplete }))
+        .collect();
+    Ok(Json(json!({ "dir": dir.display().to_string(), "last_closed": last_closed, "tables": tables })))
+}
+
+/// The committed user table (every user, features at the committed watermark, the columns of
+/// `user_features`) as an Arrow IPC stream: `pyarrow.ipc.open_stream`.
+async fn user_table(State(s): State<AppState>) -> Response {
+    let store = s.store.clone();
+    let built = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ApiError> {
+        let m = committed(&store)?;
+        let as_of = m.watermark.unwrap_or(0);
+        let mut rows = Vec::with_capacity(m.users as usize);
+        for kv in store.all_users() {
+            let (u, st) = kv?;
+            rows.push(st.activity.row(u, as_of, st.churn.churned, m.genres.len()));
+        }
+        crate::analytics::tables::user_features_ipc(&rows, &m.genres)
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding Arrow IPC: {e}")))
+    })
+    .await;
+    match built {
+        Ok(Ok(bytes)) => ([(axum::http::header::CONTENT_TYPE, "application/vnd.apache.arrow.stream")], bytes)
+            .into_response(),
+        Ok(Err(e)) => e.into_response(),
+        Err(e) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }
 
 /// A connection lives at most this many `--http-timeout`s (5 minutes by default), however busy.

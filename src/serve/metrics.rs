@@ -38,6 +38,13 @@ pub struct Metrics {
     checkpoint_written: IntCounter,
     checkpoints: IntCounter,
     checkpoint_time: Gauge,
+    /// `streamflix_snapshot_last_closed_day_timestamp_seconds`: start of the latest day whose
+    /// tables are written.
+    pub snapshot_last_day: Gauge,
+    /// `streamflix_snapshot_close_duration_seconds`: writing one closed day's tables.
+    pub snapshot_close_seconds: Histogram,
+    /// `streamflix_snapshot_written_bytes_total{table}`.
+    pub snapshot_bytes: IntCounterVec,
     state_users: IntGauge,
     state_open_sessions: IntGauge,
     state_pending: IntGauge,
@@ -178,6 +185,23 @@ impl Metrics {
                 "Bytes written by checkpoints of this process.",
             ),
             checkpoints: counter(&r, "streamflix_checkpoints_total", "Checkpoints written by this process."),
+            snapshot_last_day: gauge(
+                &r,
+                "streamflix_snapshot_last_closed_day_timestamp_seconds",
+                "Event time (00:00 UTC, Unix seconds) of the latest closed day whose tables are written.",
+            ),
+            snapshot_close_seconds: histogram(
+                &r,
+                "streamflix_snapshot_close_duration_seconds",
+                "Time to encode and write one closed day's tables (snapshot writer thread).",
+                vec![0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+            ),
+            snapshot_bytes: counter_vec(
+                &r,
+                "streamflix_snapshot_written_bytes_total",
+                "Parquet bytes written by the day close of this process, per table.",
+                &["table"],
+            ),
             checkpoint_time: gauge(
                 &r,
                 "streamflix_checkpoint_last_success_timestamp_seconds",

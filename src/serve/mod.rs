@@ -10,6 +10,7 @@
 
 pub mod http;
 pub mod metrics;
+pub mod snapshots;
 mod status;
 
 pub use status::Status;

@@ -23,6 +23,8 @@
 //!   (postcard, not JSON: a third of the bytes, and floats read back exactly);
 //! - `p` → the pending (accepted, not yet applied) events, postcard;
 //! - `e` → the platform engagement aggregates ([`Engagement`]), postcard;
+//! - `d` → the open day's log ([`DayLog`]: its ratings, touched users, closed sessions and
+//!   alerts, for the day close), postcard;
 //! - `l` + checkpoint number (u64 BE) + piece number (u32 BE) → the ratings applied since the
 //!   previous checkpoint, in order, in pieces of up to 640 (see `LOG_PIECE`; about 7 bytes a
 //!   rating, see `encode_rating`): the recommender's log. The ALS model is a
@@ -33,7 +35,7 @@
 //! The HTTP server reads the same database, so it only ever sees whole checkpoints (possibly the
 //! one being fsynced, which a crash at that moment takes back).
 //!
-//! May import: what `state/mod.rs` allows its layer; this module uses `crate::core::catalog`, `crate::core::config`, `crate::core::engagement`, `crate::core::pending`, `crate::core::processor`, `crate::core::sessions`, `crate::state::codec`, `crate::state::migrate`, `streamflix-schemas`.
+//! May import: what `state/mod.rs` allows its layer; this module uses `crate::core::catalog`, `crate::core::config`, `crate::core::daily`, `crate::core::engagement`, `crate::core::pending`, `crate::core::processor`, `crate::core::sessions`, `crate::state::codec`, `crate::state::migrate`, `streamflix-schemas`.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -43,6 +45,7 @@ use serde::{Deserialize, Serialize};
 use streamflix_schemas::{ChurnAlert, ChurnStatus, SessionSummary};
 
 use crate::core::config::CoreConfig;
+use crate::core::daily::DayLog;
 use crate::core::engagement::Engagement;
 use crate::core::pending::Pending;
 use crate::core::processor::{Counters, LoggedRating, PartitionState, Processor, UserState};
@@ -54,6 +57,7 @@ use crate::state::migrate;
 const META: &[u8] = b"m";
 const PENDING: &[u8] = b"p";
 const ENGAGEMENT: &[u8] = b"e";
+const DAY_LOG: &[u8] = b"d";
 
 /// Errors of the state store.
 #[derive(Debug, thiserror::Error)]
@@ -189,6 +193,8 @@ pub struct Loaded {
     pub pending: Vec<Pending>,
     /// Platform aggregates.
     pub engagement: Engagement,
+    /// The open day's log.
+    pub day: DayLog,
 }
 
 /// What one checkpoint wrote.
@@ -607,7 +613,8 @@ impl Store {
         }
         let pending = self.postcard_or_default(PENDING, "pending events")?;
         let engagement = self.postcard_or_default(ENGAGEMENT, "engagement aggregates")?;
-        Ok(Some(Loaded { meta, users, pending, engagement }))
+        let day = self.postcard_or_default(DAY_LOG, "day log")?;
+        Ok(Some(Loaded { meta, users, pending, engagement, day }))
     }
 
     /// The postcard value under `key` (no version byte), its type's default if absent.
@@ -730,6 +737,9 @@ impl Store {
         let engagement = postcard::to_stdvec(p.engagement()).expect("aggregates serialize");
         bytes += engagement.len() as u64;
         batch.insert(ENGAGEMENT, engagement);
+        let day = postcard::to_stdvec(p.day_log()).expect("day log serializes");
+        bytes += day.len() as u64;
+        batch.insert(DAY_LOG, day);
         let pending = postcard::to_stdvec(&p.pending()).expect("pending events serialize");
         bytes += pending.len() as u64;
         batch.insert(PENDING, pending);
@@ -863,7 +873,8 @@ impl Store {
             k
         });
         let mut out = Vec::new();
-        for kv in self.db.range(start..user_key(b'd', 0).to_vec()) {
+        // Up to, not including, the first key after the `c` prefix (`d`, the day log).
+        for kv in self.db.range(start..b"d".to_vec()) {
             let (k, v) = self.sled(kv)?;
             let user = key_user(&k)?;
             let a: ChurnAlert = decode_at(&v, || format!("alert of user {user}"))?;
@@ -995,7 +1006,8 @@ mod tests {
         assert_eq!(stats.users, 1);
         drop(store);
         let store = reopen(dir.path());
-        let Loaded { meta, users, pending, engagement } = store.load().unwrap().unwrap();
+        let Loaded { meta, users, pending, engagement, day } = store.load().unwrap().unwrap();
+        assert_eq!(&day, p.day_log());
         let log = store.rating_log().unwrap();
         assert_eq!(&engagement, p.engagement());
         assert_eq!(log.len() as u64, p.counters().ratings, "every applied rating is in the log");

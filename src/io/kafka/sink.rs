@@ -57,6 +57,8 @@ impl OutputSink for KafkaOutputs {
         self.payload.clear();
         self.key.clear();
         let (topic, keyed, ts) = match out {
+            // The snapshot writer takes day closes; they are not published.
+            Output::DayClosed(_) => return Ok(()),
             Output::Session { user, session } => {
                 session.write_json(*user, &self.genre_json, &mut self.payload);
                 write!(self.key, "{user}")?;

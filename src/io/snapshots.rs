@@ -1,0 +1,460 @@
+//! The snapshot writer: the day close's tables as Parquet files, on their own thread.
+//!
+//! The processor pushes each closed day ([`DayClose`]) into the pipeline's output buffer; the
+//! pipeline hands it here, and a writer thread turns it into Arrow batches
+//! (`analytics::tables`) and Parquet files: `DIR/<table>/dt=<period start>/part-<n>.parquet`,
+//! written to `.part-<n>.parquet.tmp` and renamed, then `_SUCCESS` once the period's last day is
+//! closed. The files are a function of the input: a checkpoint commits state only after the
+//! closes before it are written ([`SnapshotWriter::sync`], which also flushes them to disk), so a
+//! crash at any point makes the restart close the same days again from the same state and
+//! rewrite the same bytes; leftover temporary files are removed on start.
+//!
+//! The directory's `_streamflix.json` says what wrote it (input, tables, period, genres); a start
+//! with another input or other settings is refused rather than mixing two runs' files.
+//!
+//! May import: what `io/mod.rs` allows its layer; this module uses `crate::analytics::tables`, `crate::core::calendar`, `crate::core::catalog`, `crate::core::daily`, `crate::serve::metrics`.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use arrow::array::RecordBatch;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
+
+use crate::analytics::tables::{self, Table, SUCCESS};
+use crate::core::calendar::{month_index, DAY};
+use crate::core::catalog::Catalog;
+use crate::core::daily::DayClose;
+use crate::serve::metrics::Metrics;
+
+/// What wrote the directory.
+pub const MANIFEST: &str = "_streamflix.json";
+
+/// The partition granularity (`--snapshot-period`); days close daily whatever it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Period {
+    /// One partition per day.
+    Day,
+    /// One per ISO week (Monday to Sunday).
+    Week,
+    /// One per calendar month.
+    Month,
+}
+
+impl Period {
+    /// The first day of the period holding `day` (days since the epoch).
+    pub fn start(self, day: i64) -> i64 {
+        match self {
+            Period::Day => day,
+            // 1970-01-01 was a Thursday: Monday is 3 days before it.
+            Period::Week => day - (day + 3).rem_euclid(7),
+            Period::Month => {
+                let m = month_index(day * DAY);
+                let mut d = day;
+                while month_index((d - 1) * DAY) == m {
+                    d -= 1;
+                }
+                d
+            }
+        }
+    }
+
+    /// Whether `day` is the last of its period.
+    pub fn is_last(self, day: i64) -> bool {
+        self.start(day + 1) == day + 1
+    }
+
+    /// The name used on the command line and in the manifest.
+    pub fn name(self) -> &'static str {
+        match self {
+            Period::Day => "day",
+            Period::Week => "week",
+            Period::Month => "month",
+        }
+    }
+}
+
+/// Where and what to write.
+#[derive(Debug, Clone)]
+pub struct SnapshotSettings {
+    /// The snapshot directory.
+    pub dir: PathBuf,
+    /// The tables written, in [`Table::ALL`] order.
+    pub tables: Vec<Table>,
+    /// The partition granularity.
+    pub period: Period,
+}
+
+/// Errors of the snapshot writer.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// A file or directory could not be written.
+    #[error("cannot {action} {path}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The path.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The directory holds another run's tables.
+    #[error("{path} holds tables written {detail}; pass another --snapshots directory or remove this one")]
+    Foreign {
+        /// The manifest's path.
+        path: String,
+        /// How they differ.
+        detail: String,
+    },
+    /// Parquet encoding failed.
+    #[error("encoding the {table} table as Parquet")]
+    Parquet {
+        /// The table.
+        table: &'static str,
+        /// Why.
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    /// The writer thread is gone (it panicked).
+    #[error("the snapshot writer thread died")]
+    WriterDied,
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError {
+    let path = path.display().to_string();
+    move |source| SnapshotError::Io { action, path, source }
+}
+
+/// What wrote a snapshot directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Manifest {
+    format: u32,
+    input: String,
+    tables: Vec<String>,
+    period: Period,
+    genres: Vec<String>,
+}
+
+enum Msg {
+    Close(Box<DayClose>, Arc<Metrics>),
+    Sync(SyncSender<()>),
+}
+
+/// The writer thread and its queue.
+pub struct SnapshotWriter {
+    jobs: Option<SyncSender<Msg>>,
+    failed: Arc<Mutex<Option<SnapshotError>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    settings: Arc<SnapshotSettings>,
+}
+
+/// `YYYY-MM-DD` of a day number.
+pub fn day_label(day: i64) -> String {
+    chrono::DateTime::from_timestamp(day.saturating_mul(DAY), 0)
+        .map_or_else(|| day.to_string(), |t| t.format("%Y-%m-%d").to_string())
+}
+
+impl SnapshotWriter {
+    /// Prepares `settings.dir` for the run that reads `input` (refusing another run's
+    /// directory), removes leftover temporary files, writes the `movies` table and starts the
+    /// writer thread.
+    ///
+    /// # Errors
+    /// The directory cannot be written or holds another run's tables.
+    pub fn start(
+        settings: SnapshotSettings,
+        input: &str,
+        catalog: Arc<Catalog>,
+    ) -> Result<SnapshotWriter, SnapshotError> {
+        let dir = settings.dir.clone();
+        std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        let manifest = Manifest {
+            format: 1,
+            input: input.to_string(),
+            tables: settings.tables.iter().map(|t| t.name().to_string()).collect(),
+            period: settings.period,
+            genres: catalog.genre_names().to_vec(),
+        };
+        check_manifest(&dir, &manifest)?;
+        remove_temporaries(&dir)?;
+        if settings.tables.contains(&Table::Movies) {
+            let part = dir.join(Table::Movies.name());
+            std::fs::create_dir_all(&part).map_err(io_err("create", &part))?;
+            write_parquet(&part, "part-0.parquet", Table::Movies, &tables::movies(&catalog))?;
+            write_success(&part)?;
+        }
+        let settings = Arc::new(settings);
+        let failed = Arc::new(Mutex::new(None));
+        let (jobs, rx) = sync_channel::<Msg>(16);
+        let thread = {
+            let (settings, failed) = (settings.clone(), failed.clone());
+            std::thread::Builder::new()
+                .name("streamflix-close".into())
+                .spawn(move || run(&settings, &catalog, &rx, &failed))
+                .map_err(io_err("start a thread for", &dir))?
+        };
+        Ok(SnapshotWriter { jobs: Some(jobs), failed, thread: Some(thread), settings })
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &SnapshotSettings {
+        &self.settings
+    }
+
+    fn take_failure(&self) -> Option<SnapshotError> {
+        self.failed.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+
+    /// Queues a closed day (waits while 16 are queued).
+    ///
+    /// # Errors
+    /// An earlier close failed, or the thread died.
+    pub fn send(&mut self, close: Box<DayClose>, metrics: Arc<Metrics>) -> Result<(), SnapshotError> {
+        if let Some(e) = self.take_failure() {
+            return Err(e);
+        }
+        let sent = self.jobs.as_ref().is_some_and(|j| j.send(Msg::Close(close, metrics)).is_ok());
+        if sent {
+            Ok(())
+        } else {
+            Err(self.take_failure().unwrap_or(SnapshotError::WriterDied))
+        }
+    }
+
+    /// Waits until every queued close is written and flushed to disk (before a checkpoint
+    /// commits the state after them).
+    ///
+    /// # Errors
+    /// A close failed, or the thread died.
+    pub fn sync(&mut self) -> Result<(), SnapshotError> {
+        let (tx, rx) = sync_channel(1);
+        let sent = self.jobs.as_ref().is_some_and(|j| j.send(Msg::Sync(tx)).is_ok());
+        if !sent || rx.recv().is_err() {
+            return Err(self.take_failure().unwrap_or(SnapshotError::WriterDied));
+        }
+        match self.take_failure() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for SnapshotWriter {
+    /// Lets the queued closes be written.
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn check_manifest(dir: &Path, want: &Manifest) -> Result<(), SnapshotError> {
+    let path = dir.join(MANIFEST);
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let found: Manifest = serde_json::from_slice(&bytes).map_err(|e| SnapshotError::Foreign {
+                path: path.display().to_string(),
+                detail: format!("by something else (unreadable manifest: {e})"),
+            })?;
+            let detail = if found.input != want.input {
+                Some(format!("from another input ({})", found.input))
+            } else if found.tables != want.tables {
+                Some(format!("with other tables ({})", found.tables.join(",")))
+            } else if found.period != want.period {
+                Some(format!("with --snapshot-period {}", found.period.name()))
+            } else if found != *want {
+                Some("with another catalog or format".to_string())
+            } else {
+                None
+            };
+            match detail {
+                Some(detail) => Err(SnapshotError::Foreign { path: path.display().to_string(), detail }),
+                None => Ok(()),
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let non_empty = std::fs::read_dir(dir).map_err(io_err("read", dir))?.next().is_some();
+            if non_empty {
+                return Err(SnapshotError::Foreign {
+                    path: dir.display().to_string(),
+                    detail: format!("by something else (no {MANIFEST})"),
+                });
+            }
+            let mut bytes = serde_json::to_vec_pretty(want).expect("manifest serializes");
+            bytes.push(b'\n');
+            write_atomically(dir, MANIFEST, &bytes)
+        }
+        Err(e) => Err(io_err("read", &path)(e)),
+    }
+}
+
+/// Removes the `*.tmp` files a killed writer left.
+fn remove_temporaries(dir: &Path) -> Result<(), SnapshotError> {
+    for entry in std::fs::read_dir(dir).map_err(io_err("read", dir))? {
+        let entry = entry.map_err(io_err("read", dir))?;
+        let path = entry.path();
+        if entry.file_type().map_err(io_err("read", &path))?.is_dir() {
+            remove_temporaries(&path)?;
+        } else if path.extension().is_some_and(|e| e == "tmp") {
+            std::fs::remove_file(&path).map_err(io_err("remove", &path))?;
+        }
+    }
+    Ok(())
+}
+
+fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), SnapshotError> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, bytes).map_err(io_err("write", &tmp))?;
+    let path = dir.join(name);
+    std::fs::rename(&tmp, &path).map_err(io_err("rename to", &path))
+}
+
+fn write_success(dir: &Path) -> Result<(), SnapshotError> {
+    let path = dir.join(SUCCESS);
+    std::fs::write(&path, b"").map_err(io_err("write", &path))
+}
+
+/// Encodes `batch` as Parquet into `dir/name` (through a temporary file); returns its size.
+fn write_parquet(dir: &Path, name: &str, table: Table, batch: &RecordBatch) -> Result<u64, SnapshotError> {
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        // Not the library's version: the same input gives the same bytes whatever built us.
+        .set_created_by("streamflix".to_string())
+        .build();
+    let mut bytes = Vec::new();
+    let pq = |source| SnapshotError::Parquet { table: table.name(), source };
+    let mut w = ArrowWriter::try_new(&mut bytes, table.schema(), Some(props)).map_err(pq)?;
+    w.write(batch).map_err(pq)?;
+    w.close().map_err(pq)?;
+    write_atomically(dir, name, &bytes)?;
+    Ok(bytes.len() as u64)
+}
+
+fn run(
+    settings: &SnapshotSettings,
+    catalog: &Catalog,
+    rx: &Receiver<Msg>,
+    failed: &Mutex<Option<SnapshotError>>,
+) {
+    let fail = |e: SnapshotError| {
+        let mut f = failed.lock().unwrap_or_else(PoisonError::into_inner);
+        if f.is_none() {
+            *f = Some(e);
+        }
+    };
+    let mut broken = false;
+    for msg in rx {
+        match msg {
+            Msg::Close(close, metrics) => {
+                if broken {
+                    continue;
+                }
+                let started = Instant::now();
+                match write_close(settings, catalog, &close) {
+                    Ok(bytes) => {
+                        for (t, n) in bytes {
+                            metrics.snapshot_bytes.with_label_values(&[t.name()]).inc_by(n);
+                        }
+                        metrics.snapshot_close_seconds.observe(started.elapsed().as_secs_f64());
+                        if close.complete {
+                            metrics.snapshot_last_day.set((close.day * DAY) as f64);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(day = %day_label(close.day), "day close failed: {e}");
+                        broken = true;
+                        fail(e);
+                    }
+                }
+            }
+            Msg::Sync(reply) => {
+                if !broken {
+                    if let Err(e) = sync_dir(&settings.dir) {
+                        broken = true;
+                        fail(e);
+                    }
+                }
+                let _ = reply.send(());
+            }
+        }
+    }
+}
+
+/// Flushes the file system holding `dir` (one call for every file written since the last).
+fn sync_dir(dir: &Path) -> Result<(), SnapshotError> {
+    let f = std::fs::File::open(dir).map_err(io_err("open", dir))?;
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a plain system call on a descriptor this function owns.
+        if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+            return Err(io_err("flush to disk", dir)(std::io::Error::last_os_error()));
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    f.sync_all().map_err(io_err("flush to disk", dir))?;
+    Ok(())
+}
+
+/// Writes one closed day's parts (and `_SUCCESS` where its period ends); returns the bytes per
+/// table.
+fn write_close(
+    settings: &SnapshotSettings,
+    catalog: &Catalog,
+    close: &DayClose,
+) -> Result<Vec<(Table, u64)>, SnapshotError> {
+    let start = settings.period.start(close.day);
+    let partition = format!("dt={}", day_label(start));
+    let part = format!("part-{}.parquet", close.day - start);
+    let batches = tables::day_batches(close, &settings.tables, catalog.genre_names());
+    let mut written = Vec::new();
+    for &t in settings.tables.iter().filter(|t| **t != Table::Movies) {
+        let dir = settings.dir.join(t.name()).join(&partition);
+        match batches.iter().find(|(bt, _)| *bt == t) {
+            Some((_, batch)) => {
+                std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+                written.push((t, write_parquet(&dir, &part, t, batch)?));
+            }
+            None => {
+                // No rows: a part an earlier, incomplete close of this day wrote goes.
+                let stale = dir.join(&part);
+                match std::fs::remove_file(&stale) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err("remove", &stale)(e)),
+                }
+                if t.is_daily() && close.complete {
+                    std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+                }
+            }
+        }
+        if close.complete && settings.period.is_last(close.day) && dir.is_dir() {
+            write_success(&dir)?;
+        }
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods_start_on_the_right_day() {
+        // 2017-07-14 (day 17361) was a Friday.
+        let d = 17_361;
+        assert_eq!(day_label(d), "2017-07-14");
+        assert_eq!(day_label(Period::Week.start(d)), "2017-07-10");
+        assert_eq!(day_label(Period::Month.start(d)), "2017-07-01");
+        assert!(Period::Week.is_last(d + 2), "Sunday ends the week");
+        assert!(Period::Month.is_last(17_378), "2017-07-31");
+        assert!(Period::Day.is_last(d));
+    }
+}
