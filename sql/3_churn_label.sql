@@ -6,7 +6,8 @@
 -- latest `last_activity` among them.
 --   user_id        INTEGER
 --   last_activity  BIGINT   time of the user's last event before X, seconds since the epoch
---   churned        BOOLEAN  last_activity < X - 30 days
+--   churned        BOOLEAN  last_activity <= X - 30 days (the processor's rule: churned once 30
+--                           days have passed since the last activity)
 -- Ordered by user_id.
 --
 -- Parameters (DuckDB variables):
@@ -34,6 +35,6 @@ last_activity AS (
 SELECT
     la.user_id,
     la.last_activity,
-    la.last_activity < params.cutoff - 30 * 86400 AS churned
+    la.last_activity <= params.cutoff - 30 * 86400 AS churned
 FROM last_activity AS la, params
 ORDER BY la.user_id;

@@ -302,7 +302,7 @@ def q3_churn_label(ml, as_of):
     x = cutoff(as_of)
     before = ml.events[ml.events["ts"] < x]
     out = before.groupby("user_id")["ts"].max().rename("last_activity").reset_index()
-    out["churned"] = out["last_activity"] < x - CHURN_AFTER
+    out["churned"] = out["last_activity"] <= x - CHURN_AFTER
     return out.sort_values("user_id")
 
 

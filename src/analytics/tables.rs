@@ -201,7 +201,7 @@ fn batch(table: Table, columns: Vec<ArrayRef>) -> RecordBatch {
 }
 
 /// The genre names of `mask`, as a list column.
-fn genre_lists<'a>(masks: impl Iterator<Item = u64>, genre_names: &'a [String]) -> ArrayRef {
+fn genre_lists(masks: impl Iterator<Item = u64>, genre_names: &[String]) -> ArrayRef {
     let mut b = ListBuilder::new(StringBuilder::new());
     for mask in masks {
         for i in bits(mask) {

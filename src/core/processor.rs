@@ -872,7 +872,6 @@ impl Processor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::config::DAY;
     use proptest::prelude::*;
     use streamflix_schemas::Movie;
     use streamflix_schemas::{ChurnStatus, Heartbeat, RatingEvent};
@@ -1102,6 +1101,75 @@ mod tests {
             prop_assert_eq!(ids.len(), alerts.len(), "alert ids are unique");
             prop_assert_eq!(p.counters().churned_now, inactive_at_end as u64);
         }
+    }
+
+    fn closes(out: &[Output]) -> Vec<&DayClose> {
+        out.iter().filter_map(|o| if let Output::DayClosed(c) = o { Some(&**c) } else { None }).collect()
+    }
+
+    /// The watermark jumping days at once still closes each day on its own, as of its end: the
+    /// events before its midnight applied, the sessions and churns due by then in it, nothing
+    /// of the next day.
+    #[test]
+    fn each_day_closes_as_of_its_end_however_far_the_watermark_jumps() {
+        let mut p = processor(1);
+        p.set_day_close(Some(CloseSpec { users: true, full: true }));
+        let mut out = Vec::new();
+        let d0 = day_of(T0);
+        let midnight = (d0 + 1) * DAY;
+        feed(&mut p, 0, &rating(1, midnight - 100), &mut out);
+        feed(&mut p, 0, &rating(2, midnight - 10), &mut out);
+        // One record moves the watermark three days on; user 1's session closes on day 1
+        // (its end + 30 min is past midnight), and user 2 rates again on day 3.
+        feed(&mut p, 0, &rating(2, midnight + 2 * DAY + 50), &mut out);
+        feed(&mut p, 0, &heartbeat(midnight + 2 * DAY + 3_600), &mut out);
+        let c = closes(&out);
+        assert_eq!(c.iter().map(|c| c.day - d0).collect::<Vec<_>>(), [0, 1, 2]);
+        assert!(c.iter().all(|c| c.complete));
+        assert_eq!(c[0].ratings.len(), 2);
+        assert_eq!(c[0].as_of, midnight - 1);
+        assert!(c[0].sessions.is_empty(), "sessions end + gap after midnight close on the next day");
+        assert_eq!(c[1].sessions.len(), 2);
+        assert!(c[1].ratings.is_empty() && c[2].ratings.is_empty() && c[2].sessions.is_empty());
+        assert_eq!(c[0].users.iter().map(|u| u.user).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(c[0].users[1].events_7d, 1, "user 2's day-3 rating is not in day 0's row");
+        assert_eq!(c[1].users.iter().map(|u| (u.user, u.sessions)).collect::<Vec<_>>(), [(1, 1), (2, 1)]);
+        assert!(c[2].users.is_empty());
+        assert!(c.iter().all(|c| c.full.is_none()), "no month end among them");
+        // The end of the input: day 3, incomplete, with every user and the cohort triangle.
+        p.finish(&mut out);
+        let c = closes(&out);
+        let last = c[c.len() - 1];
+        assert_eq!((last.day - d0, last.complete, last.ratings.len()), (3, false, 1));
+        let full = last.full.as_ref().unwrap();
+        assert_eq!(full.users.len(), 2);
+        assert_eq!(full.retention.len(), 1);
+        assert_eq!((full.retention[0].size, full.retention[0].active), (2, 2));
+        assert_eq!(p.day_log().open, Some(d0 + 3), "an incomplete close keeps the day's log");
+    }
+
+    /// A churn due on a day is in that day's close, with the user's status.
+    #[test]
+    fn a_churn_is_closed_on_its_day() {
+        let mut p = processor(1);
+        p.set_day_close(Some(CloseSpec { users: true, full: false }));
+        let mut out = Vec::new();
+        feed(&mut p, 0, &rating(1, T0), &mut out);
+        feed(&mut p, 0, &heartbeat(T0 + 40 * DAY), &mut out);
+        let c = closes(&out);
+        let churn_day = day_of(T0 + 30 * DAY);
+        let day = c.iter().find(|c| !c.alerts.is_empty()).unwrap();
+        assert_eq!(day.day, churn_day);
+        assert_eq!(day.alerts[0].at, T0 + 30 * DAY);
+        assert_eq!((day.users.len(), day.users[0].churned), (1, true));
+        assert_eq!(c.iter().filter(|c| !c.alerts.is_empty()).count(), 1);
+        // Without a close spec, days still close in the same sequence, without output.
+        let mut q = processor(1);
+        let mut out = Vec::new();
+        feed(&mut q, 0, &rating(1, T0), &mut out);
+        feed(&mut q, 0, &heartbeat(T0 + 40 * DAY), &mut out);
+        assert!(closes(&out).is_empty());
+        assert_eq!(q.day_log().open, p.day_log().open);
     }
 
     fn heartbeat(ts: i64) -> StreamRecord {

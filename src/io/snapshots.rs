@@ -186,7 +186,7 @@ impl SnapshotWriter {
         if settings.tables.contains(&Table::Movies) {
             let part = dir.join(Table::Movies.name());
             std::fs::create_dir_all(&part).map_err(io_err("create", &part))?;
-            write_parquet(&part, "part-0.parquet", Table::Movies, &tables::movies(&catalog))?;
+            write_parquet(&part, "part-0.parquet", Table::Movies, &tables::movies(&catalog), None)?;
             write_success(&part)?;
         }
         let settings = Arc::new(settings);
@@ -310,10 +310,39 @@ fn remove_temporaries(dir: &Path) -> Result<(), SnapshotError> {
 }
 
 fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), SnapshotError> {
+    write_atomically_for(dir, name, bytes, None)
+}
+
+fn write_atomically_for(dir: &Path, name: &str, bytes: &[u8], day: Option<i64>) -> Result<(), SnapshotError> {
     let tmp = dir.join(format!(".{name}.tmp"));
     std::fs::write(&tmp, bytes).map_err(io_err("write", &tmp))?;
+    if let Some(day) = day {
+        pause_point(day, "tmp");
+    }
     let path = dir.join(name);
     std::fs::rename(&tmp, &path).map_err(io_err("rename to", &path))
+}
+
+/// A test hook (`tests/snapshots.rs`): with `STREAMFLIX_TEST_CLOSE_PAUSE=YYYY-MM-DD:STAGE`, the
+/// writer stops for good at `STAGE` of that day's close (`tmp`: a part written to its temporary
+/// name, not renamed; `parts`: every part renamed, no `_SUCCESS` yet; `success`: `_SUCCESS`
+/// written, the checkpoint after it not yet), after saying so on stdout, so a test can SIGKILL
+/// the process at exactly that point.
+fn pause_point(day: i64, stage: &str) {
+    static PAUSE: std::sync::OnceLock<Option<(String, String)>> = std::sync::OnceLock::new();
+    let pause = PAUSE.get_or_init(|| {
+        let v = std::env::var("STREAMFLIX_TEST_CLOSE_PAUSE").ok()?;
+        let (d, s) = v.split_once(':')?;
+        Some((d.to_string(), s.to_string()))
+    });
+    if let Some((d, s)) = pause {
+        if s == stage && *d == day_label(day) {
+            println!("close paused at {stage} of {d}");
+            loop {
+                std::thread::park();
+            }
+        }
+    }
 }
 
 fn write_success(dir: &Path) -> Result<(), SnapshotError> {
@@ -322,7 +351,13 @@ fn write_success(dir: &Path) -> Result<(), SnapshotError> {
 }
 
 /// Encodes `batch` as Parquet into `dir/name` (through a temporary file); returns its size.
-fn write_parquet(dir: &Path, name: &str, table: Table, batch: &RecordBatch) -> Result<u64, SnapshotError> {
+fn write_parquet(
+    dir: &Path,
+    name: &str,
+    table: Table,
+    batch: &RecordBatch,
+    day: Option<i64>,
+) -> Result<u64, SnapshotError> {
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         // Not the library's version: the same input gives the same bytes whatever built us.
@@ -333,7 +368,7 @@ fn write_parquet(dir: &Path, name: &str, table: Table, batch: &RecordBatch) -> R
     let mut w = ArrowWriter::try_new(&mut bytes, table.schema(), Some(props)).map_err(pq)?;
     w.write(batch).map_err(pq)?;
     w.close().map_err(pq)?;
-    write_atomically(dir, name, &bytes)?;
+    write_atomically_for(dir, name, &bytes, day)?;
     Ok(bytes.len() as u64)
 }
 
@@ -420,7 +455,7 @@ fn write_close(
         match batches.iter().find(|(bt, _)| *bt == t) {
             Some((_, batch)) => {
                 std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
-                written.push((t, write_parquet(&dir, &part, t, batch)?));
+                written.push((t, write_parquet(&dir, &part, t, batch, Some(close.day))?));
             }
             None => {
                 // No rows: a part an earlier, incomplete close of this day wrote goes.
@@ -435,9 +470,16 @@ fn write_close(
                 }
             }
         }
-        if close.complete && settings.period.is_last(close.day) && dir.is_dir() {
-            write_success(&dir)?;
+    }
+    pause_point(close.day, "parts");
+    if close.complete && settings.period.is_last(close.day) {
+        for &t in settings.tables.iter().filter(|t| **t != Table::Movies) {
+            let dir = settings.dir.join(t.name()).join(&partition);
+            if dir.is_dir() {
+                write_success(&dir)?;
+            }
         }
+        pause_point(close.day, "success");
     }
     Ok(written)
 }

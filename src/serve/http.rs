@@ -239,8 +239,9 @@ async fn metrics(State(s): State<AppState>) -> Response {
     ([(axum::http::header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body).into_response()
 }
 
-/// The day close's tables: per table, the closed partitions (with `_SUCCESS`) and the ones being
-/// filled or left incomplete at the end of a finite input.
+/// The day close's tables: the closed partitions (`dt`, with `_SUCCESS`) of the daily tables, and
+/// per table how many are closed, the first and last, and the ones being filled or left
+/// incomplete at the end of a finite input.
 async fn snapshots(State(s): State<AppState>) -> ApiResult {
     let Some(dir) = s.snapshots.clone() else {
         return Err(ApiError(
@@ -255,12 +256,30 @@ async fn snapshots(State(s): State<AppState>) -> ApiResult {
     .await
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("reading {}: {e}", dir.display())))?;
-    let last_closed = listing.iter().filter_map(|t| t.closed.last()).max().cloned();
+    // The closed partitions of the daily tables (all alike), listed once; per table, counts.
+    let days = listing
+        .iter()
+        .find(|t| crate::analytics::tables::Table::from_name(t.table).is_some_and(|t| t.is_daily()))
+        .map(|t| t.closed.clone())
+        .unwrap_or_default();
     let tables: Vec<Value> = listing
         .into_iter()
-        .map(|t| json!({ "table": t.table, "closed": t.closed, "incomplete": t.incomplete }))
+        .map(|t| {
+            json!({
+                "table": t.table,
+                "closed": t.closed.len(),
+                "first": t.closed.first(),
+                "last": t.closed.last(),
+                "incomplete": t.incomplete,
+            })
+        })
         .collect();
-    Ok(Json(json!({ "dir": dir.display().to_string(), "last_closed": last_closed, "tables": tables })))
+    Ok(Json(json!({
+        "dir": dir.display().to_string(),
+        "last_closed": days.last(),
+        "days": days,
+        "tables": tables,
+    })))
 }
 
 /// The committed user table (every user, features at the committed watermark, the columns of

@@ -339,13 +339,17 @@ pub struct Running {
 impl Running {
     /// Starts `streamflix args…` with piped stdout.
     pub fn start(args: &[&str]) -> Running {
+        let mut cmd = Command::new(streamflix_bin());
+        cmd.args(args);
+        Running::spawn(cmd)
+    }
+
+    /// Starts `cmd` (a `streamflix` command, with its arguments and environment) with piped
+    /// stdout.
+    pub fn spawn(mut cmd: Command) -> Running {
         use std::io::BufRead;
-        let mut child = Command::new(streamflix_bin())
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start streamflix");
+        let mut child =
+            cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("start streamflix");
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
