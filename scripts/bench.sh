@@ -7,6 +7,8 @@
 #   4. the processor (ALS on): embedded on 1 M and 25 M events, a restart of the 25 M state, the
 #      model alone (benches/als_stream), recommender quality (streamflix eval), and 1 M and 25 M
 #      events through tansu
+#      and the daily close: the 25 M run with its Parquet tables on (by day and by month), disk
+#      per table, and the time of the largest close (every user, at a month end)
 #   5. the processor with --no-recommender (users' state, sessions, churn; no ALS): the same
 #      1 M and 25 M runs, embedded and through tansu
 # Environment: BENCH_DIR (default /tmp/streamflix-bench; needs ~2 GB of disk and, for tansu's
@@ -71,7 +73,7 @@ TABLE
 proc="target/release/streamflix"
 # Runs the processor with wall time and peak RSS appended, keeping its summary lines.
 time_format="   wall %e s, peak RSS %M KB, CPU %P"
-summary="read and sorted|resuming|processed|checkpoints|recommender|wall"
+summary="read and sorted|resuming|processed|checkpoints|snapshots|recommender|wall"
 timed() { /usr/bin/time -f "$time_format" "$proc" "$@" 2>&1 | grep -E "$summary"; }
 # Runs the processor like `timed` and adds where the CPU went: seconds per thread (the busiest
 # six) and tansu's, sampled from /proc every quarter second (the last quarter is not counted).
@@ -125,12 +127,22 @@ consume() {
 echo "== processor, embedded: 1 M ratings"
 "$bin" generate --out "$dir/p1m" --users 8000 --ratings 1000000 --tags 40000 --quiet --force
 timed run --data "$dir/p1m" --exit-when-done --no-http
-echo "== processor, embedded: 25 M ratings (ml-25m sizes; reuses the generated set)"
+echo "== processor, embedded: 25 M ratings (ml-25m sizes; reuses the generated set), no tables"
 rm -rf "$dir/s25m"
-timed run --data "$dir/ml25m" --state "$dir/s25m" --exit-when-done --no-http
+timed run --data "$dir/ml25m" --state "$dir/s25m" --exit-when-done --no-http --no-snapshots
 echo "== restart of that 25 M state (loads it and rebuilds the model from the rating log)"
-timed run --data "$dir/ml25m" --state "$dir/s25m" --exit-when-done --no-http
+timed run --data "$dir/ml25m" --state "$dir/s25m" --exit-when-done --no-http --no-snapshots
 rm -rf "$dir/s25m"
+# The daily close: the same run with the tables on (compare with the first 25 M run above). The
+# directories are fresh and deleted only afterwards: ext4 skips recently deleted inodes when it
+# allocates new ones, so creating 60 k files right after deleting as many is slower than either.
+for period in day month; do
+  echo "== the daily close: 25 M embedded with every table, --snapshot-period $period"
+  timed run --data "$dir/ml25m" --state "$dir/s25-$period" --exit-when-done --no-http --snapshot-period "$period"
+  echo "   disk per table:" $(cd "$dir/s25-$period/snapshots" && du -sh -- */ | awk '{printf "%s %s, ", $2, $1}')
+  echo "   files: $(find "$dir/s25-$period/snapshots" -type f | wc -l), directories: $(find "$dir/s25-$period/snapshots" -type d | wc -l)"
+done
+rm -rf "$dir/s25-day" "$dir/s25-month"
 echo "== the model alone: Als::observe on the 25 M ratings in time order, one thread"
 cargo bench --quiet --bench als_stream -- "$dir/ml25m" | grep als_stream
 echo "== recommender quality and update latency (streamflix eval, 1 M ratings)"

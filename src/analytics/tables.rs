@@ -234,25 +234,25 @@ pub fn user_features(table: Table, rows: &[FeatureRow], genre_names: &[String]) 
     let floats = |f: fn(&FeatureRow) -> Option<f64>| -> ArrayRef {
         Arc::new(rows.iter().map(f).collect::<Float64Array>())
     };
-    let favourite: StringArray = rows
-        .iter()
-        .map(|r| r.favourite_genre.map(|i| genre_names.get(i).map_or("", String::as_str)))
-        .collect();
+    let mut favourite = StringBuilder::with_capacity(rows.len(), rows.len() * 8);
+    let mut cohort = StringBuilder::with_capacity(rows.len(), rows.len() * 7);
     // Cohort labels repeat: format each month once.
     let mut labels: Vec<(i32, String)> = Vec::new();
-    let cohort: StringArray = rows
-        .iter()
-        .map(|r| {
-            let i = match labels.binary_search_by_key(&r.cohort, |(m, _)| *m) {
-                Ok(i) => i,
-                Err(i) => {
-                    labels.insert(i, (r.cohort, month_label(r.cohort)));
-                    i
-                }
-            };
-            Some(labels[i].1.clone())
-        })
-        .collect();
+    for r in rows {
+        match r.favourite_genre {
+            Some(i) => favourite.append_value(genre_names.get(i).map_or("", String::as_str)),
+            None => favourite.append_null(),
+        }
+        let i = match labels.binary_search_by_key(&r.cohort, |(m, _)| *m) {
+            Ok(i) => i,
+            Err(i) => {
+                labels.insert(i, (r.cohort, month_label(r.cohort)));
+                i
+            }
+        };
+        cohort.append_value(&labels[i].1);
+    }
+    let (favourite, cohort) = (favourite.finish(), cohort.finish());
     batch(
         table,
         vec![

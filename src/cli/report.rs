@@ -41,6 +41,23 @@ pub fn summary(p: &Pipeline, records: u64, seconds: f64) {
         t.duration.as_secs_f64(),
         p.store().size_on_disk() as f64 / 1e6
     );
+    if let Some(w) = p.snapshots() {
+        let st = w.stats();
+        let (secs, day, rows) = st.slowest_write;
+        println!(
+            "snapshots: {} days closed, {:.1} MB of Parquet in {} ({:.2}s writing; slowest write {:.3}s, {} with {rows} rows; \
+             largest close {} users: {:.3}s computing rows + {:.3}s writing)",
+            st.closes,
+            st.bytes as f64 / 1e6,
+            w.settings().dir.display(),
+            st.write_seconds,
+            secs,
+            crate::io::snapshots::day_label(day),
+            st.largest_full.0,
+            p.largest_close.1,
+            st.largest_full.1,
+        );
+    }
     let Some(model) = p.model() else {
         println!("recommender: off (--no-recommender); {} ratings logged for a later run with it", c.ratings);
         return;

@@ -110,7 +110,7 @@ pub struct RetentionRow {
 /// Every user and the cohort triangle: at each month's last close and at the end of the input.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FullSnapshot {
-    /// Every user, by id.
+    /// Every user, by id (empty when `user_features_full` is not written).
     pub users: Vec<FeatureRow>,
     /// All cohorts, every month from signup to `as_of`'s.
     pub retention: Vec<RetentionRow>,
@@ -145,8 +145,10 @@ pub struct DayClose {
 pub struct CloseSpec {
     /// `user_features`: the users whose state changed on the day.
     pub users: bool,
-    /// `user_features_full` and `cohort_retention`: at month ends and at the end of the input.
+    /// `user_features_full`: every user, at month ends and at the end of the input.
     pub full: bool,
+    /// `cohort_retention`: the cohort triangle, at the same closes.
+    pub retention: bool,
 }
 
 /// Whether `day` is the last of its UTC month.

@@ -91,7 +91,9 @@ impl DayRing {
         Some(*c == 1)
     }
 
-    /// Events on the `days` UTC days ending with `as_of_day` (which is included).
+    /// Events on the `days` UTC days ending with `as_of_day` (which is included): the reference
+    /// [`DayRing::windows`] is tested against.
+    #[cfg(test)]
     pub fn trailing(&self, as_of_day: i64, days: i64) -> u64 {
         if self.latest == i64::MIN {
             return 0;
@@ -99,6 +101,38 @@ impl DayRing {
         let lo = (as_of_day - days + 1).max(self.latest - RING_DAYS as i64 + 1);
         let hi = as_of_day.min(self.latest);
         (lo..=hi).map(|d| u64::from(self.counts[Self::slot(d)])).sum()
+    }
+
+    /// [`DayRing::trailing`] over each of [`WINDOWS`], in one pass.
+    pub fn windows(&self, as_of_day: i64) -> [u64; 3] {
+        let mut out = [0; 3];
+        if self.latest == i64::MIN || self.latest <= as_of_day - WINDOWS[2] {
+            return out;
+        }
+        let hi = as_of_day.min(self.latest);
+        let lo = (as_of_day - WINDOWS[2] + 1).max(self.latest - RING_DAYS as i64 + 1);
+        for d in lo..=hi {
+            let c = u64::from(self.counts[Self::slot(d)]);
+            let age = as_of_day - d;
+            for (o, w) in out.iter_mut().zip(WINDOWS) {
+                if age < w {
+                    *o += c;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// `c · ln c`, from a table for small counts (a user's genre counts nearly always are).
+fn c_ln_c(c: u32) -> f64 {
+    const SMALL: usize = 1024;
+    static TABLE: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
+    let t = TABLE
+        .get_or_init(|| (0..SMALL).map(|c| if c == 0 { 0.0 } else { c as f64 * (c as f64).ln() }).collect());
+    match t.get(c as usize) {
+        Some(&v) => v,
+        None => f64::from(c) * f64::from(c).ln(),
     }
 }
 
@@ -221,28 +255,31 @@ impl Activity {
     pub fn row(&self, user: u32, as_of: i64, churned: bool, genres: usize) -> FeatureRow {
         let as_of = as_of.max(self.last);
         let as_of_day = day_of(as_of);
-        let total: u64 = self.genre_counts.iter().map(|&c| u64::from(c)).sum();
+        let mut total = 0u64;
         let mut favourite: Option<(usize, u32)> = None;
-        let mut entropy = 0.0;
+        // Shannon entropy of the counts c_i (total T): ln T − Σ c_i ln c_i / T.
+        let mut sum_c_ln_c = 0.0;
         for (i, &c) in self.genre_counts.iter().enumerate() {
             if c == 0 {
                 continue;
             }
+            total += u64::from(c);
             if favourite.is_none_or(|(_, best)| c > best) {
                 favourite = Some((i, c));
             }
-            let p = f64::from(c) / total as f64;
-            entropy -= p * p.ln();
+            sum_c_ln_c += c_ln_c(c);
         }
+        let entropy = if total > 0 { (total as f64).ln() - sum_c_ln_c / total as f64 } else { 0.0 };
+        let [events_7d, events_30d, events_90d] = self.ring.windows(as_of_day);
         FeatureRow {
             user,
             as_of,
             churned,
             ratings: self.ratings,
             tags: self.tags,
-            events_7d: self.ring.trailing(as_of_day, WINDOWS[0]),
-            events_30d: self.ring.trailing(as_of_day, WINDOWS[1]),
-            events_90d: self.ring.trailing(as_of_day, WINDOWS[2]),
+            events_7d,
+            events_30d,
+            events_90d,
             rating_mean: (self.ratings > 0).then_some(self.rating_mean),
             rating_std: (self.ratings > 0).then(|| (self.rating_m2 / self.ratings as f64).max(0.0).sqrt()),
             first_seen: self.first_seen,
@@ -314,6 +351,24 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// The entropy through the `c ln c` table equals the textbook −Σ p ln p.
+    #[test]
+    fn genre_diversity_is_the_normalised_entropy() {
+        let mut a = Activity::new(0, 5);
+        a.genre_counts = vec![3, 0, 1500, 7, 1];
+        a.ratings = 1511;
+        let total = 1511.0_f64;
+        let h: f64 = [3.0, 1500.0, 7.0, 1.0].iter().map(|c: &f64| -(c / total) * (c / total).ln()).sum();
+        let row = a.row(1, 0, false, 5);
+        assert!(
+            (row.genre_diversity - h / 5f64.ln()).abs() < 1e-12,
+            "{} vs {}",
+            row.genre_diversity,
+            h / 5f64.ln()
+        );
+        assert_eq!(row.favourite_genre, Some(2));
+    }
+
     #[test]
     fn windows_are_whole_utc_days() {
         let mut ring = DayRing::default();
@@ -375,9 +430,11 @@ mod tests {
             prop_assert_eq!(a.active_days, days.len() as u64);
             for p in probes {
                 let as_of = max_seen + p * DAY;
-                for n in WINDOWS {
+                let all = a.ring.windows(day_of(as_of));
+                for (i, n) in WINDOWS.into_iter().enumerate() {
                     let want = seen.iter().filter(|&&t| (day_of(as_of) - n + 1..=day_of(as_of)).contains(&day_of(t))).count() as u64;
                     prop_assert_eq!(a.ring.trailing(day_of(as_of), n), want, "window {} at {}", n, as_of);
+                    prop_assert_eq!(all[i], want, "windows() for {} at {}", n, as_of);
                 }
             }
         }

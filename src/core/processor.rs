@@ -505,25 +505,31 @@ impl Processor {
             } else {
                 Vec::new()
             };
-            let full = (spec.full && (!complete || is_month_end(day))).then(|| {
-                let mut ids: Vec<u32> = self.users.keys().copied().collect();
-                ids.sort_unstable();
+            let full = ((spec.full || spec.retention) && (!complete || is_month_end(day))).then(|| {
+                // In id order, without looking each user up again.
+                let mut all: Vec<(u32, &UserState)> =
+                    if spec.full { self.users.iter().map(|(&u, st)| (u, st)).collect() } else { Vec::new() };
+                all.sort_unstable_by_key(|&(u, _)| u);
                 FullSnapshot {
-                    users: ids.into_iter().map(|u| row(&self.users, u)).collect(),
-                    retention: retention(&self.engagement, as_of),
+                    users: all
+                        .iter()
+                        .map(|(u, st)| st.activity.row(*u, as_of, st.churn.churned, genres))
+                        .collect(),
+                    retention: if spec.retention { retention(&self.engagement, as_of) } else { Vec::new() },
                 }
             });
-            let close = DayClose {
-                day,
-                complete,
-                as_of,
-                ratings: self.day.ratings.clone(),
-                users,
-                sessions: self.day.sessions.clone(),
-                alerts: self.day.alerts.clone(),
-                genres: genre_day(&self.day, &self.catalog),
-                full,
+            let genres = genre_day(&self.day, &self.catalog);
+            // A complete close starts the next day's log below: its rows move out.
+            let (ratings, sessions, alerts) = if complete {
+                (
+                    std::mem::take(&mut self.day.ratings),
+                    std::mem::take(&mut self.day.sessions),
+                    std::mem::take(&mut self.day.alerts),
+                )
+            } else {
+                (self.day.ratings.clone(), self.day.sessions.clone(), self.day.alerts.clone())
             };
+            let close = DayClose { day, complete, as_of, ratings, users, sessions, alerts, genres, full };
             out.push(Output::DayClosed(Box::new(close)));
         }
         if complete {
@@ -1113,7 +1119,7 @@ mod tests {
     #[test]
     fn each_day_closes_as_of_its_end_however_far_the_watermark_jumps() {
         let mut p = processor(1);
-        p.set_day_close(Some(CloseSpec { users: true, full: true }));
+        p.set_day_close(Some(CloseSpec { users: true, full: true, retention: true }));
         let mut out = Vec::new();
         let d0 = day_of(T0);
         let midnight = (d0 + 1) * DAY;
@@ -1152,7 +1158,7 @@ mod tests {
     #[test]
     fn a_churn_is_closed_on_its_day() {
         let mut p = processor(1);
-        p.set_day_close(Some(CloseSpec { users: true, full: false }));
+        p.set_day_close(Some(CloseSpec { users: true, full: false, retention: false }));
         let mut out = Vec::new();
         feed(&mut p, 0, &rating(1, T0), &mut out);
         feed(&mut p, 0, &heartbeat(T0 + 40 * DAY), &mut out);

@@ -16,4 +16,5 @@ pub mod embedded;
 pub mod kafka;
 pub mod output;
 pub mod pipeline;
+pub mod priority;
 pub mod snapshots;

@@ -7,7 +7,7 @@
 //! checkpoint is being written at a time: the next waits for it (and fails if it failed), and
 //! [`Pipeline::checkpoint`], [`Pipeline::finish`] and dropping the pipeline wait for it too.
 //!
-//! May import: what `io/mod.rs` allows its layer; this module uses `crate::core::catalog`, `crate::core::config`, `crate::core::processor`, `crate::io::output`, `crate::model::ModelHandle`, `crate::model::learner`, `crate::model::recommend`, `crate::serve::Status`, `crate::serve::metrics`, `crate::state::checkpoint`, `streamflix-schemas`.
+//! May import: what `io/mod.rs` allows its layer; this module uses `crate::analytics::tables`, `crate::core::calendar`, `crate::core::catalog`, `crate::core::config`, `crate::core::daily`, `crate::core::processor`, `crate::io::output`, `crate::io::priority`, `crate::io::snapshots`, `crate::model::ModelHandle`, `crate::model::learner`, `crate::model::recommend`, `crate::serve::Status`, `crate::serve::metrics`, `crate::state::checkpoint`, `streamflix-schemas`.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -21,7 +21,7 @@ use crate::core::config::CoreConfig;
 use crate::core::daily::CloseSpec;
 use crate::core::processor::{Output, PartitionState, Processor, RecordOutcome, Restored, Source};
 use crate::io::output::{OutputError, OutputSink};
-use crate::io::snapshots::{SnapshotError, SnapshotWriter};
+use crate::io::snapshots::{Barrier, SnapshotError, SnapshotWriter};
 use crate::model::learner::{self, Background};
 use crate::model::recommend::Recommender;
 use crate::model::ModelHandle;
@@ -101,6 +101,8 @@ pub struct CheckpointPolicy {
 
 /// A checkpoint for the writer thread, with the metrics to report it to and their values.
 struct Job {
+    /// The day closes before this state: written and on disk before it is committed.
+    closes: Option<Barrier>,
     checkpoint: Prepared,
     metrics: Arc<Metrics>,
     values: StateValues,
@@ -109,7 +111,7 @@ struct Job {
 /// The checkpoint writer thread (see the module documentation).
 struct Writer {
     jobs: Option<std::sync::mpsc::SyncSender<Job>>,
-    done: std::sync::mpsc::Receiver<Result<CheckpointStats, StoreError>>,
+    done: std::sync::mpsc::Receiver<Result<CheckpointStats, PipelineError>>,
     /// A checkpoint was handed over and its result not yet received.
     writing: bool,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -122,10 +124,13 @@ impl Writer {
         let thread = std::thread::Builder::new()
             .name("streamflix-ckpt".into())
             .spawn(move || {
-                lower_priority();
-                for Job { mut checkpoint, metrics, values } in rx {
+                crate::io::priority::lower_priority();
+                for Job { closes, mut checkpoint, metrics, values } in rx {
                     let positions = std::mem::take(&mut checkpoint.positions);
-                    let r = store.write(checkpoint);
+                    let r = match closes.map_or(Ok(()), Barrier::wait) {
+                        Ok(()) => store.write(checkpoint).map_err(PipelineError::from),
+                        Err(e) => Err(PipelineError::from(e)),
+                    };
                     if let Ok(s) = &r {
                         metrics.on_checkpoint_written(s);
                         metrics.state_disk.set(store.size_on_disk() as i64);
@@ -159,19 +164,6 @@ impl Writer {
 /// check of records from the future ([`Processor::set_clock`], in seconds) and the input's health.
 pub(crate) fn unix_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
-/// Puts the calling thread below the processing and learning threads (nice 10): a checkpoint's
-/// write takes a core when one is idle, and otherwise waits rather than slowing those down (the
-/// next checkpoint waits for it in any case). Embedded at 25 M ratings with the recommender, on
-/// two cores, a write at the same priority took CPU from the learner, which sets the pace there.
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: plain system calls on the calling thread (Linux's nice value is per thread); a
-    // failure leaves the priority as it was, which is harmless.
-    unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
-    }
 }
 
 impl Drop for Writer {
@@ -210,6 +202,9 @@ pub struct Pipeline {
     outcome_handles: Vec<[prometheus::IntCounter; 3]>,
     /// The day close's table writer; `None`: no tables.
     snapshots: Option<SnapshotWriter>,
+    /// The largest full close (every user) this process made: users, and the seconds the
+    /// processing thread spent on the record that made it (computing the rows; embedded input).
+    pub largest_close: (u64, f64),
 }
 
 impl Pipeline {
@@ -254,6 +249,7 @@ impl Pipeline {
             writer,
             outcome_handles: Vec::new(),
             snapshots: None,
+            largest_close: (0, 0.0),
         };
         pipeline.resolve_handles();
         Ok(pipeline)
@@ -290,9 +286,15 @@ impl Pipeline {
         let tables = &writer.settings().tables;
         self.processor.set_day_close(Some(CloseSpec {
             users: tables.contains(&Table::UserFeatures),
-            full: tables.contains(&Table::UserFeaturesFull) || tables.contains(&Table::CohortRetention),
+            full: tables.contains(&Table::UserFeaturesFull),
+            retention: tables.contains(&Table::CohortRetention),
         }));
         self.snapshots = Some(writer);
+    }
+
+    /// The day close's writer, if tables are written.
+    pub fn snapshots(&self) -> Option<&SnapshotWriter> {
+        self.snapshots.as_ref()
     }
 
     /// The metrics.
@@ -319,7 +321,24 @@ impl Pipeline {
         record: &StreamRecord,
     ) -> Result<(), PipelineError> {
         let started = self.timed();
+        // A record past the open day's end may close days: timed, for the summary's close cost.
+        let closing = self.snapshots.is_some()
+            && self
+                .processor
+                .day_log()
+                .open
+                .is_some_and(|d| record.ts() >= (d + 1) * crate::core::calendar::DAY);
+        let close_started = closing.then(Instant::now);
         let outcome = self.processor.process_record(src, key, record, None, &mut self.buf);
+        if let Some(t) = close_started {
+            let users = self.buf.iter().filter_map(|o| match o {
+                Output::DayClosed(c) => c.full.as_ref().map(|f| f.users.len() as u64),
+                _ => None,
+            });
+            if let Some(users) = users.max().filter(|&u| u >= self.largest_close.0) {
+                self.largest_close = (users, t.elapsed().as_secs_f64());
+            }
+        }
         self.count(src.index, outcome, started);
         self.after()
     }
@@ -387,11 +406,6 @@ impl Pipeline {
     /// Flushes outputs, waits for the previous checkpoint to be written, then hands this one to
     /// the writer thread.
     fn start_checkpoint(&mut self, finished: bool) -> Result<(), PipelineError> {
-        // The closes before this state are on disk before it is committed: a restart never skips
-        // a day's tables (and rewrites, byte for byte, those after the checkpoint).
-        if let Some(w) = self.snapshots.as_mut() {
-            w.sync()?;
-        }
         self.sink.flush().map_err(PipelineError::Flush)?;
         let outputs = self.sink.committed().map_err(PipelineError::Flush)?;
         self.processor.sync_learner(false);
@@ -406,7 +420,10 @@ impl Pipeline {
             self.checkpoints,
         );
         let values = StateValues::of(&self.processor);
-        let job = Job { checkpoint, metrics: self.metrics.clone(), values };
+        // The closes before this state are on disk before the writer thread commits it: a restart
+        // never skips a day's tables (and rewrites, byte for byte, those after the checkpoint).
+        let closes = self.snapshots.as_mut().map(SnapshotWriter::barrier).transpose()?;
+        let job = Job { closes, checkpoint, metrics: self.metrics.clone(), values };
         let sent = self.writer.jobs.as_ref().is_some_and(|j| j.send(job).is_ok());
         if !sent {
             return Err(PipelineError::WriterDied);
