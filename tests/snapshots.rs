@@ -216,8 +216,8 @@ fn sigkill_during_day_closes_leaves_the_tables_as_an_uninterrupted_run() {
     assert!(files(&c.path().join("snapshots")) == reference, "a second run wrote other bytes");
 }
 
-/// A snapshot directory written from another input is refused with one line, and so is one
-/// that cannot be created; the state is untouched and the next start (with a usable directory)
+/// A snapshot directory written from another input or with other settings is refused with one
+/// line, and so is one that cannot be created; the state is untouched and the next start (with a usable directory)
 /// closes every day.
 #[test]
 fn foreign_and_unwritable_snapshot_directories_are_refused_with_one_line() {
@@ -231,6 +231,16 @@ fn foreign_and_unwritable_snapshot_directories_are_refused_with_one_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("from another input") && err.trim().lines().count() == 1, "{err}");
+
+    // The same input with other settings is refused too.
+    let c = tempfile::tempdir().unwrap();
+    let mut args = run_args(data.path(), c.path());
+    args.extend(["--snapshots".into(), a.path().join("snapshots").to_str().unwrap().into()]);
+    args.extend(["--session-gap".into(), "45m".into()]);
+    let out = streamflix(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("other processing settings") && err.trim().lines().count() == 1, "{err}");
 
     // A path under a regular file cannot be created.
     let blocker = b.path().join("file");

@@ -139,13 +139,13 @@ pub fn start(s: Start<'_>, sink: Box<dyn OutputSink>) -> Result<Started> {
         Store::reset(s.state).with_context(|| format!("cannot reset {}", s.state.display()))?;
         println!("reset: starting over in {}", s.state.display());
     }
-    let (input, catalog) = (s.input.clone(), s.catalog.clone());
+    let (input, catalog, cfg) = (s.input.clone(), s.catalog.clone(), s.cfg.clone());
     // Through the guard: a state refused while opening or loading is left exactly as it was.
     let (store, opened) = Store::open_then(s.state, |store| {
         open_processor(store, s.mode, s.input, s.cfg, s.catalog, s.partitions, !s.serve.no_recommender)
     })?;
     let snapshots = match s.snapshots {
-        Some(settings) => Some(SnapshotWriter::start(settings, &input, catalog)?),
+        Some(settings) => Some(SnapshotWriter::start(settings, &input, &cfg, catalog)?),
         None => None,
     };
     let snapshot_dir = snapshots.as_ref().map(|w| w.settings().dir.clone());

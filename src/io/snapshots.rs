@@ -12,7 +12,7 @@
 //! The directory's `_streamflix.json` says what wrote it (input, tables, period, genres); a start
 //! with another input or other settings is refused rather than mixing two runs' files.
 //!
-//! May import: what `io/mod.rs` allows its layer; this module uses `crate::analytics::tables`, `crate::core::calendar`, `crate::core::catalog`, `crate::core::daily`, `crate::io::priority`, `crate::serve::metrics`.
+//! May import: what `io/mod.rs` allows its layer; this module uses `crate::analytics::tables`, `crate::core::calendar`, `crate::core::catalog`, `crate::core::config`, `crate::core::daily`, `crate::io::priority`, `crate::serve::metrics`.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::analytics::tables::{self, Table, SUCCESS};
 use crate::core::calendar::{month_index, DAY};
 use crate::core::catalog::Catalog;
+use crate::core::config::CoreConfig;
 use crate::core::daily::DayClose;
 use crate::serve::metrics::Metrics;
 
@@ -156,16 +157,18 @@ struct Manifest {
     tables: Vec<String>,
     period: Period,
     genres: Vec<String>,
+    /// The processor's semantics (as the checkpoint stores them): other settings, other tables.
+    settings: serde_json::Value,
 }
 
 enum Msg {
     Close(Box<DayClose>, Arc<Metrics>),
-    Sync(SyncSender<Result<(), String>>),
+    Sync(SyncSender<Result<(), SnapshotError>>),
 }
 
 /// What a checkpoint waits for before it commits: every close queued before it written and
 /// flushed to disk ([`SnapshotWriter::barrier`]).
-pub struct Barrier(Option<Receiver<Result<(), String>>>);
+pub struct Barrier(Option<Receiver<Result<(), SnapshotError>>>);
 
 impl Barrier {
     /// Waits for the closes queued before this barrier.
@@ -175,7 +178,7 @@ impl Barrier {
     pub fn wait(self) -> Result<(), SnapshotError> {
         match self.0.map(|rx| rx.recv()) {
             Some(Ok(Ok(()))) => Ok(()),
-            Some(Ok(Err(e))) => Err(SnapshotError::Failed(e)),
+            Some(Ok(Err(e))) => Err(e),
             Some(Err(_)) | None => Err(SnapshotError::WriterDied),
         }
     }
@@ -226,6 +229,7 @@ impl SnapshotWriter {
     pub fn start(
         settings: SnapshotSettings,
         input: &str,
+        cfg: &CoreConfig,
         catalog: Arc<Catalog>,
     ) -> Result<SnapshotWriter, SnapshotError> {
         let dir = settings.dir.clone();
@@ -236,6 +240,7 @@ impl SnapshotWriter {
             tables: settings.tables.iter().map(|t| t.name().to_string()).collect(),
             period: settings.period,
             genres: catalog.genre_names().to_vec(),
+            settings: serde_json::to_value(cfg).expect("the settings serialize"),
         };
         check_manifest(&dir, &manifest)?;
         remove_temporaries(&dir)?;
@@ -332,6 +337,8 @@ fn check_manifest(dir: &Path, want: &Manifest) -> Result<(), SnapshotError> {
                 Some(format!("with other tables ({})", found.tables.join(",")))
             } else if found.period != want.period {
                 Some(format!("with --snapshot-period {}", found.period.name()))
+            } else if found.settings != want.settings {
+                Some("with other processing settings (session gap, churn period, lateness…)".to_string())
             } else if found != *want {
                 Some("with another catalog or format".to_string())
             } else {
@@ -519,7 +526,7 @@ fn run(
                         fail(e, &mut broken);
                     }
                 }
-                let _ = reply.send(broken.clone().map_or(Ok(()), Err));
+                let _ = reply.send(broken.clone().map_or(Ok(()), |e| Err(SnapshotError::Failed(e))));
             }
         }
     }
