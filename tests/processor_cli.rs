@@ -8,8 +8,11 @@ use std::time::{Duration, Instant};
 
 use util::*;
 
+/// An embedded run to the end. Without the day close's tables, which `tests/snapshots.rs` and
+/// the SIGKILL test below cover: written for every day of 24 generated years by a debug build,
+/// they made this suite take minutes.
 fn run_args<'a>(data: &'a str, state: &'a str) -> Vec<&'a str> {
-    vec!["run", "--data", data, "--state", state, "--exit-when-done", "--no-http"]
+    vec!["run", "--data", data, "--state", state, "--exit-when-done", "--no-http", "--no-snapshots"]
 }
 
 #[test]
@@ -73,7 +76,7 @@ fn sigint_checkpoints_and_a_restart_finishes_with_the_same_state() {
 #[test]
 fn http_answers_bad_requests_with_json_errors() {
     let data = generated(50, 3_000, 100);
-    let (run, state, base) = serve(data.path());
+    let (run, state, base) = serve_with(data.path(), &["--no-snapshots"]);
     let get = |path: &str| get_json(&format!("{base}{path}")).unwrap();
     let (status, stats) = get("/stats");
     assert_eq!(status, 200);
@@ -114,8 +117,17 @@ fn without_the_recommender_the_state_is_the_same_and_a_later_run_rebuilds_the_mo
     let out = streamflix(&run_args(d, sa));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
-    let mut run =
-        Running::start(&["run", "--data", d, "--state", sb, "--http", "127.0.0.1:0", "--no-recommender"]);
+    let mut run = Running::start(&[
+        "run",
+        "--data",
+        d,
+        "--state",
+        sb,
+        "--http",
+        "127.0.0.1:0",
+        "--no-recommender",
+        "--no-snapshots",
+    ]);
     let base = run.http_base();
     run.wait_line("serving http://");
     let (status, stats) = get_json(&format!("{base}/stats")).unwrap();
@@ -230,7 +242,7 @@ fn tastes(dir: &std::path::Path) -> std::collections::BTreeMap<u32, Taste> {
 fn recommendations_follow_known_tastes_and_groups_without_common_ground_fall_back() {
     // 1,000 movies: about 80 ratings each, enough for every movie's factor to mean something.
     let data = generate(400, 1_000, 80_000, 0, 7);
-    let (run, _state, base) = serve(data.path());
+    let (run, _state, base) = serve_with(data.path(), &["--no-snapshots"]);
     let get = |path: &str| get_json(&format!("{base}{path}")).unwrap();
 
     // Share of each genre in the catalog: the rate at which a taste-blind list would contain it.
@@ -602,7 +614,7 @@ fn logs_to_a_pipe_carry_no_colour_codes() {
 #[test]
 fn http_ids_are_digits_only_and_a_wrong_method_gets_a_json_405() {
     let data = generated(20, 500, 0);
-    let (run, _state, base) = serve(data.path());
+    let (run, _state, base) = serve_with(data.path(), &["--no-snapshots"]);
     assert_json_errors(&base, &[("/users/+1", 400), ("/users/%201", 400), ("/users/4294967296", 400)]);
     let (_, body) = get_json(&format!("{base}/users/4294967296")).unwrap();
     assert!(body["error"].as_str().unwrap().contains("beyond the largest id"), "{body}");
@@ -622,7 +634,8 @@ fn http_ids_are_digits_only_and_a_wrong_method_gets_a_json_405() {
 /// record to the half-written line: 8 of 12 killed runs left an invalid line). Now the files'
 /// lengths are part of each checkpoint and a restart cuts them back, so after SIGKILLs at random
 /// moments (seeded: `SOAK_SEED`; `SOAK_KILLS` of them, 3 here, 20 in `scripts/soak.sh`) the
-/// state and every output file are byte-identical to an uninterrupted run's.
+/// state and every output file are byte-identical to an uninterrupted run's; so are the day
+/// close's tables (issue 18).
 #[test]
 fn sigkill_at_random_moments_leaves_state_and_out_files_as_an_uninterrupted_run() {
     let (mut rng, seed) = Rng::from_env("embedded crash test");
@@ -632,10 +645,17 @@ fn sigkill_at_random_moments_leaves_state_and_out_files_as_an_uninterrupted_run(
     let d = data.path().to_str().unwrap();
     let tempdir = || tempfile::tempdir().unwrap();
     let (sa, oa, sb, ob) = (tempdir(), tempdir(), tempdir(), tempdir());
+    // With the day close's tables too (`--no-snapshots` dropped): they must come out the same.
     let args = |s: &tempfile::TempDir, o: &tempfile::TempDir| -> Vec<String> {
-        let mut a: Vec<String> =
-            run_args(d, s.path().to_str().unwrap()).iter().map(|x| x.to_string()).collect();
+        let mut a: Vec<String> = run_args(d, s.path().to_str().unwrap())
+            .iter()
+            .filter(|x| **x != "--no-snapshots")
+            .map(|x| x.to_string())
+            .collect();
         a.extend(["--out", o.path().to_str().unwrap(), "--checkpoint-every", "5000"].map(String::from));
+        // Month partitions: 24 generated years by day are 60 k directories per run, minutes of
+        // file system time in a debug build (tests/snapshots.rs covers day partitions).
+        a.extend(["--snapshot-period", "month"].map(String::from));
         a
     };
     let reference = args(&sa, &oa);
@@ -664,6 +684,29 @@ fn sigkill_at_random_moments_leaves_state_and_out_files_as_an_uninterrupted_run(
         assert!(!a.is_empty() || f == "dlq.jsonl", "{f} is empty: the comparison would prove nothing");
         assert!(a == b, "SOAK_SEED={seed}: {f} differs after crashes ({} vs {} bytes)", a.len(), b.len());
     }
+    let (ta, tb) = (files_under(&sa.path().join("snapshots")), files_under(&sb.path().join("snapshots")));
+    assert!(ta.len() > 1_000, "{} snapshot files", ta.len());
+    let differing: Vec<&String> =
+        ta.keys().chain(tb.keys()).filter(|k| ta.get(*k) != tb.get(*k)).take(5).collect();
+    assert!(differing.is_empty(), "SOAK_SEED={seed}: snapshot files differ after crashes: {differing:?}");
+}
+
+/// Every file under `dir`, by relative path, with its bytes.
+fn files_under(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                let rel = e.path().strip_prefix(dir).unwrap().display().to_string();
+                out.insert(rel, std::fs::read(e.path()).unwrap());
+            }
+        }
+    }
+    out
 }
 
 /// Issue 17: HTTP connections had no header-read or idle timeout (50 sockets trickling a
@@ -675,7 +718,7 @@ fn http_closes_trickling_and_idle_connections_and_caps_them() {
     use std::io::{Read, Write};
     let data = generated(20, 500, 0);
     let (run, _state, base) =
-        serve_with(data.path(), &["--http-timeout", "1s", "--http-max-connections", "3"]);
+        serve_with(data.path(), &["--http-timeout", "1s", "--http-max-connections", "3", "--no-snapshots"]);
     let addr = base.trim_start_matches("http://").to_string();
     let connect = || {
         let c = std::net::TcpStream::connect(&addr).unwrap();
@@ -723,7 +766,7 @@ fn http_closes_trickling_and_idle_connections_and_caps_them() {
 #[test]
 fn http_token_guards_every_route_but_the_probes_and_metrics() {
     let data = generated(20, 500, 0);
-    let (run, _state, base) = serve_with(data.path(), &["--http-token", "s3cret-t0ken"]);
+    let (run, _state, base) = serve_with(data.path(), &["--http-token", "s3cret-t0ken", "--no-snapshots"]);
     let agent =
         ureq::Agent::new_with_config(ureq::Agent::config_builder().http_status_as_error(false).build());
     let get = |path: &str, auth: Option<&str>| {
@@ -751,7 +794,7 @@ fn http_token_guards_every_route_but_the_probes_and_metrics() {
     assert!(run.wait().0.success());
     // With --http-token-metrics, /metrics needs it too.
     let (run, _state, base2) =
-        serve_with(data.path(), &["--http-token", "s3cret-t0ken", "--http-token-metrics"]);
+        serve_with(data.path(), &["--http-token", "s3cret-t0ken", "--http-token-metrics", "--no-snapshots"]);
     let status = |auth: Option<&str>| {
         let mut req = agent.get(&format!("{base2}/metrics"));
         if let Some(a) = auth {

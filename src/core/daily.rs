@@ -40,7 +40,7 @@ pub struct AlertRow {
 }
 
 /// What the open day has seen so far (checkpointed).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct DayLog {
     /// The open day (days since the epoch); `None` before the first event.
     pub open: Option<i64>,
@@ -52,18 +52,36 @@ pub struct DayLog {
     pub sessions: Vec<(u32, ClosedSession)>,
     /// Alerts fired on the open day, in order.
     pub alerts: Vec<AlertRow>,
+    /// `users`' length at which it is next deduplicated (0: at 2^20).
+    #[serde(skip)]
+    next_dedup: usize,
+}
+
+impl PartialEq for DayLog {
+    /// The logged data (not when the touched users are next deduplicated).
+    fn eq(&self, o: &DayLog) -> bool {
+        (self.open, &self.ratings, &self.users, &self.sessions, &self.alerts)
+            == (o.open, &o.ratings, &o.users, &o.sessions, &o.alerts)
+    }
 }
 
 impl DayLog {
+    /// An empty log for `day`.
+    pub fn starting(day: i64) -> DayLog {
+        DayLog { open: Some(day), ..DayLog::default() }
+    }
+
     /// Notes that `user`'s state changed.
     #[inline]
     pub fn touch(&mut self, user: u32) {
         if self.users.last() != Some(&user) {
             self.users.push(user);
-            // A day of real-time input touches a user many times: keep the list near its set.
-            if self.users.len() >= 1 << 20 && self.users.len().is_power_of_two() {
+            // A day of real-time input touches a user many times: keep the list near its set,
+            // deduplicating whenever it has doubled since the last time.
+            if self.users.len() >= self.next_dedup.max(1 << 20) {
                 self.users.sort_unstable();
                 self.users.dedup();
+                self.next_dedup = 2 * self.users.len();
             }
         }
     }
@@ -129,11 +147,11 @@ pub struct DayClose {
     pub ratings: Vec<Rating>,
     /// Users whose state changed on the day, by id (empty when the table is not written).
     pub users: Vec<FeatureRow>,
-    /// Sessions closed on the day.
+    /// Sessions closed on the day, by close time (end + gap), user and start.
     pub sessions: Vec<(u32, ClosedSession)>,
-    /// Alerts fired on the day.
+    /// Alerts fired on the day, by time, user and status.
     pub alerts: Vec<AlertRow>,
-    /// Genres with any activity on the day, in catalog order.
+    /// Genres rated or touched by a closed session on the day, in catalog order.
     pub genres: Vec<GenreDay>,
     /// At a month's last close and at the end of the input.
     pub full: Option<FullSnapshot>,
@@ -245,6 +263,7 @@ mod tests {
             users: vec![7, 8],
             sessions: vec![(7, session(0b110))],
             alerts: Vec::new(),
+            ..DayLog::default()
         };
         // Catalog order: Action, Comedy, Drama.
         let g = genre_day(&log, &catalog);

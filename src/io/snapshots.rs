@@ -571,7 +571,13 @@ fn write_close(
                 // No rows: a part an earlier, incomplete close of this day wrote goes.
                 let stale = dir.join(&part);
                 match std::fs::remove_file(&stale) {
-                    Ok(()) => {}
+                    Ok(()) => {
+                        // A month-end table's partition it leaves empty goes too (an error
+                        // here means it holds other days' parts).
+                        if !t.is_daily() {
+                            let _ = std::fs::remove_dir(&dir);
+                        }
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => return Err(io_err("remove", &stale)(e)),
                 }
@@ -584,8 +590,15 @@ fn write_close(
     pause_point(close.day, "parts");
     if close.complete && settings.period.is_last(close.day) {
         for &t in settings.tables.iter().filter(|t| **t != Table::Movies) {
+            // Every daily table's partition is complete now, rows or not; a month-end table's
+            // only where a month end wrote a part.
             let dir = settings.dir.join(t.name()).join(&partition);
-            if dir.is_dir() {
+            let has_parts = || {
+                std::fs::read_dir(&dir).is_ok_and(|mut entries| {
+                    entries.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("part-")))
+                })
+            };
+            if dir.is_dir() && (t.is_daily() || has_parts()) {
                 write_success(&dir)?;
             }
         }
