@@ -11,7 +11,8 @@
 #      per table, and the time of the largest close (every user, at a month end)
 #   5. the processor with --no-recommender (users' state, sessions, churn; no ALS): the same
 #      1 M and 25 M runs, embedded and through tansu
-# Environment: BENCH_DIR (default /tmp/streamflix-bench; needs ~2 GB of disk and, for tansu's
+# Environment: BENCH_DIR (default /tmp/streamflix-bench; needs ~12 GB of disk (the daily close
+# writes two 25 M runs' tables, ~4 GB each with their states) and, for tansu's
 # in-memory copy of the 25 M set, ~4 GB of memory), BENCH_RATINGS (default
 # 25000095), BENCH_REPLAY_EVENTS (default 1000000).
 set -euo pipefail
