@@ -691,24 +691,6 @@ fn sigkill_at_random_moments_leaves_state_and_out_files_as_an_uninterrupted_run(
     assert!(differing.is_empty(), "SOAK_SEED={seed}: snapshot files differ after crashes: {differing:?}");
 }
 
-/// Every file under `dir`, by relative path, with its bytes.
-fn files_under(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
-    let mut out = std::collections::BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                stack.push(e.path());
-            } else {
-                let rel = e.path().strip_prefix(dir).unwrap().display().to_string();
-                out.insert(rel, std::fs::read(e.path()).unwrap());
-            }
-        }
-    }
-    out
-}
-
 /// Issue 17: HTTP connections had no header-read or idle timeout (50 sockets trickling a
 /// request head stayed open forever) and no cap. Now a connection that has not sent a complete
 /// head within --http-timeout of opening or of its last response is closed, and at most

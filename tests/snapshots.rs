@@ -4,11 +4,10 @@
 
 mod util;
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use util::{get_json, python, replay_ok, repo, streamflix, Running};
+use util::{files_under as files, get_json, python, replay_ok, repo, streamflix, Running};
 
 const DAY: i64 = 86_400;
 
@@ -60,26 +59,6 @@ fn run_ok(args: &[String]) -> std::process::Output {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    out
-}
-
-/// Every file under `dir` (relative path → bytes).
-fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                walk(root, &e.path(), out);
-            } else {
-                out.insert(
-                    e.path().strip_prefix(root).unwrap().to_path_buf(),
-                    std::fs::read(e.path()).unwrap(),
-                );
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
     out
 }
 
@@ -206,7 +185,7 @@ fn sigkill_during_day_closes_leaves_the_tables_as_an_uninterrupted_run() {
     let out = run_ok(&args);
     assert!(String::from_utf8_lossy(&out.stdout).contains("resuming from checkpoint"));
     let after = files(&snap);
-    let differing: Vec<&PathBuf> =
+    let differing: Vec<&String> =
         reference.keys().chain(after.keys()).filter(|k| reference.get(*k) != after.get(*k)).take(5).collect();
     assert!(differing.is_empty(), "files differ after the kills: {differing:?}");
 

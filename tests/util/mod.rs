@@ -413,6 +413,24 @@ impl Drop for Running {
     }
 }
 
+/// Every file under `dir`, by path relative to it, with its bytes (to compare directories).
+pub fn files_under(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                let rel = e.path().strip_prefix(dir).unwrap().display().to_string();
+                out.insert(rel, std::fs::read(e.path()).unwrap());
+            }
+        }
+    }
+    out
+}
+
 /// Runs `streamflix args…` to completion.
 pub fn streamflix(args: &[&str]) -> Output {
     Command::new(streamflix_bin()).args(args).output().expect("run streamflix")
