@@ -52,7 +52,7 @@ pub fn summary(p: &Pipeline, records: u64, seconds: f64) {
             w.settings().dir.display(),
             st.write_seconds,
             secs,
-            crate::io::snapshots::day_label(day),
+            crate::core::calendar::day_label(day),
             st.largest_full.0,
             p.largest_close.1,
             st.largest_full.1,

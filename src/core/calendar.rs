@@ -69,6 +69,13 @@ pub fn format_datetime(ts: i64) -> String {
         .map_or_else(|| ts.to_string(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
 }
 
+/// `YYYY-MM-DD` of a day number (days since 1970-01-01, UTC); the number itself if out of
+/// chrono's range.
+pub fn day_label(day: i64) -> String {
+    DateTime::<Utc>::from_timestamp(day.saturating_mul(DAY), 0)
+        .map_or_else(|| day.to_string(), |t| t.format("%Y-%m-%d").to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

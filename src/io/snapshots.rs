@@ -28,7 +28,7 @@ use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
 use crate::analytics::tables::{self, Table, SUCCESS};
-use crate::core::calendar::{month_index, DAY};
+use crate::core::calendar::{day_label, month_index, DAY};
 use crate::core::catalog::Catalog;
 use crate::core::config::CoreConfig;
 use crate::core::daily::DayClose;
@@ -211,12 +211,6 @@ pub struct SnapshotWriter {
     failed: Arc<Mutex<Option<String>>>,
     thread: Option<std::thread::JoinHandle<()>>,
     settings: Arc<SnapshotSettings>,
-}
-
-/// `YYYY-MM-DD` of a day number.
-pub fn day_label(day: i64) -> String {
-    chrono::DateTime::from_timestamp(day.saturating_mul(DAY), 0)
-        .map_or_else(|| day.to_string(), |t| t.format("%Y-%m-%d").to_string())
 }
 
 impl SnapshotWriter {
@@ -621,49 +615,5 @@ mod tests {
         assert!(Period::Week.is_last(d + 2), "Sunday ends the week");
         assert!(Period::Month.is_last(17_378), "2017-07-31");
         assert!(Period::Day.is_last(d));
-    }
-
-    /// Not a test: how long encoding a month-end `user_features_full` of ml-25m's size takes.
-    /// `cargo test --release --lib encode_speed -- --ignored --nocapture`
-    #[test]
-    #[ignore = "a measurement"]
-    fn encode_speed() {
-        use crate::core::features::FeatureRow;
-        let genres: Vec<String> = (0..20).map(|i| format!("Genre{i}")).collect();
-        let rows: Vec<FeatureRow> = (0..162_541u32)
-            .map(|u| {
-                let x = u64::from(u.wrapping_mul(2_654_435_761) >> 8);
-                FeatureRow {
-                    user: u,
-                    as_of: 1_500_000_000,
-                    churned: x % 5 != 0,
-                    ratings: x % 500,
-                    tags: x % 7,
-                    events_7d: x % 3,
-                    events_30d: x % 11,
-                    events_90d: x % 31,
-                    rating_mean: Some(3.0 + (x % 100) as f64 / 77.0),
-                    rating_std: Some((x % 100) as f64 / 91.0),
-                    first_seen: 900_000_000 + (x % 1_000_000) as i64 * 500,
-                    last_activity: 1_400_000_000 + (x % 1_000_000) as i64 * 90,
-                    recency_days: (x % 10_000) as f64 / 7.0,
-                    active_days: x % 40,
-                    sessions: x % 60,
-                    binge_sessions: x % 9,
-                    mean_session_minutes: Some((x % 1000) as f64 / 13.0),
-                    favourite_genre: Some((x % 20) as usize),
-                    genre_diversity: (x % 1000) as f64 / 1000.0,
-                    cohort: 24_000 + (x % 280) as i32,
-                }
-            })
-            .collect();
-        let t = std::time::Instant::now();
-        let batch = tables::user_features(Table::UserFeaturesFull, &rows, &genres);
-        let build = t.elapsed();
-        let mut out = Vec::new();
-        let t = std::time::Instant::now();
-        encode(Table::UserFeaturesFull, &batch, &mut out).unwrap();
-        let enc = t.elapsed();
-        eprintln!("{} rows: build {build:?}, encode {enc:?}, {} bytes", rows.len(), out.len());
     }
 }
