@@ -45,12 +45,13 @@ pub fn summary(p: &Pipeline, records: u64, seconds: f64) {
         let st = w.stats();
         let (secs, day, rows) = st.slowest_write;
         println!(
-            "snapshots: {} days closed, {:.1} MB of Parquet in {} ({:.2}s writing; slowest write {:.3}s, {} with {rows} rows; \
+            "snapshots: {} days closed, {:.1} MB of Parquet in {} ({:.2}s writing{}; slowest write {:.3}s, {} with {rows} rows; \
              largest close {} users: {:.3}s computing rows + {:.3}s writing)",
             st.closes,
             st.bytes as f64 / 1e6,
             w.settings().dir.display(),
             st.write_seconds,
+            st.cpu_seconds.map(|c| format!(", {c:.2}s CPU")).unwrap_or_default(),
             secs,
             crate::core::calendar::day_label(day),
             st.largest_full.0,

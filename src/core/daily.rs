@@ -128,8 +128,9 @@ pub struct RetentionRow {
 /// Every user and the cohort triangle: at each month's last close and at the end of the input.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FullSnapshot {
-    /// Every user, by id (empty when `user_features_full` is not written).
-    pub users: Vec<FeatureRow>,
+    /// Every user, by id (empty when `user_features_full` is not written); shared with the
+    /// processor, which ages the rows of unchanged users at the next month end.
+    pub users: std::sync::Arc<Vec<FeatureRow>>,
     /// All cohorts, every month from signup to `as_of`'s.
     pub retention: Vec<RetentionRow>,
 }

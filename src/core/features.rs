@@ -284,7 +284,7 @@ impl Activity {
             rating_std: (self.ratings > 0).then(|| (self.rating_m2 / self.ratings as f64).max(0.0).sqrt()),
             first_seen: self.first_seen,
             last_activity: self.last,
-            recency_days: ((as_of - self.last).max(0)) as f64 / DAY as f64,
+            recency_days: recency_days(as_of, self.last),
             active_days: self.active_days,
             sessions: self.sessions,
             binge_sessions: self.binge_sessions,
@@ -299,6 +299,11 @@ impl Activity {
             cohort: month_index(self.first_seen),
         }
     }
+}
+
+/// Days from `last` to `as_of` (not below 0).
+fn recency_days(as_of: i64, last: i64) -> f64 {
+    ((as_of - last).max(0)) as f64 / DAY as f64
 }
 
 /// One user's features as plain values ([`Activity::row`]): a row of the `user_features` tables.
@@ -344,6 +349,17 @@ pub struct FeatureRow {
     pub genre_diversity: f64,
     /// Month index of `first_seen`.
     pub cohort: i32,
+}
+
+impl FeatureRow {
+    /// This row as of the later time `as_of`, for a user whose state has not changed since and
+    /// whose trailing windows were empty (`events_90d == 0`: they stay empty without events): only
+    /// `as_of` and `recency_days` move. Equal, bit for bit, to [`Activity::row`] at `as_of`.
+    pub fn aged(self, as_of: i64) -> FeatureRow {
+        debug_assert_eq!(self.events_90d, 0, "trailing windows change with time");
+        let as_of = as_of.max(self.last_activity);
+        FeatureRow { as_of, recency_days: recency_days(as_of, self.last_activity), ..self }
+    }
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ use crate::core::daily::{
     genre_day, is_month_end, retention, AlertRow, CloseSpec, DayClose, DayLog, FullSnapshot,
 };
 use crate::core::engagement::{Engagement, Snapshot};
-use crate::core::features::Activity;
+use crate::core::features::{Activity, FeatureRow};
 use crate::core::pending::{Pending, PendingQueue};
 use crate::core::sessions::{ClosedSession, OpenSession, Sessions};
 use crate::core::validate::{check_rating, decode, Invalid, Reason};
@@ -213,6 +213,21 @@ pub struct Processor {
     day: DayLog,
     /// What a day close computes; `None`: days are closed without output.
     close_spec: Option<CloseSpec>,
+    /// The last `user_features_full` rows, reused at the next month end (see [`FullRows`]).
+    full_rows: Option<FullRows>,
+}
+
+/// The rows of the last `user_features_full` and the users whose state changed since (not
+/// checkpointed: after a restart, the next month end computes every row). At the next month end
+/// only those users, and users with events in the trailing 90 days, are evaluated again; every
+/// other row is [`FeatureRow::aged`]. A replay of years has most users long gone at any month
+/// end, so this evaluates a few percent of the users instead of all of them.
+struct FullRows {
+    rows: Arc<Vec<FeatureRow>>,
+    /// Touched since, with repeats.
+    touched: Vec<u32>,
+    /// Rows aged instead of evaluated, in all (for the tests).
+    aged: u64,
 }
 
 /// The checkpointed parts a processor is restored from.
@@ -274,6 +289,7 @@ impl Processor {
             engagement,
             day,
             close_spec: None,
+            full_rows: None,
         }
     }
 
@@ -500,21 +516,39 @@ impl Processor {
                 let st = &users[&u];
                 st.activity.row(u, as_of, st.churn.churned, genres)
             };
-            let users = if spec.users {
-                self.day.distinct_users().into_iter().map(|u| row(&self.users, u)).collect()
-            } else {
-                Vec::new()
-            };
+            let touched = self.day.distinct_users();
+            let users =
+                if spec.users { touched.iter().map(|&u| row(&self.users, u)).collect() } else { Vec::new() };
+            if let Some(f) = self.full_rows.as_mut() {
+                f.touched.extend_from_slice(&touched);
+            }
             let full = ((spec.full || spec.retention) && (!complete || is_month_end(day))).then(|| {
-                // In id order, without looking each user up again.
-                let mut all: Vec<(u32, &UserState)> =
-                    if spec.full { self.users.iter().map(|(&u, st)| (u, st)).collect() } else { Vec::new() };
-                all.sort_unstable_by_key(|&(u, _)| u);
+                let users = if !spec.full {
+                    Arc::new(Vec::new())
+                } else if let Some(f) = self.full_rows.as_mut() {
+                    let mut touched = std::mem::take(&mut f.touched);
+                    touched.sort_unstable();
+                    touched.dedup();
+                    let (rows, aged) = refresh_rows(&f.rows, &touched, as_of, |u| row(&self.users, u));
+                    debug_assert_eq!(rows.len(), self.users.len(), "every user new since was touched");
+                    f.aged += aged;
+                    Arc::new(rows)
+                } else {
+                    // In id order, without looking each user up again.
+                    let mut all: Vec<(u32, &UserState)> = self.users.iter().map(|(&u, st)| (u, st)).collect();
+                    all.sort_unstable_by_key(|&(u, _)| u);
+                    Arc::new(
+                        all.iter()
+                            .map(|(u, st)| st.activity.row(*u, as_of, st.churn.churned, genres))
+                            .collect(),
+                    )
+                };
+                if spec.full {
+                    let aged = self.full_rows.as_ref().map_or(0, |f| f.aged);
+                    self.full_rows = Some(FullRows { rows: Arc::clone(&users), touched: Vec::new(), aged });
+                }
                 FullSnapshot {
-                    users: all
-                        .iter()
-                        .map(|(u, st)| st.activity.row(*u, as_of, st.churn.churned, genres))
-                        .collect(),
+                    users,
                     retention: if spec.retention { retention(&self.engagement, as_of) } else { Vec::new() },
                 }
             });
@@ -883,6 +917,45 @@ impl Processor {
     }
 }
 
+/// Every user's row as of `as_of` (a month end) from the previous month end's `prev` (by id):
+/// the `touched` users (ascending; every user new since is one) and those with events in the
+/// trailing 90 days are evaluated by `eval`, the others aged. Returns the rows and how many were
+/// aged.
+fn refresh_rows(
+    prev: &[FeatureRow],
+    touched: &[u32],
+    as_of: i64,
+    mut eval: impl FnMut(u32) -> FeatureRow,
+) -> (Vec<FeatureRow>, u64) {
+    let mut rows = Vec::with_capacity(prev.len() + touched.len());
+    let mut aged = 0;
+    let (mut i, mut j) = (0, 0);
+    loop {
+        match (prev.get(i), touched.get(j)) {
+            (Some(r), Some(&t)) if t <= r.user => {
+                rows.push(eval(t));
+                i += usize::from(t == r.user);
+                j += 1;
+            }
+            (Some(r), _) => {
+                if r.events_90d > 0 {
+                    rows.push(eval(r.user));
+                } else {
+                    rows.push(r.aged(as_of));
+                    aged += 1;
+                }
+                i += 1;
+            }
+            (None, Some(&t)) => {
+                rows.push(eval(t));
+                j += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    (rows, aged)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1204,6 +1277,62 @@ mod tests {
         );
         assert!(a == run(&one_then_other), "partition 0 first, then 1");
         assert!(a == run(&bursts), "in bursts");
+    }
+
+    /// `user_features_full` from the previous month end's rows (unchanged users aged) equals
+    /// evaluating every user again: over a year and a half of users who come and go, churn, come
+    /// back and have sessions closing after a month's last event.
+    #[test]
+    fn month_end_rows_reused_equal_rows_evaluated() {
+        let mut records = Vec::new();
+        let mut seed = 7u64;
+        let mut next = |n: u64| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % n
+        };
+        let mut ts = T0;
+        while ts < T0 + 560 * DAY {
+            // Bursts of a few events, gaps of minutes to months.
+            ts += [600, 3_000, 5 * 3_600, 2 * DAY, 20 * DAY, 45 * DAY][next(6) as usize] / 4;
+            let user = 1 + next(40) as u32;
+            let movie_id = 1 + next(10) as u32;
+            let rating = 0.5 * (1 + next(10)) as f32;
+            records.push(StreamRecord::Rating(RatingEvent {
+                v: 1,
+                seq: 0,
+                user_id: user,
+                movie_id,
+                rating,
+                ts,
+            }));
+        }
+        let spec = CloseSpec { users: false, full: true, retention: false };
+        let (mut reused, mut evaluated) = (processor(1), processor(1));
+        reused.set_day_close(Some(spec));
+        evaluated.set_day_close(Some(spec));
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for r in &records {
+            feed(&mut reused, 0, r, &mut a);
+            evaluated.full_rows = None;
+            feed(&mut evaluated, 0, r, &mut b);
+        }
+        reused.finish(&mut a);
+        evaluated.full_rows = None;
+        evaluated.finish(&mut b);
+        let (a, b) = (closes(&a), closes(&b));
+        let month_ends = a.iter().filter(|c| c.full.is_some()).count();
+        assert!(month_ends >= 18, "{month_ends} month ends");
+        assert!(alerts_in(&a) > 20, "users churned");
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x.full, y.full, "day {}", crate::core::calendar::day_label(x.day));
+        }
+        let aged = reused.full_rows.as_ref().unwrap().aged;
+        assert!(aged > 100, "{aged} rows aged");
+    }
+
+    fn alerts_in(closes: &[&DayClose]) -> usize {
+        closes.iter().map(|c| c.alerts.len()).sum()
     }
 
     /// A churn due on a day is in that day's close, with the user's status.

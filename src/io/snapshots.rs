@@ -193,6 +193,8 @@ pub struct CloseStats {
     pub bytes: u64,
     /// Seconds spent building batches and writing files.
     pub write_seconds: f64,
+    /// CPU seconds (user + system) the writer thread used, where the platform tells (Linux).
+    pub cpu_seconds: Option<f64>,
     /// The slowest write: seconds, day, rows.
     pub slowest_write: (f64, i64, u64),
     /// The most users in one close (`user_features_full`), and that close's write seconds.
@@ -241,7 +243,14 @@ impl SnapshotWriter {
         if settings.tables.contains(&Table::Movies) {
             let part = dir.join(Table::Movies.name());
             std::fs::create_dir_all(&part).map_err(io_err("create", &part))?;
-            write_parquet(&part, "part-0.parquet", Table::Movies, &tables::movies(&catalog), None)?;
+            write_parquet(
+                &part,
+                "part-0.parquet",
+                Table::Movies,
+                &tables::movies(&catalog),
+                None,
+                &mut Vec::new(),
+            )?;
             write_success(&part)?;
         }
         let settings = Arc::new(settings);
@@ -449,18 +458,20 @@ fn encode(table: Table, batch: &RecordBatch, out: &mut Vec<u8>) -> Result<(), Sn
     Ok(())
 }
 
-/// Encodes `batch` as Parquet into `dir/name` (through a temporary file); returns its size.
+/// Encodes `batch` as Parquet into `dir/name` (through a temporary file), in `buf` (reused:
+/// fresh buffers for every file cost page faults); returns its size.
 fn write_parquet(
     dir: &Path,
     name: &str,
     table: Table,
     batch: &RecordBatch,
     day: Option<i64>,
+    buf: &mut Vec<u8>,
 ) -> Result<u64, SnapshotError> {
-    let mut bytes = Vec::new();
-    encode(table, batch, &mut bytes)?;
-    write_atomically_for(dir, name, &bytes, day)?;
-    Ok(bytes.len() as u64)
+    buf.clear();
+    encode(table, batch, buf)?;
+    write_atomically_for(dir, name, buf, day)?;
+    Ok(buf.len() as u64)
 }
 
 fn run(
@@ -471,6 +482,7 @@ fn run(
     stats: &Mutex<CloseStats>,
 ) {
     let mut broken: Option<String> = None;
+    let mut buf = Vec::new();
     let fail = |e: SnapshotError, broken: &mut Option<String>| {
         let msg = chain(&e);
         *failed.lock().unwrap_or_else(PoisonError::into_inner) = Some(msg.clone());
@@ -483,7 +495,7 @@ fn run(
                     continue;
                 }
                 let started = Instant::now();
-                match write_close(settings, catalog, &close) {
+                match write_close(settings, catalog, &close, &mut buf) {
                     Ok(bytes) => {
                         let secs = started.elapsed().as_secs_f64();
                         let mut st = stats.lock().unwrap_or_else(PoisonError::into_inner);
@@ -494,6 +506,7 @@ fn run(
                         metrics.snapshot_close_seconds.observe(secs);
                         st.closes += u64::from(close.complete);
                         st.write_seconds += secs;
+                        st.cpu_seconds = thread_cpu_seconds();
                         let full = close.full.as_ref().map_or(0, |f| f.users.len() as u64);
                         let rows =
                             close.ratings.len() + close.users.len() + close.sessions.len() + full as usize;
@@ -526,6 +539,20 @@ fn run(
     }
 }
 
+/// CPU seconds (user + system) the calling thread has used (Linux only).
+fn thread_cpu_seconds() -> Option<f64> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: `getrusage` fills the zeroed struct it is given.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut u) } == 0 {
+            let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+            return Some(secs(u.ru_utime) + secs(u.ru_stime));
+        }
+    }
+    None
+}
+
 /// Flushes the file system holding `dir` (one call for every file written since the last).
 fn sync_dir(dir: &Path) -> Result<(), SnapshotError> {
     let f = std::fs::File::open(dir).map_err(io_err("open", dir))?;
@@ -548,6 +575,7 @@ fn write_close(
     settings: &SnapshotSettings,
     catalog: &Catalog,
     close: &DayClose,
+    buf: &mut Vec<u8>,
 ) -> Result<Vec<(Table, u64)>, SnapshotError> {
     let start = settings.period.start(close.day);
     let partition = format!("dt={}", day_label(start));
@@ -559,7 +587,7 @@ fn write_close(
         match batches.iter().find(|(bt, _)| *bt == t) {
             Some((_, batch)) => {
                 std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
-                written.push((t, write_parquet(&dir, &part, t, batch, Some(close.day))?));
+                written.push((t, write_parquet(&dir, &part, t, batch, Some(close.day), buf)?));
             }
             None => {
                 // No rows: a part an earlier, incomplete close of this day wrote goes.
