@@ -6,7 +6,7 @@
 #     payloads against schemas/ and docker-compose.yml against the Compose spec), PyYAML and
 #     confluent-kafka (the benchmark's reference producer), and pyarrow, duckdb and pandas (the
 #     readers of the daily close's Parquet tables and the independent computation they are
-#     checked against)
+#     checked against), and scipy (the churn model's fits are checked against its optimizer)
 #   - the Compose specification's JSON Schema, from PyPI's docker-compose wheel (not installed:
 #     its dependencies no longer build; only the schema file is taken)
 #   - Prometheus and promtool (Debian's `prometheus` package, via apt-get; as root or with sudo)
@@ -16,7 +16,7 @@ set -euo pipefail
 
 TANSU_VERSION=0.6.0
 PY_PACKAGES=(kafka-python==3.0.12 jsonschema==4.26.0 confluent-kafka==2.16.1 PyYAML==6.0.3
-  pyarrow==26.0.1 duckdb==2.0.1 pandas==3.1.1)
+  pyarrow==26.0.1 duckdb==2.0.1 pandas==3.1.1 scipy==1.17.1)
 COMPOSE_WHEEL=docker-compose==1.29.2
 
 default_tools=/opt/streamflix-tools

@@ -2,11 +2,14 @@
 //! same deterministic event-time path as the core (daily close and its tables, statistics,
 //! churn prediction, segments, trending, experiments).
 //!
-//! Owns: the day close's tables as Arrow batches ([`tables`]). Every aggregate here is to be a
+//! Owns: the day close's tables as Arrow batches ([`tables`]); the BG/NBD and MBG/NBD models of
+//! whether a user is still alive ([`bgnbd`]). Every aggregate here is to be a
 //! mergeable partial per input partition (counts, `(n, mean, M2)`, day buckets), so a scale-out
 //! can combine them.
 //!
-//! May import: `crate::core`, `crate::model`, `streamflix-schemas`. Never `crate::state`,
+//! May import: `crate::core`, `crate::model`, `streamflix-schemas`, `statrs`. Never `crate::state`,
 //! `crate::serve`, `crate::io` or `crate::cli`, nor the replay crate.
 
+pub mod bgnbd;
+pub mod churn_eval;
 pub mod tables;

@@ -43,7 +43,8 @@ pub enum Command {
     Process(ProcessArgs),
     /// Evaluate the ALS recommender on a MovieLens directory (or a given split) and print JSON:
     /// batch RMSE/MAE on a seeded random 80/20 split, and streaming (prequential) RMSE/MAE,
-    /// recall@10 and update latency after training on the first 80 % by time.
+    /// recall@10 and update latency after training on the first 80 % by time. `eval churn`
+    /// evaluates the churn scores instead.
     Eval(EvalArgs),
     /// Print committed state from a state directory as JSON lines.
     Dump {
@@ -121,7 +122,11 @@ pub struct ProcessArgs {
 
 /// Options of `streamflix eval`.
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct EvalArgs {
+    /// What else to evaluate (without one: the recommender).
+    #[command(subcommand)]
+    pub what: Option<EvalWhat>,
     /// MovieLens directory (ratings and movies).
     #[arg(long, required_unless_present_all = ["train", "test", "movies"], conflicts_with_all = ["train", "test"])]
     pub data: Option<PathBuf>,
@@ -145,6 +150,33 @@ pub struct EvalArgs {
     /// Ratings ≥ 4 sampled for recall@10.
     #[arg(long, default_value_t = 1_000)]
     pub recall_sample: usize,
+}
+
+/// `streamflix eval` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum EvalWhat {
+    /// How well churn scores rank the users about to churn, as JSON: at every daily close from
+    /// day 60 on, users active in the 30 days before it are scored and labelled churned when
+    /// they have no activity in the 30 days after it. Scores: days since the last activity
+    /// (the baseline) and 1 − P(alive) under MBG/NBD and BG/NBD (fitted by maximum likelihood).
+    /// Reports ROC AUC, PR AUC, lift in the top decile, Brier score and calibration, and the
+    /// BG/NBD and MBG/NBD fits at the last day.
+    Churn(EvalChurnArgs),
+}
+
+/// Options of `streamflix eval churn`.
+#[derive(Args, Debug)]
+pub struct EvalChurnArgs {
+    /// MovieLens directory (ratings, movies and, if present, tags).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Refit the models every this many daily closes (warm-started from the previous fit).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=365))]
+    pub fit_every: u32,
+    /// Also write the activity patterns at the last day as CSV (x, t_x, T in days, users, and
+    /// P(alive) under each model at the fitted parameters), for checking the fit elsewhere.
+    #[arg(long, value_name = "FILE")]
+    pub patterns: Option<PathBuf>,
 }
 
 /// Recommender settings (stored with the state; a restart must use the same).

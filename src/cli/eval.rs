@@ -7,8 +7,11 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use streamflix_schemas::Rating;
 
-use crate::cli::args::EvalArgs;
+use crate::analytics::bgnbd::{p_alive, Fit, Variant};
+use crate::analytics::churn_eval::{evaluate, Metrics};
+use crate::cli::args::{EvalArgs, EvalChurnArgs, EvalWhat};
 use crate::cli::start::{find_in, load_catalog, read_ratings};
+use crate::core::calendar::day_label;
 use crate::model::eval::{batch, random_split, streaming, time_split, EvalConfig, Report};
 
 /// Runs `streamflix eval`.
@@ -16,6 +19,9 @@ use crate::model::eval::{batch, random_split, streaming, time_split, EvalConfig,
 /// # Errors
 /// Bad arguments or unreadable data.
 pub fn eval(args: &EvalArgs) -> Result<()> {
+    if let Some(EvalWhat::Churn(c)) = &args.what {
+        return churn(c);
+    }
     let cfg = EvalConfig {
         als: args.als.config()?,
         iters: args.iters as usize,
@@ -88,6 +94,103 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
         batch: b,
         streaming: s,
     };
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+/// Runs `streamflix eval churn`.
+fn churn(args: &EvalChurnArgs) -> Result<()> {
+    let started = Instant::now();
+    let catalog = load_catalog(&find_in(&args.data, "movies")?)?;
+    let ratings = read_ratings(&find_in(&args.data, "ratings")?)?;
+    let tags = match streamflix_replay::movielens::find(&args.data, "tags") {
+        Some(path) => {
+            let (tags, report) = streamflix_replay::movielens::read_tags(&path)?;
+            for line in report.describe() {
+                eprintln!("warning: {line}");
+            }
+            tags
+        }
+        None => Vec::new(),
+    };
+    // As the processor does, events of movies not in the catalog are not activity.
+    let known = |m: u32| catalog.genres_of(m).is_some();
+    let events: Vec<(u32, i64)> = ratings
+        .iter()
+        .filter(|r| known(r.movie))
+        .map(|r| (r.user, r.ts))
+        .chain(tags.iter().filter(|t| known(t.movie)).map(|t| (t.user, t.ts)))
+        .collect();
+    eprintln!(
+        "read {} events in {:.1}s; scoring every close…",
+        events.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let e = evaluate(&events, args.fit_every);
+    if e.pairs == 0 {
+        bail!("not enough data: scoring needs {} days of burn-in and 30 days of labels", 60);
+    }
+    let num = |x: f64| if x.is_finite() { serde_json::json!(x) } else { serde_json::Value::Null };
+    let per = |f: &dyn Fn(&Metrics) -> serde_json::Value| -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        m.insert("churn_risk".into(), serde_json::Value::Null);
+        for (name, metrics) in &e.metrics {
+            m.insert((*name).into(), f(metrics));
+        }
+        serde_json::Value::Object(m)
+    };
+    let fit_json = |f: &Option<Fit>| match f {
+        Some(f) => serde_json::json!({
+            "r": f.params.r, "alpha": f.params.alpha, "a": f.params.a, "b": f.params.b,
+            "log_likelihood": f.log_likelihood, "evaluations": f.evaluations,
+        }),
+        None => serde_json::Value::Null,
+    };
+    let calibration = |m: &Metrics| {
+        match &m.calibration {
+        Some(bins) => bins
+            .iter()
+            .enumerate()
+            .map(|(k, &(n, p, o))| {
+                serde_json::json!({"bin": format!("{:.1}-{:.1}", k as f64 / 10.0, (k + 1) as f64 / 10.0), "pairs": n, "mean_predicted": num(p), "observed": num(o)})
+            })
+            .collect(),
+        None => serde_json::Value::Null,
+    }
+    };
+    let (first, last) = e.closes.unwrap_or((0, 0));
+    let report = serde_json::json!({
+        "closes": {"first": day_label(first), "last": day_label(last), "scored": e.scored_closes},
+        "pairs": e.pairs,
+        "churned": e.churned,
+        "churn_rate": e.churned as f64 / e.pairs as f64,
+        "auc": per(&|m| num(m.auc)),
+        "pr_auc": per(&|m| num(m.pr_auc)),
+        "lift_top_decile": per(&|m| num(m.lift_top_decile)),
+        "brier": per(&|m| m.brier.map_or(serde_json::Value::Null, num)),
+        "calibration": per(&|m| calibration(m)),
+        "last_day": day_label(e.last_day),
+        "bgnbd": fit_json(&e.bgnbd),
+        "mbgnbd": fit_json(&e.mbgnbd),
+        "patterns": e.histogram.rows().len(),
+        "users": e.histogram.users(),
+        "seconds": started.elapsed().as_secs_f64(),
+    });
+    if let Some(path) = &args.patterns {
+        let mut out = String::from("x,t_x,T,users,p_alive_bg,p_alive_mbg\n");
+        for &(p, n) in e.histogram.rows() {
+            let pa = |f: &Option<Fit>, v| f.map_or(f64::NAN, |f| p_alive(v, f.params, p));
+            out += &format!(
+                "{},{},{},{n},{:?},{:?}\n",
+                p.x,
+                p.t_x,
+                p.t,
+                pa(&e.bgnbd, Variant::Bg),
+                pa(&e.mbgnbd, Variant::Mbg)
+            );
+        }
+        std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))?;
+    }
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }

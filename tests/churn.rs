@@ -1,0 +1,87 @@
+//! Churn prediction (issue 19): `streamflix eval churn` on generated data, its BG/NBD and
+//! MBG/NBD fits and P(alive) checked against scipy (`tests/churn_check.py`), deterministic.
+
+mod util;
+
+use std::process::Command;
+
+use util::{python, replay_ok, repo, streamflix};
+
+/// Three years of ~600 users: enough closes after the 60-day burn-in to score thousands of pairs.
+fn dataset() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    replay_ok(&[
+        "generate",
+        "--out",
+        dir.path().to_str().unwrap(),
+        "--users",
+        "600",
+        "--movies",
+        "1500",
+        "--ratings",
+        "40000",
+        "--tags",
+        "1600",
+        "--start",
+        "2015-01-01",
+        "--end",
+        "2017-12-31",
+        "--seed",
+        "5",
+        "--quiet",
+    ]);
+    dir
+}
+
+#[test]
+fn eval_churn_fits_what_scipy_fits_and_is_deterministic() {
+    let data = dataset();
+    let out = tempfile::tempdir().unwrap();
+    let patterns = out.path().join("patterns.csv");
+    let args = ["eval", "churn", "--data", data.path().to_str().unwrap(), "--fit-every", "30"];
+    let run = |extra: &[&str]| {
+        let o = streamflix(&[&args[..], extra].concat());
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let mut v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v.as_object_mut().unwrap().remove("seconds");
+        v
+    };
+    let report = run(&["--patterns", patterns.to_str().unwrap()]);
+    eprintln!("{}", serde_json::to_string_pretty(&report).unwrap());
+    assert!(report["pairs"].as_u64().unwrap() > 5_000, "pairs scored");
+    assert!(report["churned"].as_u64().unwrap() > 100, "churned pairs");
+    for score in ["recency", "p_alive", "p_alive_bg"] {
+        let auc = report["auc"][score].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&auc), "{score}: {auc}");
+        assert!(report["lift_top_decile"][score].as_f64().unwrap() > 0.0);
+    }
+    let bins = report["calibration"]["p_alive"].as_array().unwrap();
+    let pairs: u64 = bins.iter().map(|b| b["pairs"].as_u64().unwrap()).sum();
+    assert_eq!(pairs, report["pairs"].as_u64().unwrap(), "every pair is in one calibration bin");
+
+    let report_file = out.path().join("report.json");
+    std::fs::write(&report_file, serde_json::to_vec(&report).unwrap()).unwrap();
+    let check = Command::new(python())
+        .arg(repo().join("tests/churn_check.py"))
+        .args(["--data", data.path().to_str().unwrap()])
+        .args(["--report", report_file.to_str().unwrap(), "--patterns", patterns.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stdout);
+    eprintln!("{said}{}", String::from_utf8_lossy(&check.stderr));
+    assert!(check.status.success(), "scipy disagrees (see above)");
+    assert_eq!(said.lines().filter(|l| l.starts_with("ok ")).count(), 7, "every check ran");
+
+    assert_eq!(run(&[]), report, "a second run gives the same report");
+}
+
+#[test]
+fn eval_churn_refuses_bad_input_in_one_line() {
+    let o = streamflix(&["eval", "churn", "--data", "/nonexistent/streamflix"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let o = streamflix(&["eval", "churn", "--data", ".", "--fit-every", "0"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("fit-every"));
+}
