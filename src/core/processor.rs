@@ -297,6 +297,8 @@ impl Processor {
     /// `None` stops that (days are still closed, and their logs kept, in the same sequence).
     pub fn set_day_close(&mut self, spec: Option<CloseSpec>) {
         self.close_spec = spec;
+        // Closes without a spec do not track who changed: the next month end evaluates everyone.
+        self.full_rows = None;
     }
 
     /// The open day's log (part of the checkpoint).
