@@ -11,7 +11,7 @@
 //! MBG/NBD; the BG/NBD fit is kept as the published reference.
 //!
 //! The parameters are fitted by maximum likelihood over the histogram of patterns (each distinct
-//! `(x, t_x, T)` once, with its count), by Nelder–Mead on their logarithms, warm-started from the
+//! `(x, t_x, T)` once, with its count), by BFGS on their logarithms with the analytic gradient, warm-started from the
 //! previous fit when there is one. The histogram is a mergeable partial: two input partitions'
 //! histograms add up.
 //!
@@ -26,7 +26,7 @@
 //!
 //! May import: what `analytics/mod.rs` allows its layer; this module uses `statrs` (ln Γ).
 
-use statrs::function::gamma::ln_gamma;
+use statrs::function::gamma::{digamma, ln_gamma};
 
 /// Which model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,6 +205,9 @@ pub fn pattern_log_likelihood(v: Variant, p: Params, pat: Pattern) -> f64 {
 
 /// The log-likelihood of a histogram: Σ count · ℓ(pattern). The terms that depend on `x` alone
 /// (the ln Γ) are computed once per distinct `x`, the logarithms once per distinct day count.
+/// [`log_likelihood_grad`] computes it with its gradient; this is the simpler reference the tests
+/// check that against.
+#[cfg(test)]
 pub fn log_likelihood(v: Variant, p: Params, h: &Histogram) -> f64 {
     let Params { r, alpha, a, b } = p;
     let ln_day: Vec<f64> = h.days.iter().map(|&d| (alpha + f64::from(d)).ln()).collect();
@@ -236,6 +239,61 @@ pub fn log_likelihood(v: Variant, p: Params, h: &Histogram) -> f64 {
     total
 }
 
+/// [`log_likelihood`] and its gradient with respect to `(ln r, ln α, ln a, ln b)` (what the fit
+/// moves). With `w` the weight of the second term of a pattern's likelihood (the "dropped out
+/// after `t_x`" branch) and ψ the digamma function:
+/// `∂ℓ/∂r = ψ(r+x) − ψ(r) + ln α − (1−w) ln(α+T) − w ln(α+t_x)`,
+/// `∂ℓ/∂α = r/α − (r+x) ((1−w)/(α+T) + w/(α+t_x))`,
+/// `∂ℓ/∂a = ψ(a+b) − ψ(a+b+x+k) + w/a`,
+/// `∂ℓ/∂b = ψ(a+b) + ψ(b+x+k) − ψ(b) − ψ(a+b+x+k) − w/(b+x+k−1)`, with `k` = 0 for BG/NBD and 1
+/// for MBG/NBD.
+pub fn log_likelihood_grad(v: Variant, p: Params, h: &Histogram) -> (f64, [f64; 4]) {
+    let Params { r, alpha, a, b } = p;
+    let k = match v {
+        Variant::Bg => 0.0,
+        Variant::Mbg => 1.0,
+    };
+    let ln_day: Vec<f64> = h.days.iter().map(|&d| (alpha + f64::from(d)).ln()).collect();
+    let inv_day: Vec<f64> = h.days.iter().map(|&d| 1.0 / (alpha + f64::from(d))).collect();
+    let (ln_a, ln_alpha, lg_r, lg_ab, lg_b) = (a.ln(), alpha.ln(), ln_gamma(r), ln_gamma(a + b), ln_gamma(b));
+    let (dg_r, dg_ab, dg_b) = (digamma(r), digamma(a + b), digamma(b));
+    let (mut ll, mut g) = (0.0, [0.0f64; 4]);
+    let mut cur_x = None;
+    // Per distinct x: the ln Γ part, the ψ parts of ∂r, ∂a, ∂b, and the second branch's ln a − ln(b+x+k−1).
+    let (mut head, mut tail, mut dr0, mut da0, mut db0, mut inv_bx) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    for (&(q, n), &(at_tx, at_t)) in h.rows.iter().zip(&h.at) {
+        let x = f64::from(q.x);
+        if cur_x != Some(q.x) {
+            cur_x = Some(q.x);
+            head = ln_gamma(r + x) - lg_r + r * ln_alpha + lg_ab + ln_gamma(b + x + k)
+                - lg_b
+                - ln_gamma(a + b + x + k);
+            let second = v == Variant::Mbg || q.x > 0;
+            inv_bx = if second { 1.0 / (b + x + k - 1.0) } else { 0.0 };
+            tail = if second { ln_a - (b + x + k - 1.0).ln() } else { f64::NEG_INFINITY };
+            dr0 = digamma(r + x) - dg_r + ln_alpha;
+            let dg_abx = digamma(a + b + x + k);
+            da0 = dg_ab - dg_abx;
+            db0 = dg_ab + digamma(b + x + k) - dg_b - dg_abx;
+        }
+        let (a3, a4) = (-(r + x) * ln_day[at_t as usize], tail - (r + x) * ln_day[at_tx as usize]);
+        let lse = log_add_exp(a3, a4);
+        let w = (a4 - lse).exp();
+        let n = n as f64;
+        ll += n * (head + lse);
+        let dr = dr0 - (1.0 - w) * ln_day[at_t as usize] - w * ln_day[at_tx as usize];
+        let dalpha = r / alpha - (r + x) * ((1.0 - w) * inv_day[at_t as usize] + w * inv_day[at_tx as usize]);
+        let da = da0 + w / a;
+        let db = db0 - w * inv_bx;
+        // Chain rule to the logarithms: ∂/∂ln θ = θ ∂/∂θ.
+        g[0] += n * r * dr;
+        g[1] += n * alpha * dalpha;
+        g[2] += n * a * da;
+        g[3] += n * b * db;
+    }
+    (ll, g)
+}
+
 /// P(alive) of a pattern.
 pub fn p_alive(v: Variant, p: Params, pat: Pattern) -> f64 {
     let (x, t_x, t) = (f64::from(pat.x), f64::from(pat.t_x), f64::from(pat.t));
@@ -260,7 +318,7 @@ pub struct Fit {
     pub evaluations: u32,
 }
 
-/// Maximum-likelihood parameters for `h`: the best of Nelder–Mead runs from each of `starts` (a
+/// Maximum-likelihood parameters for `h`: the best of BFGS runs from each of `starts` (a
 /// previous fit, [`Params::START`], [`SPREAD`]). The likelihood can have several local maxima, so
 /// a fit that must find the global one starts from several places. Deterministic: the same
 /// histogram and starts give the same bits. `None` for an empty histogram or one where every
@@ -273,40 +331,36 @@ pub fn fit(v: Variant, h: &Histogram, starts: &[Params]) -> Option<Fit> {
     let mut evaluations = 0u32;
     // Minimises the mean negative log-likelihood over ln(params); outside a sane box the
     // objective is +∞ (the parameters would overflow the Γ functions).
+    let scale = 1.0 / n as f64;
     let mut objective = |th: &[f64; 4]| {
         evaluations += 1;
         if th.iter().any(|t| !(-30.0..=30.0).contains(t)) {
-            return f64::INFINITY;
+            return (f64::INFINITY, [0.0; 4]);
         }
-        let ll = log_likelihood(v, Params::exp(*th), h);
-        if ll.is_finite() {
-            -ll / n as f64
+        let (ll, g) = log_likelihood_grad(v, Params::exp(*th), h);
+        if ll.is_finite() && g.iter().all(|x| x.is_finite()) {
+            (-ll * scale, g.map(|x| -x * scale))
         } else {
-            f64::INFINITY
+            (f64::INFINITY, [0.0; 4])
         }
     };
     let mut found: Option<([f64; 4], f64)> = None;
     let starts = if starts.is_empty() { &[Params::START][..] } else { starts };
     for start in starts {
-        let mut best = start.ln();
-        let mut best_f = objective(&best);
-        if !best_f.is_finite() {
-            continue;
-        }
-        // Nelder–Mead, restarted from its own optimum until a restart gains nothing (a
-        // collapsed simplex is the method's known failure; a fresh one around the optimum fixes
-        // it).
-        for _ in 0..20 {
-            let (x, f) = nelder_mead(&mut objective, best, 0.1, 2_000);
+        // BFGS with the analytic gradient, restarted from its own optimum until a restart gains
+        // nothing (a fresh inverse-Hessian estimate, as a collapsed one can stall it).
+        let (mut best, mut best_f) = (start.ln(), f64::INFINITY);
+        for _ in 0..5 {
+            let (x, f) = bfgs(&mut objective, best, 1e-10, 500);
             let gained = best_f - f;
             if f < best_f {
                 (best, best_f) = (x, f);
             }
-            if gained.abs() <= 1e-12 * best_f.abs().max(1.0) {
+            if !best_f.is_finite() || gained.abs() <= 1e-14 * best_f.abs().max(1.0) {
                 break;
             }
         }
-        if found.is_none_or(|(_, f)| best_f < f) {
+        if best_f.is_finite() && found.is_none_or(|(_, f)| best_f < f) {
             found = Some((best, best_f));
         }
     }
@@ -322,75 +376,111 @@ pub const SPREAD: [Params; 4] = [
     Params { r: 2.0, alpha: 20.0, a: 0.3, b: 0.3 },
 ];
 
-/// Nelder–Mead (standard coefficients) from `x0` with an initial simplex of `step` along each
-/// axis; stops when the simplex's values agree to 1e-13 relative and its extent (in ln-parameters) is below 1e-7,
-/// or after `max_iter` iterations. Returns the best vertex and its value.
-fn nelder_mead(
-    f: &mut impl FnMut(&[f64; 4]) -> f64,
+/// BFGS on a function of 4 variables with its gradient, from `x0`, with a backtracking
+/// (Armijo) line search; stops when the gradient's largest component is below `gtol`, after
+/// three steps that gain less than 1e-15 relative, or after `max_iter` iterations. Returns the point and its value.
+fn bfgs(
+    f: &mut impl FnMut(&[f64; 4]) -> (f64, [f64; 4]),
     x0: [f64; 4],
-    step: f64,
+    gtol: f64,
     max_iter: u32,
 ) -> ([f64; 4], f64) {
     const N: usize = 4;
-    let mut simplex: Vec<([f64; N], f64)> = Vec::with_capacity(N + 1);
-    simplex.push((x0, f(&x0)));
-    for i in 0..N {
-        let mut x = x0;
-        x[i] += step;
-        simplex.push((x, f(&x)));
+    let dot = |a: &[f64; N], b: &[f64; N]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    let (mut x, (mut fx, mut g)) = (x0, f(&x0));
+    if !fx.is_finite() {
+        return (x, fx);
     }
-    let along = |a: &[f64; N], b: &[f64; N], t: f64| -> [f64; N] {
-        std::array::from_fn(|i| a[i] + t * (b[i] - a[i]))
-    };
+    // The inverse Hessian's estimate, starting from the identity.
+    let mut h = [[0.0; N]; N];
+    for (i, row) in h.iter_mut().enumerate() {
+        row[i] = 1.0;
+    }
+    let mut stalled = 0;
     for _ in 0..max_iter {
-        // Ties broken by position, so the order (and the result) is deterministic.
-        simplex.sort_by(|p, q| p.1.total_cmp(&q.1));
-        let (fb, fw) = (simplex[0].1, simplex[N].1);
-        let extent = simplex[1..]
-            .iter()
-            .flat_map(|(x, _)| x.iter().zip(&simplex[0].0).map(|(a, b)| (a - b).abs()))
-            .fold(0.0, f64::max);
-        if (fw - fb).abs() <= 1e-13 * fb.abs().max(1e-300) && extent < 1e-7 {
+        if g.iter().all(|v| v.abs() < gtol) || stalled >= 3 {
             break;
         }
-        let centroid: [f64; N] =
-            std::array::from_fn(|i| simplex[..N].iter().map(|(x, _)| x[i]).sum::<f64>() / N as f64);
-        let worst = simplex[N].0;
-        let xr = along(&centroid, &worst, -1.0);
-        let fr = f(&xr);
-        if fr < simplex[0].1 {
-            let xe = along(&centroid, &worst, -2.0);
-            let fe = f(&xe);
-            simplex[N] = if fe < fr { (xe, fe) } else { (xr, fr) };
-        } else if fr < simplex[N - 1].1 {
-            simplex[N] = (xr, fr);
-        } else {
-            let (xc, fc) = if fr < fw {
-                let xc = along(&centroid, &worst, -0.5);
-                (xc, f(&xc))
-            } else {
-                let xc = along(&centroid, &worst, 0.5);
-                (xc, f(&xc))
-            };
-            if fc < fr.min(fw) {
-                simplex[N] = (xc, fc);
-            } else {
-                // Shrink towards the best vertex.
-                let best = simplex[0].0;
-                for v in simplex.iter_mut().skip(1) {
-                    let x = along(&best, &v.0, 0.5);
-                    *v = (x, f(&x));
+        let mut d: [f64; N] = std::array::from_fn(|i| -dot(&h[i], &g));
+        if dot(&d, &g) >= 0.0 {
+            // Not a descent direction (the estimate went bad): start over from steepest descent.
+            h = [[0.0; N]; N];
+            for (i, row) in h.iter_mut().enumerate() {
+                row[i] = 1.0;
+            }
+            d = std::array::from_fn(|i| -g[i]);
+        }
+        let slope = dot(&d, &g);
+        let mut t = 1.0;
+        let mut next = None;
+        for _ in 0..60 {
+            let xn: [f64; N] = std::array::from_fn(|i| x[i] + t * d[i]);
+            let (fn_, gn) = f(&xn);
+            if fn_.is_finite() && fn_ <= fx + 1e-4 * t * slope {
+                next = Some((xn, fn_, gn));
+                break;
+            }
+            t *= 0.5;
+        }
+        let Some((xn, fn_, gn)) = next else { break };
+        let sv: [f64; N] = std::array::from_fn(|i| xn[i] - x[i]);
+        let yv: [f64; N] = std::array::from_fn(|i| gn[i] - g[i]);
+        let unchanged = fn_ == fx && sv.iter().all(|&v| v == 0.0);
+        // Three steps in a row that gain nothing measurable: at the optimum as far as f64 tells.
+        stalled = if fx - fn_ <= 1e-15 * fx.abs() { stalled + 1 } else { 0 };
+        (x, fx, g) = (xn, fn_, gn);
+        if unchanged {
+            break;
+        }
+        let sy = dot(&sv, &yv);
+        if sy > 1e-300 {
+            // H ← (I − ρ s yᵀ) H (I − ρ y sᵀ) + ρ s sᵀ
+            let rho = 1.0 / sy;
+            let hy: [f64; N] = std::array::from_fn(|i| dot(&h[i], &yv));
+            let yhy = dot(&yv, &hy);
+            for i in 0..N {
+                for j in 0..N {
+                    h[i][j] +=
+                        -rho * (hy[i] * sv[j] + sv[i] * hy[j]) + (rho * rho * yhy + rho) * sv[i] * sv[j];
                 }
             }
         }
     }
-    simplex.sort_by(|p, q| p.1.total_cmp(&q.1));
-    simplex[0]
+    (x, fx)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The analytic gradient equals central finite differences of the likelihood.
+    #[test]
+    fn gradient_matches_finite_differences() {
+        let pats: Vec<Pattern> = (0..200u32)
+            .map(|i| Pattern { x: i % 7, t_x: if i % 7 == 0 { 0 } else { 3 + i % 50 }, t: 60 + i % 90 })
+            .collect();
+        let h = Histogram::from_patterns(pats);
+        for v in [Variant::Bg, Variant::Mbg] {
+            let p = Params { r: 0.7, alpha: 12.0, a: 0.9, b: 3.1 };
+            let (ll, g) = log_likelihood_grad(v, p, &h);
+            assert!((ll - log_likelihood(v, p, &h)).abs() <= 1e-12 * ll.abs());
+            let th = p.ln();
+            for i in 0..4 {
+                let eps = 1e-6;
+                let at = |d: f64| {
+                    let mut t = th;
+                    t[i] += d;
+                    log_likelihood(v, Params::exp(t), &h)
+                };
+                let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
+                assert!(
+                    (g[i] - numeric).abs() <= 1e-6 * numeric.abs().max(1.0),
+                    "{v:?} ∂{i}: {} vs {numeric}",
+                    g[i]
+                );
+            }
+        }
+    }
 
     /// The histogram's fast likelihood equals the sum of the one-pattern formula.
     #[test]

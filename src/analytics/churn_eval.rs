@@ -7,7 +7,8 @@
 //! likely to churn):
 //!
 //! - `recency`: days from the user's last event to the end of `D` (the baseline);
-//! - `p_alive`: 1 − P(alive) under MBG/NBD, fitted every `fit_every` closes, warm-started;
+//! - `p_alive`: 1 − P(alive) under MBG/NBD, fitted every `fit_every` closes (the best of the
+//!   previous fit and spread starts);
 //! - `p_alive_bg`: the same under BG/NBD (the published model, for reference).
 //!
 //! Every fit uses the patterns of all users seen by then, and only data up to its close: no
@@ -140,6 +141,7 @@ pub fn evaluate(events: &[(u32, i64)], fit_every: u32) -> ChurnEval {
             Pattern::of(s.active_days as u64, s.first_day, s.last_day, d)
         }))
     };
+    let starts = |f: Option<Fit>| f.map(|f| f.params).into_iter().chain(SPREAD).collect::<Vec<_>>();
     let mut closes_since_fit = fit_every;
     for d in first_day..=last_day {
         let today = apply_day(d, &mut next, &mut state, &mut seen);
@@ -152,9 +154,10 @@ pub fn evaluate(events: &[(u32, i64)], fit_every: u32) -> ChurnEval {
         }
         if closes_since_fit >= fit_every || fits.is_none() {
             let h = histogram_at(d, &state, &seen);
-            // Warm-started from the previous fit; the first from every spread start.
-            let (bg0, mbg0) =
-                fits.map_or((SPREAD.to_vec(), SPREAD.to_vec()), |(b, m)| (vec![b.params], vec![m.params]));
+            // From the previous fit and every spread start, the best: the likelihood can have
+            // several maxima, and a fit that only followed the previous one could stay on a
+            // lower one as the data move.
+            let (bg0, mbg0) = (starts(fits.map(|f| f.0)), starts(fits.map(|f| f.1)));
             if let (Some(b), Some(m)) = (fit(Variant::Bg, &h, &bg0), fit(Variant::Mbg, &h, &mbg0)) {
                 fits = Some((b, m));
                 closes_since_fit = 0;
@@ -184,7 +187,6 @@ pub fn evaluate(events: &[(u32, i64)], fit_every: u32) -> ChurnEval {
     // The fits at the last day's close, on every user: from the last fit and every spread
     // start, the best.
     let histogram = histogram_at(last_day, &state, &seen);
-    let starts = |f: Option<Fit>| f.map(|f| f.params).into_iter().chain(SPREAD).collect::<Vec<_>>();
     let bgnbd = fit(Variant::Bg, &histogram, &starts(fits.map(|f| f.0)));
     let mbgnbd = fit(Variant::Mbg, &histogram, &starts(fits.map(|f| f.1)));
     let labels: Vec<bool> = scored.iter().map(|s| s.churned).collect();
