@@ -50,11 +50,14 @@ fn eval_churn_fits_what_scipy_fits_and_is_deterministic() {
     eprintln!("{}", serde_json::to_string_pretty(&report).unwrap());
     assert!(report["pairs"].as_u64().unwrap() > 5_000, "pairs scored");
     assert!(report["churned"].as_u64().unwrap() > 100, "churned pairs");
-    for score in ["recency", "p_alive", "p_alive_bg"] {
+    for score in ["churn_risk", "recency", "p_alive", "p_alive_bg"] {
         let auc = report["auc"][score].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&auc), "{score}: {auc}");
         assert!(report["lift_top_decile"][score].as_f64().unwrap() > 0.0);
     }
+    let weights = report["churn_model"]["weights"].as_array().unwrap();
+    assert_eq!(weights.len(), report["churn_model"]["features"].as_array().unwrap().len());
+    assert!(report["churn_model"]["examples"].as_u64().unwrap() > 1_000, "the model learned matured labels");
     let bins = report["calibration"]["p_alive"].as_array().unwrap();
     let pairs: u64 = bins.iter().map(|b| b["pairs"].as_u64().unwrap()).sum();
     assert_eq!(pairs, report["pairs"].as_u64().unwrap(), "every pair is in one calibration bin");

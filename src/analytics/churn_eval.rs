@@ -9,7 +9,10 @@
 //! - `recency`: days from the user's last event to the end of `D` (the baseline);
 //! - `p_alive`: 1 − P(alive) under MBG/NBD, fitted every `fit_every` closes (the best of the
 //!   previous fit and spread starts);
-//! - `p_alive_bg`: the same under BG/NBD (the published model, for reference).
+//! - `p_alive_bg`: the same under BG/NBD (the published model, for reference);
+//! - `churn_risk`: an online logistic regression over [`FEATURES`], which predicts at a close and
+//!   learns each prediction's label only at the close 30 days later (no peeking), by SGD with
+//!   learning rate [`ETA0`]`/sqrt(1 + t/1000)` and L2 [`L2`], examples in a fixed order.
 //!
 //! Every fit uses the patterns of all users seen by then, and only data up to its close: no
 //! score looks ahead. The metrics are computed over all (close, user) pairs together.
@@ -36,9 +39,58 @@ struct UserDays {
     seen: bool,
 }
 
+/// The `churn_risk` model's inputs, in order (see [`features`]).
+pub const FEATURES: [&str; 8] = [
+    "bias",
+    "recency_days / 30",
+    "ln(1 + events_7d)",
+    "ln(1 + events_30d)",
+    "ln(1 + events_90d)",
+    "ln(1 + tenure_days)",
+    "ln(1 + active_days)",
+    "p_alive (MBG/NBD)",
+];
+const F: usize = FEATURES.len();
+/// L2 regularisation of the logistic model (not of its bias), per example.
+pub const L2: f64 = 1e-6;
+/// Learning rate of example `t` (from 0): `ETA0 / sqrt(1 + t / 1000)`.
+pub const ETA0: f64 = 0.1;
+
+/// An online logistic regression: predicts at a close, learns each prediction's label 30 days
+/// later, by stochastic gradient descent, in a fixed order (deterministic).
+#[derive(Debug, Clone)]
+pub struct Logistic {
+    /// Weights, in [`FEATURES`] order.
+    pub w: [f64; F],
+    /// Examples learned.
+    pub t: u64,
+}
+
+impl Logistic {
+    fn new() -> Logistic {
+        Logistic { w: [0.0; F], t: 0 }
+    }
+
+    fn predict(&self, x: &[f64; F]) -> f64 {
+        let z: f64 = self.w.iter().zip(x).map(|(w, x)| w * x).sum();
+        1.0 / (1.0 + (-z).exp())
+    }
+
+    fn learn(&mut self, x: &[f64; F], y: bool) {
+        let eta = ETA0 / (1.0 + self.t as f64 / 1_000.0).sqrt();
+        let err = self.predict(x) - f64::from(u8::from(y));
+        for (i, (w, xi)) in self.w.iter_mut().zip(x).enumerate() {
+            let decay = if i == 0 { 0.0 } else { L2 * *w };
+            *w -= eta * (err * xi + decay);
+        }
+        self.t += 1;
+    }
+}
+
 /// One scored (close, user) pair.
 #[derive(Debug, Clone, Copy)]
 struct Scored {
+    risk: f64,
     recency: f64,
     risk_mbg: f64,
     risk_bg: f64,
@@ -83,6 +135,8 @@ pub struct ChurnEval {
     pub mbgnbd: Option<Fit>,
     /// The histogram those fits used.
     pub histogram: Histogram,
+    /// The `churn_risk` model at the end.
+    pub model: Logistic,
 }
 
 /// Evaluates on `events` (user, event time), in any order. `fit_every`: closes between fits.
@@ -92,11 +146,15 @@ pub fn evaluate(events: &[(u32, i64)], fit_every: u32) -> ChurnEval {
     let users = events.iter().map(|&(u, _)| u as usize + 1).max().unwrap_or(0);
     // Each user's distinct active days, ascending (for the labels' look-ahead).
     let mut days: Vec<Vec<i64>> = vec![Vec::new(); users];
+    let mut counts: Vec<Vec<u32>> = vec![Vec::new(); users];
     for &(u, ts) in &events {
         let d = ts.div_euclid(DAY);
         let v = &mut days[u as usize];
-        if v.last() != Some(&d) {
+        if v.last() == Some(&d) {
+            *counts[u as usize].last_mut().expect("a count per day") += 1;
+        } else {
             v.push(d);
+            counts[u as usize].push(1);
         }
     }
     let (first_day, last_day) = match (events.first(), events.last()) {
@@ -143,6 +201,9 @@ pub fn evaluate(events: &[(u32, i64)], fit_every: u32) -> ChurnEval {
     };
     let starts = |f: Option<Fit>| f.map(|f| f.params).into_iter().chain(SPREAD).collect::<Vec<_>>();
     let mut closes_since_fit = fit_every;
+    let mut model = Logistic::new();
+    // Predictions waiting for their label: (close, inputs, label), learned 30 days after.
+    let mut waiting: std::collections::VecDeque<(i64, [f64; F], bool)> = std::collections::VecDeque::new();
     for d in first_day..=last_day {
         let today = apply_day(d, &mut next, &mut state, &mut seen);
         window.push_back(today);
@@ -164,6 +225,14 @@ pub fn evaluate(events: &[(u32, i64)], fit_every: u32) -> ChurnEval {
             }
         }
         closes_since_fit += 1;
+        // Labels that have matured by this close (their 30 days are over) are learned first.
+        while let Some(&(c, x, y)) = waiting.front() {
+            if c + HORIZON_DAYS > d {
+                break;
+            }
+            model.learn(&x, y);
+            waiting.pop_front();
+        }
         let Some((bg, mbg)) = fits else { continue };
         scored_closes += 1;
         for users_of_day in &window {
@@ -175,11 +244,35 @@ pub fn evaluate(events: &[(u32, i64)], fit_every: u32) -> ChurnEval {
                 let s = &state[u as usize];
                 let Some(p) = Pattern::of(s.active_days as u64, s.first_day, s.last_day, d) else { continue };
                 let next_active = days[u as usize].get(s.active_days).copied();
+                let recency = ((d + 1) * DAY - 1 - s.last_ts) as f64 / DAY as f64;
+                let alive = p_alive(Variant::Mbg, mbg.params, p);
+                let window = |w: i64| -> f64 {
+                    let (ds, cs) = (&days[u as usize][..s.active_days], &counts[u as usize][..s.active_days]);
+                    ds.iter()
+                        .zip(cs)
+                        .rev()
+                        .take_while(|(&day, _)| day > d - w)
+                        .map(|(_, &c)| f64::from(c))
+                        .sum()
+                };
+                let x = [
+                    1.0,
+                    recency / 30.0,
+                    window(7).ln_1p(),
+                    window(30).ln_1p(),
+                    window(90).ln_1p(),
+                    ((d - s.first_day) as f64).ln_1p(),
+                    (s.active_days as f64).ln_1p(),
+                    alive,
+                ];
+                let churned = next_active.is_none_or(|n| n > d + HORIZON_DAYS);
+                waiting.push_back((d, x, churned));
                 scored.push(Scored {
-                    recency: ((d + 1) * DAY - 1 - s.last_ts) as f64 / DAY as f64,
-                    risk_mbg: 1.0 - p_alive(Variant::Mbg, mbg.params, p),
+                    risk: model.predict(&x),
+                    recency,
+                    risk_mbg: 1.0 - alive,
                     risk_bg: 1.0 - p_alive(Variant::Bg, bg.params, p),
-                    churned: next_active.is_none_or(|n| n > d + HORIZON_DAYS),
+                    churned,
                 });
             }
         }
@@ -194,6 +287,7 @@ pub fn evaluate(events: &[(u32, i64)], fit_every: u32) -> ChurnEval {
         Vec::new()
     } else {
         vec![
+            ("churn_risk", metrics(&scored.iter().map(|s| s.risk).collect::<Vec<_>>(), &labels, true)),
             ("recency", metrics(&scored.iter().map(|s| s.recency).collect::<Vec<_>>(), &labels, false)),
             ("p_alive", metrics(&scored.iter().map(|s| s.risk_mbg).collect::<Vec<_>>(), &labels, true)),
             ("p_alive_bg", metrics(&scored.iter().map(|s| s.risk_bg).collect::<Vec<_>>(), &labels, true)),
@@ -209,6 +303,7 @@ pub fn evaluate(events: &[(u32, i64)], fit_every: u32) -> ChurnEval {
         bgnbd,
         mbgnbd,
         histogram,
+        model,
     }
 }
 
@@ -299,6 +394,21 @@ mod tests {
         assert!(m.brier.is_none());
     }
 
+    /// The online model learns a separable rule from its examples, in order.
+    #[test]
+    fn the_logistic_model_learns_a_simple_rule() {
+        let mut m = Logistic::new();
+        let x = |k: u32| -> [f64; F] {
+            let v = f64::from(k % 100) / 100.0;
+            [1.0, v, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0 - v]
+        };
+        for k in 0..20_000 {
+            m.learn(&x(k * 37), f64::from(k * 37 % 100) / 100.0 > 0.6);
+        }
+        assert_eq!(m.t, 20_000);
+        assert!(m.predict(&x(90)) > 0.8 && m.predict(&x(20)) < 0.2, "{:?}", m.w);
+    }
+
     /// Users who keep coming back score lower risk than users who came once, and the labels
     /// look 30 days ahead only.
     #[test]
@@ -320,6 +430,8 @@ mod tests {
         }
         let e = evaluate(&events, 7);
         assert!(e.pairs > 1_000 && e.churned > 50, "{} pairs, {} churned", e.pairs, e.churned);
+        // Only the labels matured by the last close were learned: those of closes 30 days before.
+        assert!(e.model.t > 0 && e.model.t < e.pairs, "{} of {} learned", e.model.t, e.pairs);
         for (name, m) in &e.metrics {
             assert!(m.auc > 0.8, "{name}: AUC {}", m.auc);
         }

@@ -133,7 +133,6 @@ fn churn(args: &EvalChurnArgs) -> Result<()> {
     let num = |x: f64| if x.is_finite() { serde_json::json!(x) } else { serde_json::Value::Null };
     let per = |f: &dyn Fn(&Metrics) -> serde_json::Value| -> serde_json::Value {
         let mut m = serde_json::Map::new();
-        m.insert("churn_risk".into(), serde_json::Value::Null);
         for (name, metrics) in &e.metrics {
             m.insert((*name).into(), f(metrics));
         }
@@ -172,6 +171,13 @@ fn churn(args: &EvalChurnArgs) -> Result<()> {
         "last_day": day_label(e.last_day),
         "bgnbd": fit_json(&e.bgnbd),
         "mbgnbd": fit_json(&e.mbgnbd),
+        "churn_model": {
+            "features": crate::analytics::churn_eval::FEATURES,
+            "weights": e.model.w,
+            "examples": e.model.t,
+            "l2": crate::analytics::churn_eval::L2,
+            "learning_rate": format!("{} / sqrt(1 + t / 1000)", crate::analytics::churn_eval::ETA0),
+        },
         "patterns": e.histogram.rows().len(),
         "users": e.histogram.users(),
         "seconds": started.elapsed().as_secs_f64(),
