@@ -5,32 +5,11 @@ mod util;
 
 use std::process::Command;
 
-use util::{python, replay_ok, repo, streamflix};
+use util::{python, repo, streamflix};
 
 /// Three years of ~600 users: enough closes after the 60-day burn-in to score thousands of pairs.
 fn dataset() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    replay_ok(&[
-        "generate",
-        "--out",
-        dir.path().to_str().unwrap(),
-        "--users",
-        "600",
-        "--movies",
-        "1500",
-        "--ratings",
-        "40000",
-        "--tags",
-        "1600",
-        "--start",
-        "2015-01-01",
-        "--end",
-        "2017-12-31",
-        "--seed",
-        "5",
-        "--quiet",
-    ]);
-    dir
+    util::dense("2015-01-01", "2017-12-31", 5)
 }
 
 #[test]

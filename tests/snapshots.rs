@@ -7,34 +7,13 @@ mod util;
 use std::path::Path;
 use std::process::Command;
 
-use util::{files_under as files, get_json, python, replay_ok, repo, streamflix, Running};
+use util::{files_under as files, get_json, python, repo, streamflix, Running};
 
 const DAY: i64 = 86_400;
 
 /// A dense two-year dataset: ~600 users active at once, so every table and query has rows.
 fn dataset() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    replay_ok(&[
-        "generate",
-        "--out",
-        dir.path().to_str().unwrap(),
-        "--users",
-        "600",
-        "--movies",
-        "1500",
-        "--ratings",
-        "40000",
-        "--tags",
-        "1600",
-        "--start",
-        "2015-01-01",
-        "--end",
-        "2016-12-31",
-        "--seed",
-        "11",
-        "--quiet",
-    ]);
-    dir
+    util::dense("2015-01-01", "2016-12-31", 11)
 }
 
 fn run_args(data: &Path, state: &Path) -> Vec<String> {

@@ -141,6 +141,34 @@ pub fn generated(users: u32, ratings: u64, tags: u64) -> tempfile::TempDir {
     generate(users, 4_000, ratings, tags, 7)
 }
 
+/// ~600 users active at once (600 users, 1,500 movies, 40,000 ratings, 1,600 tags) from
+/// `start` to `end` (YYYY-MM-DD), with `seed`: dense enough that every day has activity.
+pub fn dense(start: &str, end: &str, seed: u64) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = seed.to_string();
+    replay_ok(&[
+        "generate",
+        "--out",
+        dir.path().to_str().unwrap(),
+        "--users",
+        "600",
+        "--movies",
+        "1500",
+        "--ratings",
+        "40000",
+        "--tags",
+        "1600",
+        "--start",
+        start,
+        "--end",
+        end,
+        "--seed",
+        &seed,
+        "--quiet",
+    ]);
+    dir
+}
+
 /// A temporary directory holding a generated dataset of the given sizes and seed.
 pub fn generate(users: u32, movies: u32, ratings: u64, tags: u64, seed: u64) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
