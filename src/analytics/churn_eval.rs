@@ -315,20 +315,17 @@ pub fn metrics(score: &[f64], labels: &[bool], probability: bool) -> Metrics {
     // Ascending by score; ties form groups.
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by(|&i, &j| score[i].total_cmp(&score[j]));
-    let groups = || {
-        let mut out: Vec<(usize, usize)> = Vec::new(); // (start, end) in `order`
-        let mut start = 0;
-        for k in 1..=n {
-            if k == n || score[order[k]] != score[order[start]] {
-                out.push((start, k));
-                start = k;
-            }
+    let mut groups: Vec<(usize, usize)> = Vec::new(); // (start, end) in `order`
+    let mut start = 0;
+    for k in 1..=n {
+        if k == n || score[order[k]] != score[order[start]] {
+            groups.push((start, k));
+            start = k;
         }
-        out
-    };
+    }
     // AUC by the rank sum of the positives (average ranks for ties).
     let mut rank_sum = 0.0;
-    for &(a, b) in &groups() {
+    for &(a, b) in &groups {
         let avg = (a + b + 1) as f64 / 2.0;
         rank_sum += avg * order[a..b].iter().filter(|&&i| labels[i]).count() as f64;
     }
@@ -339,7 +336,7 @@ pub fn metrics(score: &[f64], labels: &[bool], probability: bool) -> Metrics {
     };
     // Average precision, descending, a tied group entering at once.
     let (mut tp, mut seen, mut ap) = (0usize, 0usize, 0.0);
-    for &(a, b) in groups().iter().rev() {
+    for &(a, b) in groups.iter().rev() {
         let p = order[a..b].iter().filter(|&&i| labels[i]).count();
         tp += p;
         seen += b - a;
