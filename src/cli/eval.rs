@@ -128,7 +128,11 @@ fn churn(args: &EvalChurnArgs) -> Result<()> {
     );
     let e = evaluate(&events, args.fit_every);
     if e.pairs == 0 {
-        bail!("not enough data: scoring needs {} days of burn-in and 30 days of labels", 60);
+        bail!(
+            "not enough data: scoring needs {} days of burn-in and {} days of labels",
+            crate::analytics::churn_eval::BURN_IN_DAYS,
+            crate::analytics::churn_eval::HORIZON_DAYS
+        );
     }
     let num = |x: f64| if x.is_finite() { serde_json::json!(x) } else { serde_json::Value::Null };
     let per = |f: &dyn Fn(&Metrics) -> serde_json::Value| -> serde_json::Value {

@@ -518,7 +518,9 @@ impl Processor {
                 let st = &users[&u];
                 st.activity.row(u, as_of, st.churn.churned, genres)
             };
-            let touched = self.day.distinct_users();
+            // Sorting the day's touched users is only needed for its rows or the reused month-end rows.
+            let touched =
+                if spec.users || self.full_rows.is_some() { self.day.distinct_users() } else { Vec::new() };
             let users =
                 if spec.users { touched.iter().map(|&u| row(&self.users, u)).collect() } else { Vec::new() };
             if let Some(f) = self.full_rows.as_mut() {
