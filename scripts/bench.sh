@@ -8,7 +8,8 @@
 #      model alone (benches/als_stream), recommender quality (streamflix eval), and 1 M and 25 M
 #      events through tansu
 #      and the daily close: the 25 M run with its Parquet tables on (by day and by month), disk
-#      per table, and the time of the largest close (every user, at a month end)
+#      per table, and the time of the largest close (every user, at a month end); the churn
+#      model: the 25 M run with --no-churn-model, and the slowest day close with the model
 #   5. the processor with --no-recommender (users' state, sessions, churn; no ALS): the same
 #      1 M and 25 M runs, embedded and through tansu
 # Environment: BENCH_DIR (default /tmp/streamflix-bench; needs ~12 GB of disk (the daily close
@@ -74,7 +75,7 @@ TABLE
 proc="target/release/streamflix"
 # Runs the processor with wall time and peak RSS appended, keeping its summary lines.
 time_format="   wall %e s, peak RSS %M KB, CPU %P"
-summary="read and sorted|resuming|processed|checkpoints|snapshots|recommender|wall"
+summary="read and sorted|resuming|processed|checkpoints|snapshots|day closes|churn model|recommender|wall"
 timed() { /usr/bin/time -f "$time_format" "$proc" "$@" 2>&1 | grep -E "$summary"; }
 # Runs the processor like `timed` and adds where the CPU went: seconds per thread (the busiest
 # six) and tansu's, sampled from /proc every quarter second (the last quarter is not counted).
@@ -131,6 +132,10 @@ timed run --data "$dir/p1m" --exit-when-done --no-http
 echo "== processor, embedded: 25 M ratings (ml-25m sizes; reuses the generated set), no tables"
 rm -rf "$dir/s25m"
 timed run --data "$dir/ml25m" --state "$dir/s25m" --exit-when-done --no-http --no-snapshots
+echo "== the churn model off: the same 25 M run with --no-churn-model (the run above has it on)"
+rm -rf "$dir/s25m-nochurn"
+timed run --data "$dir/ml25m" --state "$dir/s25m-nochurn" --exit-when-done --no-http --no-snapshots --no-churn-model
+rm -rf "$dir/s25m-nochurn"
 echo "== restart of that 25 M state (loads it and rebuilds the model from the rating log)"
 timed run --data "$dir/ml25m" --state "$dir/s25m" --exit-when-done --no-http --no-snapshots
 rm -rf "$dir/s25m"

@@ -437,7 +437,10 @@ fn readyz_turns_503_and_the_input_metrics_tell_when_the_broker_is_gone() {
     let took = gone.elapsed();
     let (_, body) = get_json(&format!("{base}/readyz")).unwrap();
     assert!(body["error"].as_str().unwrap().contains("broker"), "{body}");
-    assert!(took >= Duration::from_secs(2), "503 only after the timeout ({took:?})");
+    // The timeout counts from the last receive librdkafka reported (in its statistics, every
+    // second), which can be a little before the broker stopped (1.82 s was seen once): 503
+    // comes no earlier than 1.5 s.
+    assert!(took >= Duration::from_millis(1_500), "503 only after the timeout ({took:?})");
     assert!(metric("streamflix_input_fetch_age_seconds") > 2.0);
     wait_for("disconnected", &|| metric("streamflix_input_connected") == 0.0);
     eprintln!("readyz 503 {:.1} s after the broker stopped: {body}", took.as_secs_f64());

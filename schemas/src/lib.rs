@@ -224,6 +224,53 @@ pub struct UserFeatures {
     pub active_days: u64,
 }
 
+/// Version of the `at_risk` payload ([`AtRiskAlert`]) on the churn-alerts topic. The
+/// `churned` and `reactivated` alerts keep [`SCHEMA_VERSION`] and their shape, so a consumer that
+/// knows only version 1 skips `at_risk` alerts and reads the others as before.
+pub const AT_RISK_VERSION: u32 = 2;
+
+/// One input's part in an `at_risk` score.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RiskReason {
+    /// The input's name, as `GET /models/churn` lists it.
+    pub feature: String,
+    /// Its value for the user.
+    pub value: f64,
+    /// Weight × value: what it adds to the score's log-odds.
+    pub contribution: f64,
+}
+
+/// The churn model's warning: a user still active whose probability of no activity in the next
+/// 30 days crossed the threshold. One per activity episode. Published to
+/// [`topics::CHURN_ALERTS`], keyed by user id, with `status` `"at_risk"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AtRiskAlert {
+    /// Schema version, [`AT_RISK_VERSION`].
+    pub v: u32,
+    /// `"{user_id}-{close date}-at_risk"`: deterministic, the same after a replay.
+    pub alert_id: String,
+    /// The user.
+    pub user_id: u32,
+    /// Always `"at_risk"`.
+    pub status: String,
+    /// Event time of the daily close that scored it (the day's last second).
+    pub at: i64,
+    /// The user's latest activity.
+    pub last_activity: i64,
+    /// P(no activity in the next 30 event-days).
+    pub churn_risk: f64,
+    /// The threshold it crossed.
+    pub threshold: f64,
+    /// P(alive) under MBG/NBD.
+    pub p_alive: f64,
+    /// The user's marketing segment, if segments are computed.
+    pub segment: Option<String>,
+    /// The three inputs that added most to the score, largest first.
+    pub reasons: Vec<RiskReason>,
+    /// The user's features at `at`.
+    pub features: UserFeatures,
+}
+
 /// Whether a churn alert reports an inactivity episode starting or ending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -379,6 +426,45 @@ mod tests {
                 assert_eq!(required, emitted, "schema $defs/{name} vs Rust type");
             }
         }
+    }
+
+    /// The `at_risk` alert: the schema's definition names exactly its fields, and the churn
+    /// statuses' definition still requires version 1.
+    #[test]
+    fn at_risk_alert_matches_its_schema() {
+        let features: Value = serde_json::from_str(
+            r#"{"as_of":1,"recency_days":0.5,"last_activity":1,"first_seen":0,"cohort":"1970-01","events_7d":1,
+            "events_30d":1,"events_90d":1,"events_lifetime":1,"ratings":1,"tags":0,"rating_mean":4.0,"rating_std":0.0,
+            "genres":{},"favourite_genre":null,"genre_diversity":0.0,"sessions":0,"open_sessions":1,
+            "mean_session_minutes":null,"binge_sessions":0,"active_days":1}"#,
+        )
+        .unwrap();
+        let alert = AtRiskAlert {
+            v: AT_RISK_VERSION,
+            alert_id: "7-2019-01-01-at_risk".into(),
+            user_id: 7,
+            status: "at_risk".into(),
+            at: 1_546_387_199,
+            last_activity: 1_545_000_000,
+            churn_risk: 0.9,
+            threshold: 0.8,
+            p_alive: 0.2,
+            segment: None,
+            reasons: vec![RiskReason { feature: "recency_days / 30".into(), value: 0.5, contribution: 1.2 }],
+            features: serde_json::from_value(features).unwrap(),
+        };
+        let sample = serde_json::to_value(&alert).unwrap();
+        let schema: Value = serde_json::from_str(CHURN_ALERTS_TOPIC_SCHEMA).unwrap();
+        let def = &schema["$defs"]["at_risk_alert"];
+        let mut required: Vec<&str> =
+            def["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        let mut emitted: Vec<&str> = sample.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        required.sort_unstable();
+        emitted.sort_unstable();
+        assert_eq!(required, emitted);
+        assert_eq!(def["properties"]["v"]["const"], json!(AT_RISK_VERSION));
+        assert_eq!(schema["$defs"]["churn_alert"]["properties"]["v"]["const"], json!(SCHEMA_VERSION));
+        assert_eq!(serde_json::from_value::<AtRiskAlert>(sample).unwrap(), alert);
     }
 
     #[test]

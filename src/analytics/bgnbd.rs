@@ -168,6 +168,7 @@ impl Histogram {
 }
 
 /// `ln(e^x + e^y)` without overflow.
+#[cfg(test)]
 fn log_add_exp(x: f64, y: f64) -> f64 {
     let (hi, lo) = if x >= y { (x, y) } else { (y, x) };
     if lo == f64::NEG_INFINITY {
@@ -241,8 +242,15 @@ pub fn log_likelihood_grad(v: Variant, p: Params, h: &Histogram) -> (f64, [f64; 
             db0 = dg_ab + digamma(b + x + k) - dg_b - dg_abx;
         }
         let (a3, a4) = (-(r + x) * ln_day[at_t as usize], tail - (r + x) * ln_day[at_tx as usize]);
-        let lse = log_add_exp(a3, a4);
-        let w = (a4 - lse).exp();
+        // ln(e^a3 + e^a4) and the second term's weight w = e^a4 / (e^a3 + e^a4), from one
+        // exponential: e = e^−|a3−a4|.
+        let (lse, w) = if a4 == f64::NEG_INFINITY {
+            (a3, 0.0)
+        } else {
+            let e = (-(a3 - a4).abs()).exp();
+            let hi = a3.max(a4);
+            (hi + e.ln_1p(), if a4 >= a3 { 1.0 / (1.0 + e) } else { e / (1.0 + e) })
+        };
         let n = n as f64;
         ll += n * (head + lse);
         let dr = dr0 - (1.0 - w) * ln_day[at_t as usize] - w * ln_day[at_tx as usize];
@@ -280,6 +288,9 @@ pub struct Fit {
     pub log_likelihood: f64,
     /// Likelihood evaluations it took.
     pub evaluations: u32,
+    /// BFGS's estimate of the inverse Hessian of the mean negative log-likelihood in the
+    /// parameters' logarithms, at the optimum: a [`refit`] starts from it.
+    pub inverse_hessian: [[f64; 4]; 4],
 }
 
 /// Maximum-likelihood parameters for `h`: the best of BFGS runs from each of `starts` (a
@@ -288,6 +299,34 @@ pub struct Fit {
 /// histogram and starts give the same bits. `None` for an empty histogram or one where every
 /// user has a single active day (the likelihood then has no maximum).
 pub fn fit(v: Variant, h: &Histogram, starts: &[Params]) -> Option<Fit> {
+    fit_with(v, h, starts, 1e-10, 5, 500, None)
+}
+
+/// A quicker fit for a model refitted every week as the data grow: one BFGS run per start, of
+/// at most 100 iterations, stopped when the largest component of the mean log-likelihood's
+/// gradient (in the parameters' logarithms) is below 1e-6, which moves P(alive) by far less
+/// than its own uncertainty; with `warm`, the runs start from that inverse-Hessian estimate (a
+/// previous fit's) instead of the identity. A run stopped at 100 iterations keeps its best point,
+/// so the next week's refit continues from there.
+pub fn refit(v: Variant, h: &Histogram, starts: &[Params], warm: Option<[[f64; 4]; 4]>) -> Option<Fit> {
+    fit_with(v, h, starts, 1e-6, 1, 100, warm)
+}
+
+/// [`refit`] from each of `starts` for at most `iterations` BFGS iterations: a cheap look at
+/// which start leads to the highest likelihood, to continue from with [`refit`].
+pub fn probe(v: Variant, h: &Histogram, starts: &[Params], iterations: u32) -> Option<Fit> {
+    fit_with(v, h, starts, 1e-6, 1, iterations, None)
+}
+
+fn fit_with(
+    v: Variant,
+    h: &Histogram,
+    starts: &[Params],
+    gtol: f64,
+    runs: u32,
+    max_iter: u32,
+    inverse_hessian: Option<[[f64; 4]; 4]>,
+) -> Option<Fit> {
     let n = h.users();
     if n == 0 || h.rows.iter().all(|(q, _)| q.x == 0) {
         return None;
@@ -308,29 +347,34 @@ pub fn fit(v: Variant, h: &Histogram, starts: &[Params]) -> Option<Fit> {
             (f64::INFINITY, [0.0; 4])
         }
     };
-    let mut found: Option<([f64; 4], f64)> = None;
+    let mut found: Option<([f64; 4], f64, [[f64; 4]; 4])> = None;
     let starts = if starts.is_empty() { &[Params::START][..] } else { starts };
     for start in starts {
         // BFGS with the analytic gradient, restarted from its own optimum until a restart gains
         // nothing (a fresh inverse-Hessian estimate, as a collapsed one can stall it).
-        let (mut best, mut best_f) = (start.ln(), f64::INFINITY);
-        for _ in 0..5 {
-            let (x, f) = bfgs(&mut objective, best, 1e-10, 500);
+        let (mut best, mut best_f, mut best_h) = (start.ln(), f64::INFINITY, IDENTITY);
+        let mut h0 = inverse_hessian.unwrap_or(IDENTITY);
+        for _ in 0..runs {
+            let (x, f, hx) = bfgs(&mut objective, best, gtol, max_iter, h0);
+            h0 = IDENTITY;
             let gained = best_f - f;
             if f < best_f {
-                (best, best_f) = (x, f);
+                (best, best_f, best_h) = (x, f, hx);
             }
             if !best_f.is_finite() || gained.abs() <= 1e-14 * best_f.abs().max(1.0) {
                 break;
             }
         }
-        if best_f.is_finite() && found.is_none_or(|(_, f)| best_f < f) {
-            found = Some((best, best_f));
+        if best_f.is_finite() && found.as_ref().is_none_or(|&(_, f, _)| best_f < f) {
+            found = Some((best, best_f, best_h));
         }
     }
-    let (best, best_f) = found?;
-    Some(Fit { params: Params::exp(best), log_likelihood: -best_f * n as f64, evaluations })
+    let (best, best_f, inverse_hessian) = found?;
+    Some(Fit { params: Params::exp(best), log_likelihood: -best_f * n as f64, evaluations, inverse_hessian })
 }
+
+const IDENTITY: [[f64; 4]; 4] =
+    [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]];
 
 /// Starts spread over the plausible range, for a fit that must find the global maximum.
 pub const SPREAD: [Params; 4] = [
@@ -340,26 +384,26 @@ pub const SPREAD: [Params; 4] = [
     Params { r: 2.0, alpha: 20.0, a: 0.3, b: 0.3 },
 ];
 
-/// BFGS on a function of 4 variables with its gradient, from `x0`, with a backtracking
+/// BFGS on a function of 4 variables with its gradient, from `x0` with the inverse-Hessian
+/// estimate `h0` (the identity, or a previous run's), with a backtracking
 /// (Armijo) line search; stops when the gradient's largest component is below `gtol`, after
-/// three steps that gain less than 1e-15 relative, or after `max_iter` iterations. Returns the point and its value.
+/// three steps that gain less than 1e-15 relative, or after `max_iter` iterations. Returns the point, its value and the final
+/// estimate.
 fn bfgs(
     f: &mut impl FnMut(&[f64; 4]) -> (f64, [f64; 4]),
     x0: [f64; 4],
     gtol: f64,
     max_iter: u32,
-) -> ([f64; 4], f64) {
+    h0: [[f64; 4]; 4],
+) -> ([f64; 4], f64, [[f64; 4]; 4]) {
     const N: usize = 4;
     let dot = |a: &[f64; N], b: &[f64; N]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
     let (mut x, (mut fx, mut g)) = (x0, f(&x0));
     if !fx.is_finite() {
-        return (x, fx);
+        return (x, fx, h0);
     }
-    // The inverse Hessian's estimate, starting from the identity.
-    let mut h = [[0.0; N]; N];
-    for (i, row) in h.iter_mut().enumerate() {
-        row[i] = 1.0;
-    }
+    // The inverse Hessian's estimate, starting from `h0`.
+    let mut h = h0;
     let mut stalled = 0;
     for _ in 0..max_iter {
         if g.iter().all(|v| v.abs() < gtol) || stalled >= 3 {
@@ -410,7 +454,7 @@ fn bfgs(
             }
         }
     }
-    (x, fx)
+    (x, fx, h)
 }
 
 #[cfg(test)]

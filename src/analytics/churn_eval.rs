@@ -1,100 +1,228 @@
-//! How well a score ranks the users who are about to churn (`streamflix eval churn`).
+//! How well the churn model ranks the users who are about to churn, and how early its
+//! `at_risk` alerts come (`streamflix eval churn`).
 //!
-//! The protocol: at every daily close `D` from the 60th day of the data on (a burn-in), until
-//! the last day that has 30 days of data after it, every user active in the 30 days up to `D`
-//! is scored; the label is *churned* when the user has no activity in the 30 days after `D`
-//! (`D+1 … D+30`). Activity is a rating or a tag; days are UTC days. Scores (higher = more
+//! The evaluation runs the processor itself over the data, with the churn model exactly as a
+//! run uses it, wrapped in a [`Recorder`]: after each complete close the recorder scores every
+//! user active in the 30 days up to the close (not only those the model scores that day). The
+//! protocol: closes from the 60th day of the data on (a burn-in), until the last day that has 30
+//! days of data after it; a (close `D`, user) pair's label is *churned* when the user has no
+//! activity on `D+1 … D+30` (activity: a rating or a tag; UTC days). Scores (higher = more
 //! likely to churn):
 //!
+//! - `churn_risk`: the model ([`crate::analytics::churn_model`]);
 //! - `recency`: days from the user's last event to the end of `D` (the baseline);
-//! - `p_alive`: 1 − P(alive) under MBG/NBD, fitted every `fit_every` closes (the best of the
-//!   previous fit and spread starts);
-//! - `p_alive_bg`: the same under BG/NBD (the published model, for reference);
-//! - `churn_risk`: an online logistic regression over [`FEATURES`], which predicts at a close and
-//!   learns each prediction's label only at the close 30 days later (no peeking), by SGD with
-//!   learning rate [`ETA0`]`/sqrt(1 + t/1000)` and L2 [`L2`], examples in a fixed order.
+//! - `p_alive`: 1 − P(alive) under MBG/NBD, the model's fit;
+//! - `p_alive_bg`: the same under BG/NBD (the published model, for reference), refitted whenever
+//!   the model refits, on the same users, the same way.
 //!
-//! Every fit uses the patterns of all users seen by then, and only data up to its close: no
-//! score looks ahead. The metrics are computed over all (close, user) pairs together.
+//! No score looks ahead: each uses the model as it stands after the close. The metrics are
+//! computed over all (close, user) pairs together. Alerts: the model's `at_risk` alerts are
+//! matched to the processor's `churned` alerts by episode (see [`alert_metrics`]); the recorder
+//! also replays the alert rule at other thresholds over the same scores (the rule does not feed
+//! back into the model, so this is what a run at that threshold would alert).
 //!
 //! May import: what `analytics/mod.rs` allows its layer; this module uses
-//! `crate::analytics::bgnbd`.
+//! `crate::analytics::bgnbd`, `crate::analytics::churn_model`, `crate::core::calendar`,
+//! `crate::core::processor`, `streamflix-schemas`.
 
-use crate::analytics::bgnbd::{fit, p_alive, Fit, Histogram, Pattern, Variant, SPREAD};
+use std::sync::{Arc, Mutex, PoisonError};
 
-const DAY: i64 = 86_400;
-/// Days without activity after a close that make its label *churned*.
-pub const HORIZON_DAYS: i64 = 30;
+use rustc_hash::FxHashMap;
+use streamflix_schemas::AtRiskAlert;
+
+use crate::analytics::bgnbd::{p_alive, Variant};
+use crate::analytics::churn_model::{due_day, next_fit, ChurnModel, FitState, HORIZON_DAYS};
+use crate::core::calendar::DAY;
+use crate::core::processor::{ChurnScorer, ScoringClose};
+
 /// Days of data before the first scored close.
 pub const BURN_IN_DAYS: i64 = 60;
-
-/// What one user has done up to the close being processed.
-#[derive(Debug, Clone, Copy, Default)]
-struct UserDays {
-    first_day: i64,
-    last_day: i64,
-    last_ts: i64,
-    /// Distinct active days so far (also the index of the next one in the user's day list).
-    active_days: usize,
-    seen: bool,
-}
-
-/// The `churn_risk` model's inputs, in order (see [`features`]).
-pub const FEATURES: [&str; 8] = [
-    "bias",
-    "recency_days / 30",
-    "ln(1 + events_7d)",
-    "ln(1 + events_30d)",
-    "ln(1 + events_90d)",
-    "ln(1 + tenure_days)",
-    "ln(1 + active_days)",
-    "p_alive (MBG/NBD)",
-];
-const F: usize = FEATURES.len();
-/// L2 regularisation of the logistic model (not of its bias), per example.
-pub const L2: f64 = 1e-6;
-/// Learning rate of example `t` (from 0): `ETA0 / sqrt(1 + t / 1000)`.
-pub const ETA0: f64 = 0.1;
-
-/// An online logistic regression: predicts at a close, learns each prediction's label 30 days
-/// later, by stochastic gradient descent, in a fixed order (deterministic).
-#[derive(Debug, Clone)]
-pub struct Logistic {
-    /// Weights, in [`FEATURES`] order.
-    pub w: [f64; F],
-    /// Examples learned.
-    pub t: u64,
-}
-
-impl Logistic {
-    fn new() -> Logistic {
-        Logistic { w: [0.0; F], t: 0 }
-    }
-
-    fn predict(&self, x: &[f64; F]) -> f64 {
-        let z: f64 = self.w.iter().zip(x).map(|(w, x)| w * x).sum();
-        1.0 / (1.0 + (-z).exp())
-    }
-
-    fn learn(&mut self, x: &[f64; F], y: bool) {
-        let eta = ETA0 / (1.0 + self.t as f64 / 1_000.0).sqrt();
-        let err = self.predict(x) - f64::from(u8::from(y));
-        for (i, (w, xi)) in self.w.iter_mut().zip(x).enumerate() {
-            let decay = if i == 0 { 0.0 } else { L2 * *w };
-            *w -= eta * (err * xi + decay);
-        }
-        self.t += 1;
-    }
-}
+/// The thresholds whose alerts the evaluation replays.
+pub const THRESHOLDS: [f64; 7] = [0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95];
 
 /// One scored (close, user) pair.
-#[derive(Debug, Clone, Copy)]
-struct Scored {
-    risk: f64,
-    recency: f64,
-    risk_mbg: f64,
-    risk_bg: f64,
-    churned: bool,
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pair {
+    /// The close.
+    pub day: i64,
+    /// The user.
+    pub user: u32,
+    /// `churn_risk`.
+    pub risk: f64,
+    /// Days since the last event.
+    pub recency: f64,
+    /// 1 − P(alive), MBG/NBD.
+    pub risk_mbg: f64,
+    /// 1 − P(alive), BG/NBD.
+    pub risk_bg: f64,
+}
+
+/// An `at_risk` alert: user, episode (the user's `churned` alerts before it), close.
+pub type AlertAt = (u32, u32, i64);
+
+/// What the recorder collected.
+#[derive(Debug)]
+pub struct Recording {
+    /// The model, as the processor ran it.
+    pub model: ChurnModel,
+    /// BG/NBD, refitted with the model.
+    pub bg: Option<FitState>,
+    bg_fits: u64,
+    seen_fits: u64,
+    /// Closes whose pairs are scored (inclusive).
+    window: (i64, i64),
+    /// Scored pairs, by close.
+    pub pairs: Vec<Pair>,
+    /// The model's alerts.
+    pub alerts: Vec<AlertAt>,
+    /// Per [`THRESHOLDS`] entry: the alerts a run at that threshold would send.
+    pub replayed: Vec<Vec<AlertAt>>,
+    replayed_alerted: Vec<FxHashMap<u32, u32>>,
+}
+
+/// The churn model wrapped to record scores at every close (see the module's documentation).
+pub struct Recorder(pub Arc<Mutex<Recording>>);
+
+impl Recorder {
+    /// A recorder around `model`, scoring pairs at closes `first..=last`.
+    pub fn new(model: ChurnModel, first: i64, last: i64) -> Recorder {
+        Recorder(Arc::new(Mutex::new(Recording {
+            model,
+            bg: None,
+            bg_fits: 0,
+            seen_fits: 0,
+            window: (first, last),
+            pairs: Vec::new(),
+            alerts: Vec::new(),
+            replayed: vec![Vec::new(); THRESHOLDS.len()],
+            replayed_alerted: vec![FxHashMap::default(); THRESHOLDS.len()],
+        })))
+    }
+}
+
+impl ChurnScorer for Recorder {
+    fn close(&mut self, c: &ScoringClose<'_>) -> Vec<AtRiskAlert> {
+        let mut r = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let r = &mut *r;
+        let alerts = r.model.close_day(c);
+        r.alerts.extend(alerts.iter().map(|a| (a.user_id, c.users[&a.user_id].churn.episodes, c.day)));
+        if r.model.fits != r.seen_fits {
+            r.seen_fits = r.model.fits;
+            let h = r.model.fit_histogram(c.users, c.day);
+            if let Some(f) = next_fit(Variant::Bg, r.bg, r.bg_fits, &h, c.day) {
+                r.bg = Some(f);
+                r.bg_fits += 1;
+            }
+        }
+        let scoring = (r.window.0..=r.window.1).contains(&c.day);
+        for u in c.active() {
+            let due = due_day(u, c.day);
+            if !(scoring || due) {
+                continue;
+            }
+            let st = &c.users[&u];
+            let Some((row, pattern)) = ChurnModel::inputs_of(st, u, c) else { continue };
+            let Some((_, alive, risk)) = r.model.score(&row, pattern) else { continue };
+            if due {
+                for (k, &t) in THRESHOLDS.iter().enumerate() {
+                    let e = st.churn.episodes;
+                    if risk >= t && r.replayed_alerted[k].get(&u) != Some(&e) {
+                        r.replayed_alerted[k].insert(u, e);
+                        r.replayed[k].push((u, e, c.day));
+                    }
+                }
+            }
+            if scoring {
+                let bg = r.bg.map_or(f64::NAN, |f| 1.0 - p_alive(Variant::Bg, f.params(), pattern));
+                r.pairs.push(Pair {
+                    day: c.day,
+                    user: u,
+                    risk,
+                    recency: row.recency_days,
+                    risk_mbg: 1.0 - alive,
+                    risk_bg: bg,
+                });
+            }
+        }
+        alerts
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).model.to_bytes()
+    }
+}
+
+/// Whether a user with the sorted active `days` had no activity on `day+1 … day+30`.
+pub fn churned_after(days: &[i64], day: i64) -> bool {
+    let i = days.partition_point(|&d| d <= day);
+    days.get(i).is_none_or(|&next| next > day + HORIZON_DAYS)
+}
+
+/// How early alerts came, against the `churned` alerts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertMetrics {
+    /// `at_risk` alerts.
+    pub alerts: u64,
+    /// Churn episodes (`churned` alerts).
+    pub churned: u64,
+    /// Share of them with an `at_risk` alert in the episode, before the `churned` one.
+    pub reach: f64,
+    /// Share of them with one 7 or more days before the `churned` alert.
+    pub reach_7d: f64,
+    /// Median days from the `at_risk` alert to the `churned` one, over the episodes reached.
+    pub median_lead_days: f64,
+    /// Share of `at_risk` alerts after which the user had no activity at all before the
+    /// `churned` alert (it came within the churn period of the alert's close): the alert was
+    /// right that the user was leaving then. Alerts in episodes still open at the end of the
+    /// data, or followed by more activity, count as wrong.
+    pub precision: f64,
+}
+
+/// Matches `at_risk` alerts to `churned` alerts `(user, at)` by episode: a user's `k`-th
+/// `churned` alert (from 0) ends episode `k`. Lead time: the `churned` alert's time minus the end
+/// of the close that sent the `at_risk` one.
+pub fn alert_metrics(at_risk: &[AlertAt], churned: &[(u32, i64)]) -> AlertMetrics {
+    let mut by_user: FxHashMap<u32, Vec<i64>> = FxHashMap::default();
+    for &(u, at) in churned {
+        by_user.entry(u).or_default().push(at);
+    }
+    for v in by_user.values_mut() {
+        v.sort_unstable();
+    }
+    // The first alert of each episode.
+    let mut first: FxHashMap<(u32, u32), i64> = FxHashMap::default();
+    for &(u, e, day) in at_risk {
+        let at = (day + 1) * DAY - 1;
+        first.entry((u, e)).and_modify(|t| *t = (*t).min(at)).or_insert(at);
+    }
+    let mut leads: Vec<f64> = Vec::new();
+    let mut followed = 0u64;
+    for &(u, e, day) in at_risk {
+        let at = (day + 1) * DAY - 1;
+        if by_user.get(&u).and_then(|v| v.get(e as usize)).is_some_and(|&c| c - at <= HORIZON_DAYS * DAY) {
+            followed += 1;
+        }
+    }
+    for (&(u, e), &at) in &first {
+        if let Some(&c) = by_user.get(&u).and_then(|v| v.get(e as usize)) {
+            leads.push((c - at) as f64 / DAY as f64);
+        }
+    }
+    leads.sort_by(f64::total_cmp);
+    let n = churned.len().max(1) as f64;
+    let median = match leads.len() {
+        0 => f64::NAN,
+        k if k % 2 == 1 => leads[k / 2],
+        k => (leads[k / 2 - 1] + leads[k / 2]) / 2.0,
+    };
+    AlertMetrics {
+        alerts: at_risk.len() as u64,
+        churned: churned.len() as u64,
+        reach: leads.len() as f64 / n,
+        reach_7d: leads.iter().filter(|&&l| l >= 7.0).count() as f64 / n,
+        median_lead_days: median,
+        precision: if at_risk.is_empty() { f64::NAN } else { followed as f64 / at_risk.len() as f64 },
+    }
 }
 
 /// Ranking metrics of one score.
@@ -112,199 +240,6 @@ pub struct Metrics {
     /// Ten bins of the predicted probability `[k/10, (k+1)/10)`: pairs, mean prediction, observed
     /// churn rate (`None` for scores that are not probabilities).
     pub calibration: Option<Vec<(u64, f64, f64)>>,
-}
-
-/// The evaluation's result.
-#[derive(Debug, Clone)]
-pub struct ChurnEval {
-    /// First and last scored close (days since the epoch); `None` when the data are too short.
-    pub closes: Option<(i64, i64)>,
-    /// Closes scored (closes before the first possible fit are skipped).
-    pub scored_closes: u64,
-    /// (close, user) pairs scored, and of them churned.
-    pub pairs: u64,
-    /// Of them, churned.
-    pub churned: u64,
-    /// Per score: `recency`, `p_alive` (MBG/NBD), `p_alive_bg`.
-    pub metrics: Vec<(&'static str, Metrics)>,
-    /// The day of the last event: the fits below are as of its close.
-    pub last_day: i64,
-    /// BG/NBD and MBG/NBD fitted at the last day's close, on every user.
-    pub bgnbd: Option<Fit>,
-    /// See `bgnbd`.
-    pub mbgnbd: Option<Fit>,
-    /// The histogram those fits used.
-    pub histogram: Histogram,
-    /// The `churn_risk` model at the end.
-    pub model: Logistic,
-}
-
-/// Evaluates on `events` (user, event time), in any order. `fit_every`: closes between fits.
-pub fn evaluate(events: &[(u32, i64)], fit_every: u32) -> ChurnEval {
-    let mut events = events.to_vec();
-    events.sort_unstable_by_key(|&(u, ts)| (ts, u));
-    let users = events.iter().map(|&(u, _)| u as usize + 1).max().unwrap_or(0);
-    // Each user's distinct active days, ascending (for the labels' look-ahead).
-    let mut days: Vec<Vec<i64>> = vec![Vec::new(); users];
-    let mut counts: Vec<Vec<u32>> = vec![Vec::new(); users];
-    for &(u, ts) in &events {
-        let d = ts.div_euclid(DAY);
-        let v = &mut days[u as usize];
-        if v.last() == Some(&d) {
-            *counts[u as usize].last_mut().expect("a count per day") += 1;
-        } else {
-            v.push(d);
-            counts[u as usize].push(1);
-        }
-    }
-    let (first_day, last_day) = match (events.first(), events.last()) {
-        (Some(f), Some(l)) => (f.1.div_euclid(DAY), l.1.div_euclid(DAY)),
-        _ => (0, -1),
-    };
-    let first_close = first_day + BURN_IN_DAYS;
-    let last_close = last_day - HORIZON_DAYS;
-    let mut state = vec![UserDays::default(); users];
-    let mut seen: Vec<u32> = Vec::new();
-    let mut scored: Vec<Scored> = Vec::new();
-    let mut stamp = vec![i64::MIN; users];
-    let mut fits: Option<(Fit, Fit)> = None;
-    let mut scored_closes = 0u64;
-    let mut next = 0usize;
-    // Distinct users active on each day of the trailing window, oldest first.
-    let mut window: std::collections::VecDeque<Vec<u32>> = std::collections::VecDeque::new();
-    let apply_day = |d: i64, next: &mut usize, state: &mut [UserDays], seen: &mut Vec<u32>| -> Vec<u32> {
-        let mut today = Vec::new();
-        while let Some(&(u, ts)) = events.get(*next) {
-            if ts.div_euclid(DAY) != d {
-                break;
-            }
-            *next += 1;
-            let s = &mut state[u as usize];
-            if !s.seen {
-                *s = UserDays { first_day: d, last_day: d, last_ts: ts, active_days: 0, seen: true };
-                seen.push(u);
-            }
-            if s.active_days == 0 || s.last_day != d {
-                s.active_days += 1;
-                today.push(u);
-            }
-            s.last_day = d;
-            s.last_ts = ts;
-        }
-        today
-    };
-    let histogram_at = |d: i64, state: &[UserDays], seen: &[u32]| {
-        Histogram::from_patterns(seen.iter().filter_map(|&u| {
-            let s = &state[u as usize];
-            Pattern::of(s.active_days as u64, s.first_day, s.last_day, d)
-        }))
-    };
-    let starts = |f: Option<Fit>| f.map(|f| f.params).into_iter().chain(SPREAD).collect::<Vec<_>>();
-    let mut closes_since_fit = fit_every;
-    let mut model = Logistic::new();
-    // Predictions waiting for their label: (close, inputs, label), learned 30 days after.
-    let mut waiting: std::collections::VecDeque<(i64, [f64; F], bool)> = std::collections::VecDeque::new();
-    for d in first_day..=last_day {
-        let today = apply_day(d, &mut next, &mut state, &mut seen);
-        window.push_back(today);
-        if window.len() > HORIZON_DAYS as usize {
-            window.pop_front();
-        }
-        if d < first_close || d > last_close {
-            continue;
-        }
-        if closes_since_fit >= fit_every || fits.is_none() {
-            let h = histogram_at(d, &state, &seen);
-            // From the previous fit and every spread start, the best: the likelihood can have
-            // several maxima, and a fit that only followed the previous one could stay on a
-            // lower one as the data move.
-            let (bg0, mbg0) = (starts(fits.map(|f| f.0)), starts(fits.map(|f| f.1)));
-            if let (Some(b), Some(m)) = (fit(Variant::Bg, &h, &bg0), fit(Variant::Mbg, &h, &mbg0)) {
-                fits = Some((b, m));
-                closes_since_fit = 0;
-            }
-        }
-        closes_since_fit += 1;
-        // Labels that have matured by this close (their 30 days are over) are learned first.
-        while let Some(&(c, x, y)) = waiting.front() {
-            if c + HORIZON_DAYS > d {
-                break;
-            }
-            model.learn(&x, y);
-            waiting.pop_front();
-        }
-        let Some((bg, mbg)) = fits else { continue };
-        scored_closes += 1;
-        for users_of_day in &window {
-            for &u in users_of_day {
-                if stamp[u as usize] == d {
-                    continue;
-                }
-                stamp[u as usize] = d;
-                let s = &state[u as usize];
-                let Some(p) = Pattern::of(s.active_days as u64, s.first_day, s.last_day, d) else { continue };
-                let next_active = days[u as usize].get(s.active_days).copied();
-                let recency = ((d + 1) * DAY - 1 - s.last_ts) as f64 / DAY as f64;
-                let alive = p_alive(Variant::Mbg, mbg.params, p);
-                let window = |w: i64| -> f64 {
-                    let (ds, cs) = (&days[u as usize][..s.active_days], &counts[u as usize][..s.active_days]);
-                    ds.iter()
-                        .zip(cs)
-                        .rev()
-                        .take_while(|(&day, _)| day > d - w)
-                        .map(|(_, &c)| f64::from(c))
-                        .sum()
-                };
-                let x = [
-                    1.0,
-                    recency / 30.0,
-                    window(7).ln_1p(),
-                    window(30).ln_1p(),
-                    window(90).ln_1p(),
-                    ((d - s.first_day) as f64).ln_1p(),
-                    (s.active_days as f64).ln_1p(),
-                    alive,
-                ];
-                let churned = next_active.is_none_or(|n| n > d + HORIZON_DAYS);
-                waiting.push_back((d, x, churned));
-                scored.push(Scored {
-                    risk: model.predict(&x),
-                    recency,
-                    risk_mbg: 1.0 - alive,
-                    risk_bg: 1.0 - p_alive(Variant::Bg, bg.params, p),
-                    churned,
-                });
-            }
-        }
-    }
-    // The fits at the last day's close, on every user: from the last fit and every spread
-    // start, the best.
-    let histogram = histogram_at(last_day, &state, &seen);
-    let bgnbd = fit(Variant::Bg, &histogram, &starts(fits.map(|f| f.0)));
-    let mbgnbd = fit(Variant::Mbg, &histogram, &starts(fits.map(|f| f.1)));
-    let labels: Vec<bool> = scored.iter().map(|s| s.churned).collect();
-    let metrics = if scored.is_empty() {
-        Vec::new()
-    } else {
-        vec![
-            ("churn_risk", metrics(&scored.iter().map(|s| s.risk).collect::<Vec<_>>(), &labels, true)),
-            ("recency", metrics(&scored.iter().map(|s| s.recency).collect::<Vec<_>>(), &labels, false)),
-            ("p_alive", metrics(&scored.iter().map(|s| s.risk_mbg).collect::<Vec<_>>(), &labels, true)),
-            ("p_alive_bg", metrics(&scored.iter().map(|s| s.risk_bg).collect::<Vec<_>>(), &labels, true)),
-        ]
-    };
-    ChurnEval {
-        closes: (first_close <= last_close).then_some((first_close, last_close)),
-        scored_closes,
-        pairs: scored.len() as u64,
-        churned: labels.iter().filter(|&&c| c).count() as u64,
-        metrics,
-        last_day,
-        bgnbd,
-        mbgnbd,
-        histogram,
-        model,
-    }
 }
 
 /// The ranking metrics of `score` (higher = churn) against `labels`.
@@ -391,47 +326,22 @@ mod tests {
         assert!(m.brier.is_none());
     }
 
-    /// The online model learns a separable rule from its examples, in order.
+    /// Alerts are matched to churns by episode; leads and reach follow.
     #[test]
-    fn the_logistic_model_learns_a_simple_rule() {
-        let mut m = Logistic::new();
-        let x = |k: u32| -> [f64; F] {
-            let v = f64::from(k % 100) / 100.0;
-            [1.0, v, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0 - v]
-        };
-        for k in 0..20_000 {
-            m.learn(&x(k * 37), f64::from(k * 37 % 100) / 100.0 > 0.6);
-        }
-        assert_eq!(m.t, 20_000);
-        assert!(m.predict(&x(90)) > 0.8 && m.predict(&x(20)) < 0.2, "{:?}", m.w);
-    }
-
-    /// Users who keep coming back score lower risk than users who came once, and the labels
-    /// look 30 days ahead only.
-    #[test]
-    fn evaluation_scores_regulars_below_one_timers() {
-        let t0 = 1_000_000_000 / DAY * DAY;
-        let mut events = Vec::new();
-        for u in 0..200u32 {
-            if u % 2 == 0 {
-                // A regular: every third day for 400 days.
-                for k in 0..134 {
-                    events.push((u, t0 + (i64::from(u) % 50 + 3 * k) * DAY + 3_600));
-                }
-            } else {
-                // Two visits, a week apart, then gone.
-                let start = t0 + (i64::from(u) * 2 % 300) * DAY;
-                events.push((u, start));
-                events.push((u, start + 7 * DAY));
-            }
-        }
-        let e = evaluate(&events, 7);
-        assert!(e.pairs > 1_000 && e.churned > 50, "{} pairs, {} churned", e.pairs, e.churned);
-        // Only the labels matured by the last close were learned: those of closes 30 days before.
-        assert!(e.model.t > 0 && e.model.t < e.pairs, "{} of {} learned", e.model.t, e.pairs);
-        for (name, m) in &e.metrics {
-            assert!(m.auc > 0.8, "{name}: AUC {}", m.auc);
-        }
-        assert!(e.bgnbd.is_some() && e.mbgnbd.is_some());
+    fn alerts_are_matched_to_churns_by_episode() {
+        let d = |day: i64| day * DAY;
+        // User 1: churns twice (episodes 0 and 1); alerted in episode 0 at day 10 (lead 20 days)
+        // and in episode 1 at day 98 (lead 2 days). User 2: churns once, never alerted. User 3:
+        // alerted, still active at the end. User 4: alerted 40 days before churning (it was
+        // active after the alert: not a right alert, but reached).
+        let churned = [(1, d(31) - 1), (1, d(101) - 1), (2, d(50)), (4, d(141) - 1)];
+        let at_risk = [(1, 0, 10), (1, 1, 98), (3, 0, 40), (4, 0, 100)];
+        let m = alert_metrics(&at_risk, &churned);
+        assert_eq!((m.alerts, m.churned), (4, 4));
+        assert!((m.reach - 3.0 / 4.0).abs() < 1e-12);
+        assert!((m.reach_7d - 2.0 / 4.0).abs() < 1e-12);
+        assert!((m.median_lead_days - 20.0).abs() < 1e-9, "{}", m.median_lead_days);
+        assert!((m.precision - 2.0 / 4.0).abs() < 1e-12);
+        assert!(churned_after(&[1, 5, 40], 5) && !churned_after(&[1, 5, 35], 5) && churned_after(&[1], 1));
     }
 }

@@ -3,13 +3,16 @@
 //! churn prediction, segments, trending, experiments).
 //!
 //! Owns: the day close's tables as Arrow batches ([`tables`]); the BG/NBD and MBG/NBD models of
-//! whether a user is still alive ([`bgnbd`]). Every aggregate here is to be a
+//! whether a user is still alive ([`bgnbd`]); the churn model the processor runs at each day
+//! close ([`churn_model`]) and its evaluation ([`churn_eval`]). Every aggregate here is to be a
 //! mergeable partial per input partition (counts, `(n, mean, M2)`, day buckets), so a scale-out
 //! can combine them.
 //!
-//! May import: `crate::core`, `crate::model`, `streamflix-schemas`, `statrs`. Never `crate::state`,
+//! May import: `crate::core`, `crate::model`, `streamflix-schemas`, `statrs`, `postcard` (the
+//! churn model's state). Never `crate::state`,
 //! `crate::serve`, `crate::io` or `crate::cli`, nor the replay crate.
 
 pub mod bgnbd;
 pub mod churn_eval;
+pub mod churn_model;
 pub mod tables;

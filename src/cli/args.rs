@@ -170,9 +170,10 @@ pub struct EvalChurnArgs {
     /// MovieLens directory (ratings, movies and, if present, tags).
     #[arg(long)]
     pub data: PathBuf,
-    /// Refit the models every this many daily closes (warm-started from the previous fit).
-    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=365))]
-    pub fit_every: u32,
+    /// The `at_risk` threshold of the run being evaluated (the report also shows reach and
+    /// precision at other thresholds).
+    #[arg(long, default_value_t = crate::analytics::churn_model::DEFAULT_THRESHOLD, value_parser = parse_probability)]
+    pub threshold: f64,
     /// Also write the activity patterns at the last day as CSV (x, t_x, T in days, users, and
     /// P(alive) under each model at the fitted parameters), for checking the fit elsewhere.
     #[arg(long, value_name = "FILE")]
@@ -215,6 +216,9 @@ pub enum DumpWhat {
     /// The ALS model rebuilt from the checkpoint's rating log: one line per user and movie with
     /// its factor, then a summary line.
     Model,
+    /// The churn model (`GET /models/churn`), with the size and FNV-1a hash of its whole
+    /// checkpointed state (the examples waiting for labels and the alerted users included).
+    ChurnModel,
 }
 
 /// Embedded-mode options: input, serving, semantics.
@@ -343,6 +347,14 @@ pub struct ServeArgs {
     /// later run without this flag rebuilds the model from every rating.
     #[arg(long)]
     pub no_recommender: bool,
+    /// Run without the churn model: no `churn_risk`, no `at_risk` alerts (the 30-day `churned`
+    /// and `reactivated` alerts are unchanged). A later run with the model starts it afresh.
+    #[arg(long)]
+    pub no_churn_model: bool,
+    /// `churn_risk` (0–1) at or above which an active user gets an `at_risk` alert, once per
+    /// activity episode (docs/churn.md shows reach and lead time by threshold).
+    #[arg(long, env = "STREAMFLIX_AT_RISK_THRESHOLD", default_value_t = crate::analytics::churn_model::DEFAULT_THRESHOLD, value_parser = parse_probability)]
+    pub at_risk_threshold: f64,
 }
 
 /// Analytics semantics (stored with the state; a restart must use the same).
@@ -405,6 +417,15 @@ fn parse_token(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
+/// A probability in (0, 1].
+fn parse_probability(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(p) if p > 0.0 && p <= 1.0 => Ok(p),
+        Ok(p) => Err(format!("{p} is not in (0, 1]")),
+        Err(_) => Err(format!("{s:?} is not a number")),
+    }
+}
+
 impl ServeArgs {
     /// The HTTP server's options.
     pub fn http_options(&self) -> HttpOptions {
@@ -416,6 +437,12 @@ impl ServeArgs {
         }
     }
 
+    /// The churn model's `at_risk` threshold; `None` without the model.
+    pub fn churn_threshold(&self) -> Option<f64> {
+        (!self.no_churn_model).then_some(self.at_risk_threshold)
+    }
+
+    /// Checkpoint policy.
     pub fn policy(&self) -> CheckpointPolicy {
         CheckpointPolicy {
             every_records: self.checkpoint_every,

@@ -7,11 +7,13 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
+use crate::analytics::churn_model::ChurnModel;
 use crate::cli::args::DumpWhat;
 use crate::core::catalog::Catalog;
 use crate::model::als::Which;
 use crate::model::learner;
 use crate::state::checkpoint::Store;
+use crate::state::codec::fnv1a;
 
 /// Runs `streamflix dump`.
 ///
@@ -59,6 +61,15 @@ fn write(store: &Store, state: &Path, what: DumpWhat) -> Result<()> {
                 for a in store.alerts(None, usize::MAX, None)? {
                     writeln!(out, "{}", serde_json::to_string(&a)?)?;
                 }
+            }
+            DumpWhat::ChurnModel => {
+                let bytes = store.churn_model()?.with_context(|| {
+                    format!("{} has no churn model (run with --no-churn-model?)", state.display())
+                })?;
+                let mut v = ChurnModel::from_bytes(&bytes)?.report();
+                v["state_bytes"] = serde_json::json!(bytes.len());
+                v["state_fnv1a"] = serde_json::json!(format!("{:016x}", fnv1a(&bytes)));
+                writeln!(out, "{v}")?;
             }
             DumpWhat::Model => {
                 // The model a restart rebuilds, the same way (genres play no part in the factors).

@@ -7,11 +7,26 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use streamflix_schemas::Rating;
 
-use crate::analytics::bgnbd::{p_alive, Fit, Variant};
-use crate::analytics::churn_eval::{evaluate, Metrics};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+use streamflix_replay::dataset::{Dataset, EventRef};
+use streamflix_replay::engine::{self, ReplayConfig};
+use streamflix_replay::sink::{Outgoing, Sink, SinkError, Topic};
+use streamflix_schemas::{ChurnStatus, StreamRecord};
+
+use crate::analytics::bgnbd::{fit, p_alive, Fit, Histogram, Params, Pattern, Variant, SPREAD};
+use crate::analytics::churn_eval::{
+    alert_metrics, churned_after, metrics, AlertMetrics, Metrics, Recorder, BURN_IN_DAYS, THRESHOLDS,
+};
+use crate::analytics::churn_model::{ChurnModel, FitState, HORIZON_DAYS};
 use crate::cli::args::{EvalArgs, EvalChurnArgs, EvalWhat};
 use crate::cli::start::{find_in, load_catalog, read_ratings};
 use crate::core::calendar::day_label;
+use crate::core::calendar::day_of;
+use crate::core::config::CoreConfig;
+use crate::core::processor::{Output, Processor, Source};
 use crate::model::eval::{batch, random_split, streaming, time_split, EvalConfig, Report};
 
 /// Runs `streamflix eval`.
@@ -98,46 +113,156 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     Ok(())
 }
 
-/// Runs `streamflix eval churn`.
+/// Feeds replayed records straight into a processor (one thread, no channel) and keeps the
+/// `churned` alerts.
+struct Feed<'a> {
+    processor: &'a mut Processor,
+    out: Vec<Output>,
+    churned: Vec<(u32, i64)>,
+    progress: &'a indicatif::ProgressBar,
+    records: u64,
+}
+
+impl Feed<'_> {
+    fn drain(&mut self) {
+        for o in self.out.drain(..) {
+            if let Output::Alert(a) = o {
+                if a.status == ChurnStatus::Churned {
+                    self.churned.push((a.user_id, a.at));
+                }
+            }
+        }
+    }
+}
+
+impl Sink for Feed<'_> {
+    fn partitions(&self, _: Topic) -> u32 {
+        1
+    }
+
+    fn send(&mut self, out: Outgoing) -> Result<(), SinkError> {
+        let offset = match &out.record {
+            StreamRecord::Rating(r) => r.seq,
+            StreamRecord::Tag(t) => t.seq,
+            StreamRecord::Heartbeat(h) => h.next_seq,
+        };
+        let src = Source { index: out.topic as usize, offset, next: out.record.next_seq() };
+        self.processor.process_record(src, None, &out.record, None, &mut self.out);
+        self.drain();
+        self.records += 1;
+        if self.records.is_multiple_of(65_536) {
+            self.progress.set_position(self.records);
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// Runs `streamflix eval churn`: the processor with the churn model over the data, every active
+/// user scored at every close (see `analytics::churn_eval`).
 fn churn(args: &EvalChurnArgs) -> Result<()> {
     let started = Instant::now();
-    let catalog = load_catalog(&find_in(&args.data, "movies")?)?;
-    let ratings = read_ratings(&find_in(&args.data, "ratings")?)?;
-    let tags = match streamflix_replay::movielens::find(&args.data, "tags") {
-        Some(path) => {
-            let (tags, report) = streamflix_replay::movielens::read_tags(&path)?;
-            for line in report.describe() {
-                eprintln!("warning: {line}");
-            }
-            tags
+    let catalog = Arc::new(load_catalog(&find_in(&args.data, "movies")?)?);
+    let ds = Dataset::load(&args.data, true)?;
+    for r in &ds.reports {
+        for line in r.describe() {
+            eprintln!("warning: {line}");
         }
-        None => Vec::new(),
-    };
-    // As the processor does, events of movies not in the catalog are not activity.
-    let known = |m: u32| catalog.genres_of(m).is_some();
-    let events: Vec<(u32, i64)> = ratings
-        .iter()
-        .filter(|r| known(r.movie))
-        .map(|r| (r.user, r.ts))
-        .chain(tags.iter().filter(|t| known(t.movie)).map(|t| (t.user, t.ts)))
-        .collect();
-    eprintln!(
-        "read {} events in {:.1}s; scoring every close…",
-        events.len(),
-        started.elapsed().as_secs_f64()
-    );
-    let e = evaluate(&events, args.fit_every);
-    if e.pairs == 0 {
+    }
+    // Each user's active days, as the processor counts activity (events of movies not in the
+    // catalog go to the dead-letter queue).
+    let mut days: FxHashMap<u32, Vec<i64>> = FxHashMap::default();
+    let mut span: Option<(i64, i64)> = None;
+    for (_, e) in ds.events() {
+        let movie = match e {
+            EventRef::Rating(r) => r.movie,
+            EventRef::Tag(t) => t.movie,
+        };
+        if catalog.genres_of(movie).is_none() {
+            continue;
+        }
+        let d = day_of(e.ts());
+        let v = days.entry(e.user()).or_default();
+        if v.last() != Some(&d) {
+            v.push(d);
+        }
+        span = Some(span.map_or((d, d), |(a, b)| (a.min(d), b.max(d))));
+    }
+    let (first_day, last_day) = span.unwrap_or((0, -1));
+    let (first_close, last_close) = (first_day + BURN_IN_DAYS, last_day - HORIZON_DAYS);
+    if first_close > last_close {
         bail!(
-            "not enough data: scoring needs {} days of burn-in and {} days of labels",
-            crate::analytics::churn_eval::BURN_IN_DAYS,
-            crate::analytics::churn_eval::HORIZON_DAYS
+            "not enough data: scoring needs {BURN_IN_DAYS} days of burn-in and {HORIZON_DAYS} days of labels after it"
         );
     }
+    eprintln!(
+        "read {} events in {:.1}s; processing, scoring every user at every close from {} to {}…",
+        ds.len(),
+        started.elapsed().as_secs_f64(),
+        day_label(first_close),
+        day_label(last_close)
+    );
+    let recorder = Recorder::new(ChurnModel::new(args.threshold), first_close, last_close);
+    let recording = recorder.0.clone();
+    let mut processor =
+        Processor::new(CoreConfig::default(), catalog.clone(), crate::io::embedded::partition_list(1));
+    processor.set_scorer(Some(Box::new(recorder)));
+    let progress = indicatif::ProgressBar::new(ds.len());
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} records {per_sec} eta {eta}")
+            .expect("valid template"),
+    );
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let mut feed = Feed {
+        processor: &mut processor,
+        out: Vec::new(),
+        churned: Vec::new(),
+        progress: &progress,
+        records: 0,
+    };
+    engine::replay(&ds, &mut feed, &ReplayConfig::default(), &AtomicBool::new(false), &progress)
+        .context("replaying the data into the processor")?;
+    feed.processor.finish(&mut feed.out);
+    feed.drain();
+    progress.finish_and_clear();
+    let churned = std::mem::take(&mut feed.churned);
+    let r = recording.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let labels: Vec<bool> = r
+        .pairs
+        .iter()
+        .map(|p| churned_after(days.get(&p.user).map_or(&[][..], Vec::as_slice), p.day))
+        .collect();
+    if labels.is_empty() {
+        bail!("no user was active at any close from {} to {}", day_label(first_close), day_label(last_close));
+    }
+    let scores: [(&str, Vec<f64>, bool); 4] = [
+        ("churn_risk", r.pairs.iter().map(|p| p.risk).collect(), true),
+        ("recency", r.pairs.iter().map(|p| p.recency).collect(), false),
+        ("p_alive", r.pairs.iter().map(|p| p.risk_mbg).collect(), true),
+        ("p_alive_bg", r.pairs.iter().map(|p| p.risk_bg).collect(), true),
+    ];
+    let all: Vec<(&str, Metrics)> = scores.iter().map(|(n, s, p)| (*n, metrics(s, &labels, *p))).collect();
+    // The fits at the last day of the data, on every user, from the model's last fits and the
+    // spread starts (the published optimizer settings: what scipy checks).
+    let users = feed.processor.users();
+    let histogram = Histogram::from_patterns(users.values().filter_map(|st| {
+        let a = &st.activity;
+        Pattern::of(a.active_days, day_of(a.first_seen), day_of(a.last), last_day)
+    }));
+    let starts =
+        |f: Option<FitState>| f.map(|f| f.params()).into_iter().chain(SPREAD).collect::<Vec<Params>>();
+    let bgnbd = fit(Variant::Bg, &histogram, &starts(r.bg));
+    let mbgnbd = fit(Variant::Mbg, &histogram, &starts(r.model.fit));
+    let churned_pairs = labels.iter().filter(|&&l| l).count();
     let num = |x: f64| if x.is_finite() { serde_json::json!(x) } else { serde_json::Value::Null };
     let per = |f: &dyn Fn(&Metrics) -> serde_json::Value| -> serde_json::Value {
         let mut m = serde_json::Map::new();
-        for (name, metrics) in &e.metrics {
+        for (name, metrics) in &all {
             m.insert((*name).into(), f(metrics));
         }
         serde_json::Value::Object(m)
@@ -161,42 +286,44 @@ fn churn(args: &EvalChurnArgs) -> Result<()> {
         None => serde_json::Value::Null,
     }
     };
-    let (first, last) = e.closes.unwrap_or((0, 0));
+    let alert_json = |threshold: f64, m: &AlertMetrics| {
+        serde_json::json!({
+            "threshold": threshold, "at_risk": m.alerts, "churned": m.churned, "reach": num(m.reach),
+            "reach_7d": num(m.reach_7d), "median_lead_days": num(m.median_lead_days), "precision": num(m.precision),
+        })
+    };
+    let model = &r.model;
     let report = serde_json::json!({
-        "closes": {"first": day_label(first), "last": day_label(last), "scored": e.scored_closes},
-        "pairs": e.pairs,
-        "churned": e.churned,
-        "churn_rate": e.churned as f64 / e.pairs as f64,
+        "closes": {"first": day_label(first_close), "last": day_label(last_close)},
+        "pairs": labels.len(),
+        "churned": churned_pairs,
+        "churn_rate": churned_pairs as f64 / labels.len() as f64,
         "auc": per(&|m| num(m.auc)),
         "pr_auc": per(&|m| num(m.pr_auc)),
         "lift_top_decile": per(&|m| num(m.lift_top_decile)),
         "brier": per(&|m| m.brier.map_or(serde_json::Value::Null, num)),
         "calibration": per(&|m| calibration(m)),
-        "last_day": day_label(e.last_day),
-        "bgnbd": fit_json(&e.bgnbd),
-        "mbgnbd": fit_json(&e.mbgnbd),
-        "churn_model": {
-            "features": crate::analytics::churn_eval::FEATURES,
-            "weights": e.model.w,
-            "examples": e.model.t,
-            "l2": crate::analytics::churn_eval::L2,
-            "learning_rate": format!("{} / sqrt(1 + t / 1000)", crate::analytics::churn_eval::ETA0),
-        },
-        "patterns": e.histogram.rows().len(),
-        "users": e.histogram.users(),
+        "alerts": alert_json(model.threshold, &alert_metrics(&r.alerts, &churned)),
+        "alerts_by_threshold": THRESHOLDS.iter().zip(&r.replayed).map(|(&t, a)| alert_json(t, &alert_metrics(a, &churned))).collect::<Vec<_>>(),
+        "last_day": day_label(last_day),
+        "bgnbd": fit_json(&bgnbd),
+        "mbgnbd": fit_json(&mbgnbd),
+        "churn_model": model.report(),
+        "patterns": histogram.rows().len(),
+        "users": histogram.users(),
         "seconds": started.elapsed().as_secs_f64(),
     });
     if let Some(path) = &args.patterns {
         let mut out = String::from("x,t_x,T,users,p_alive_bg,p_alive_mbg\n");
-        for &(p, n) in e.histogram.rows() {
+        for &(p, n) in histogram.rows() {
             let pa = |f: &Option<Fit>, v| f.map_or(f64::NAN, |f| p_alive(v, f.params, p));
             out += &format!(
                 "{},{},{},{n},{:?},{:?}\n",
                 p.x,
                 p.t_x,
                 p.t,
-                pa(&e.bgnbd, Variant::Bg),
-                pa(&e.mbgnbd, Variant::Mbg)
+                pa(&bgnbd, Variant::Bg),
+                pa(&mbgnbd, Variant::Mbg)
             );
         }
         std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))?;

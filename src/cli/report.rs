@@ -5,6 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::PoisonError;
 
+use crate::analytics::churn_model::ChurnModel;
 use crate::core::calendar::format_datetime;
 use crate::io::pipeline::Pipeline;
 use crate::model::als::Which;
@@ -58,6 +59,23 @@ pub fn summary(p: &Pipeline, records: u64, seconds: f64) {
             p.largest_close.1,
             st.largest_full.1,
         );
+    }
+    let (secs, day, users) = p.slowest_close;
+    if secs > 0.0 {
+        println!(
+            "day closes: the slowest record that closed days took {secs:.4}s (up to {}, {users} users)",
+            crate::core::calendar::day_label(day)
+        );
+    }
+    match p.store().churn_model().map(|b| b.map(|b| ChurnModel::from_bytes(&b))) {
+        Ok(Some(Ok(m))) => println!(
+            "churn model: {} at_risk alerts (threshold {}); {} matured labels learned; MBG/NBD fitted {} times; see /models/churn",
+            m.alerts, m.threshold, m.learner.examples, m.fits
+        ),
+        Ok(Some(Err(e))) => println!("churn model: {e}"),
+        Ok(None) if p.processor.has_scorer() => println!("churn model: no day closed yet"),
+        Ok(None) => println!("churn model: off (--no-churn-model)"),
+        Err(e) => println!("churn model: {e}"),
     }
     let Some(model) = p.model() else {
         println!("recommender: off (--no-recommender); {} ratings logged for a later run with it", c.ratings);

@@ -17,7 +17,7 @@ use crate::cli::args::ServeArgs;
 use crate::core::catalog::{Catalog, MAX_GENRES};
 use crate::core::config::CoreConfig;
 use crate::io::output::OutputSink;
-use crate::io::pipeline::{open_processor, Pipeline};
+use crate::io::pipeline::{open_processor, Features, Pipeline};
 use crate::io::snapshots::{SnapshotSettings, SnapshotWriter};
 use crate::model::ModelHandle;
 use crate::serve::http::{self, AppState};
@@ -142,7 +142,9 @@ pub fn start(s: Start<'_>, sink: Box<dyn OutputSink>) -> Result<Started> {
     let (input, catalog, cfg) = (s.input.clone(), s.catalog.clone(), s.cfg.clone());
     // Through the guard: a state refused while opening or loading is left exactly as it was.
     let (store, opened) = Store::open_then(s.state, |store| {
-        open_processor(store, s.mode, s.input, s.cfg, s.catalog, s.partitions, !s.serve.no_recommender)
+        let features =
+            Features { recommender: !s.serve.no_recommender, churn_threshold: s.serve.churn_threshold() };
+        open_processor(store, s.mode, s.input, s.cfg, s.catalog, s.partitions, features)
     })?;
     let snapshots = match s.snapshots {
         Some(settings) => Some(SnapshotWriter::start(settings, &input, &cfg, catalog)?),

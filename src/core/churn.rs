@@ -40,6 +40,11 @@ impl TimeIndex {
         self.set.remove(&(key, user));
     }
 
+    /// The users in the index, in key order.
+    pub fn users(&self) -> impl Iterator<Item = u32> + '_ {
+        self.set.iter().map(|&(_, u)| u)
+    }
+
     /// Removes and returns the earliest entry whose key is `<= limit`.
     pub fn pop_due(&mut self, limit: i64) -> Option<(i64, u32)> {
         let first = *self.set.first()?;

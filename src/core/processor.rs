@@ -126,6 +126,8 @@ pub enum Output {
     },
     /// A churn alert, for the churn-alerts topic.
     Alert(ChurnAlert),
+    /// An `at_risk` alert of the churn model, for the churn-alerts topic.
+    AtRisk(streamflix_schemas::AtRiskAlert),
     /// An unusable record, for the dead-letter topic, with its original key.
     Dead(DeadLetter),
     /// A closed day, for the snapshot tables (only with [`Processor::set_day_close`]).
@@ -189,6 +191,39 @@ pub trait RatingObserver: Send {
     fn sync(&mut self, wait: bool);
 }
 
+/// What a complete day close hands the churn model: the day, and every user, with the index of
+/// those not churned (active in the trailing churn period).
+pub struct ScoringClose<'a> {
+    /// The closed day (days since the epoch).
+    pub day: i64,
+    /// Its last second.
+    pub as_of: i64,
+    /// Every user.
+    pub users: &'a FxHashMap<u32, UserState>,
+    /// The users not churned ([`ScoringClose::active`]).
+    active: &'a TimeIndex,
+    /// The catalog's genre names.
+    pub genres: &'a [String],
+}
+
+impl ScoringClose<'_> {
+    /// The users not churned, in an order that is a function of the input alone (not by id).
+    pub fn active(&self) -> impl Iterator<Item = u32> + '_ {
+        self.active.users()
+    }
+}
+
+/// What scores the active users at each complete day close (the churn model,
+/// `analytics::churn_model`): the core defines the interface so that it does not depend on the
+/// analytics layer. It runs inside the processor's deterministic sequence, so its state is part
+/// of the checkpoint ([`ChurnScorer::encode`]).
+pub trait ChurnScorer: Send {
+    /// Scores the close's active users; returns the `at_risk` alerts it decided, by user id.
+    fn close(&mut self, close: &ScoringClose<'_>) -> Vec<streamflix_schemas::AtRiskAlert>;
+    /// The state to checkpoint.
+    fn encode(&self) -> Vec<u8>;
+}
+
 /// The processor's whole state.
 pub struct Processor {
     cfg: CoreConfig,
@@ -215,6 +250,10 @@ pub struct Processor {
     close_spec: Option<CloseSpec>,
     /// The last `user_features_full` rows, reused at the next month end (see [`FullRows`]).
     full_rows: Option<FullRows>,
+    /// What scores users at each complete close; `None` without the churn model.
+    scorer: Option<Box<dyn ChurnScorer>>,
+    /// Complete closes the scorer ran since [`Processor::take_scored`].
+    scored: u64,
 }
 
 /// The rows of the last `user_features_full` and the users whose state changed since (not
@@ -290,7 +329,27 @@ impl Processor {
             day,
             close_spec: None,
             full_rows: None,
+            scorer: None,
+            scored: 0,
         }
+    }
+
+    /// From now on `scorer` (the churn model) scores the active users at every complete day
+    /// close, and its `at_risk` alerts are outputs; `None` stops that.
+    pub fn set_scorer(&mut self, scorer: Option<Box<dyn ChurnScorer>>) {
+        self.scorer = scorer;
+    }
+
+    /// Whether a scorer is set.
+    pub fn has_scorer(&self) -> bool {
+        self.scorer.is_some()
+    }
+
+    /// The scorer's state to checkpoint, if it closed a day since the last call (`None`: nothing
+    /// new, or no scorer).
+    pub fn take_scored(&mut self) -> Option<Vec<u8>> {
+        let changed = std::mem::take(&mut self.scored) > 0;
+        self.scorer.as_ref().filter(|_| changed).map(|s| s.encode())
     }
 
     /// From now on each day close pushes an [`Output::DayClosed`] with the rows `spec` asks for;
@@ -579,6 +638,19 @@ impl Processor {
             out.push(Output::DayClosed(Box::new(close)));
         }
         if complete {
+            if let Some(scorer) = self.scorer.as_mut() {
+                // An incomplete close (the end of a finite input) is not scored: the day's real
+                // close, if more input comes, must see the model as an uninterrupted run would.
+                let close = ScoringClose {
+                    day,
+                    as_of: (day + 1) * DAY - 1,
+                    users: &self.users,
+                    active: &self.churn_index,
+                    genres: self.catalog.genre_names(),
+                };
+                out.extend(scorer.close(&close).into_iter().map(Output::AtRisk));
+                self.scored += 1;
+            }
             self.day = DayLog::starting(day + 1);
         }
     }

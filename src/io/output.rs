@@ -164,6 +164,7 @@ impl OutputSink for JsonLinesSink {
                 (0, serde_json::to_writer(&mut self.files[0], &session.summary(*user, &self.genres)))
             }
             Output::Alert(a) => (1, serde_json::to_writer(&mut self.files[1], a)),
+            Output::AtRisk(a) => (1, serde_json::to_writer(&mut self.files[1], a)),
             Output::Dead(d) => (2, serde_json::to_writer(&mut self.files[2], d)),
         };
         r?;

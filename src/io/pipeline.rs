@@ -7,7 +7,7 @@
 //! checkpoint is being written at a time: the next waits for it (and fails if it failed), and
 //! [`Pipeline::checkpoint`], [`Pipeline::finish`] and dropping the pipeline wait for it too.
 //!
-//! May import: what `io/mod.rs` allows its layer; this module uses `crate::analytics::tables`, `crate::core::calendar`, `crate::core::catalog`, `crate::core::config`, `crate::core::daily`, `crate::core::processor`, `crate::io::output`, `crate::io::priority`, `crate::io::snapshots`, `crate::model::ModelHandle`, `crate::model::learner`, `crate::model::recommend`, `crate::serve::Status`, `crate::serve::metrics`, `crate::state::checkpoint`, `streamflix-schemas`.
+//! May import: what `io/mod.rs` allows its layer; this module uses `crate::analytics::churn_model`, `crate::analytics::tables`, `crate::core::calendar`, `crate::core::catalog`, `crate::core::config`, `crate::core::daily`, `crate::core::processor`, `crate::io::output`, `crate::io::priority`, `crate::io::snapshots`, `crate::model::ModelHandle`, `crate::model::learner`, `crate::model::recommend`, `crate::serve::Status`, `crate::serve::metrics`, `crate::state::checkpoint`, `streamflix-schemas`.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use streamflix_schemas::StreamRecord;
 
+use crate::analytics::churn_model::ChurnModel;
 use crate::analytics::tables::Table;
 use crate::core::catalog::Catalog;
 use crate::core::config::CoreConfig;
@@ -205,6 +206,9 @@ pub struct Pipeline {
     /// The largest full close (every user) this process made: users, and the seconds the
     /// processing thread spent on the record that made it (computing the rows; embedded input).
     pub largest_close: (u64, f64),
+    /// The slowest record that closed days (embedded input): seconds, the last day it closed,
+    /// and users then. It covers the close's rows and the churn model's work.
+    pub slowest_close: (f64, i64, u64),
 }
 
 impl Pipeline {
@@ -250,6 +254,7 @@ impl Pipeline {
             outcome_handles: Vec::new(),
             snapshots: None,
             largest_close: (0, 0.0),
+            slowest_close: (0.0, 0, 0),
         };
         pipeline.resolve_handles();
         Ok(pipeline)
@@ -322,21 +327,25 @@ impl Pipeline {
     ) -> Result<(), PipelineError> {
         let started = self.timed();
         // A record past the open day's end may close days: timed, for the summary's close cost.
-        let closing = self.snapshots.is_some()
-            && self
-                .processor
-                .day_log()
-                .open
-                .is_some_and(|d| record.ts() >= (d + 1) * crate::core::calendar::DAY);
+        let closing = self
+            .processor
+            .day_log()
+            .open
+            .is_some_and(|d| record.ts() >= (d + 1) * crate::core::calendar::DAY);
         let close_started = closing.then(Instant::now);
         let outcome = self.processor.process_record(src, key, record, None, &mut self.buf);
         if let Some(t) = close_started {
+            let secs = t.elapsed().as_secs_f64();
+            if secs > self.slowest_close.0 {
+                let day = self.processor.day_log().open.map_or(0, |d| d - 1);
+                self.slowest_close = (secs, day, self.processor.users().len() as u64);
+            }
             let users = self.buf.iter().filter_map(|o| match o {
                 Output::DayClosed(c) => c.full.as_ref().map(|f| f.users.len() as u64),
                 _ => None,
             });
             if let Some(users) = users.max().filter(|&u| u >= self.largest_close.0) {
-                self.largest_close = (users, t.elapsed().as_secs_f64());
+                self.largest_close = (users, secs);
             }
         }
         self.count(src.index, outcome, started);
@@ -514,6 +523,15 @@ pub struct Opened {
     pub outputs: Vec<OutputFile>,
 }
 
+/// The optional models a processor runs with.
+#[derive(Debug, Clone, Copy)]
+pub struct Features {
+    /// The recommender (ALS).
+    pub recommender: bool,
+    /// The churn model, with its `at_risk` threshold; `None` without it.
+    pub churn_threshold: Option<f64>,
+}
+
 /// Opens the processor from `store`: restored from its checkpoint if there is one (after
 /// checking it was computed the same way), fresh otherwise; with `recommender` false, without a
 /// model (nor is the model rebuilt from the rating log: the processor still logs the ratings, so
@@ -522,6 +540,30 @@ pub struct Opened {
 /// # Errors
 /// The store cannot be read, or holds state computed differently.
 pub fn open_processor(
+    store: &Store,
+    mode: &str,
+    input: String,
+    cfg: CoreConfig,
+    catalog: Arc<Catalog>,
+    partitions: Vec<(String, u32)>,
+    features: Features,
+) -> Result<Opened, StoreError> {
+    let recommender = features.recommender;
+    let mut opened = open_unscored(store, mode, input, cfg, catalog, partitions, recommender)?;
+    if let Some(threshold) = features.churn_threshold {
+        let mut model = match store.churn_model()? {
+            // Restored as it was checkpointed; the threshold is a setting, not state.
+            Some(bytes) if opened.checkpoints > 0 => ChurnModel::from_bytes(&bytes)
+                .map_err(|e| StoreError::Corrupt { what: "churn model".into(), detail: e.to_string() })?,
+            _ => ChurnModel::new(threshold),
+        };
+        model.threshold = threshold;
+        opened.processor.set_scorer(Some(Box::new(model)));
+    }
+    Ok(opened)
+}
+
+fn open_unscored(
     store: &Store,
     mode: &str,
     input: String,

@@ -9,7 +9,7 @@
 //! 4xx status for bad requests and unknown ids, 500 for a store failure, 503 before the first
 //! checkpoint (state routes, user and group recommendations; similar titles need only the model).
 //!
-//! May import: what `serve/mod.rs` allows its layer; this module uses `crate::core::calendar`, `crate::model::ModelHandle`, `crate::model::als`, `crate::model::recommend`, `crate::serve::Status`, `crate::serve::metrics`, `crate::state::checkpoint`, `streamflix-schemas`.
+//! May import: what `serve/mod.rs` allows its layer; this module uses `crate::analytics::churn_model`, `crate::core::calendar`, `crate::model::ModelHandle`, `crate::model::als`, `crate::model::recommend`, `crate::serve::Status`, `crate::serve::metrics`, `crate::state::checkpoint`, `streamflix-schemas`.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -24,6 +24,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use streamflix_schemas::ChurnStatus;
 
+use crate::analytics::churn_model::ChurnModel;
 use crate::model::recommend::{GroupStrategy, Recommender};
 use crate::serve::Status;
 use crate::state::checkpoint::{Meta, Store, StoreError};
@@ -133,6 +134,7 @@ pub fn router(state: AppState) -> Router {
         .route("/users/{id}", get(user))
         .route("/users/{id}/sessions", get(sessions))
         .route("/churn", get(churn))
+        .route("/models/churn", get(churn_model))
         .route("/users/{id}/recommendations", get(recommendations))
         .route("/movies/{id}/similar", get(similar))
         .route("/groups/recommendations", get(group))
@@ -143,7 +145,7 @@ pub fn router(state: AppState) -> Router {
             ApiError(
                 StatusCode::NOT_FOUND,
                 "no such route; see /stats, /users/{id}, /users/{id}/sessions, /users/{id}/recommendations, \
-                 /movies/{id}/similar, /groups/recommendations, /churn"
+                 /movies/{id}/similar, /groups/recommendations, /churn, /models/churn"
                     .into(),
             )
         })
@@ -480,6 +482,20 @@ async fn user(State(s): State<AppState>, IdParam(id): IdParam) -> ApiResult {
         "open_sessions": open,
         "last_alert": s.store.last_alert(id)?,
     })))
+}
+
+/// The churn model as of the committed checkpoint: settings, coefficients, the last MBG/NBD fit.
+async fn churn_model(State(s): State<AppState>) -> ApiResult {
+    committed(&s.store)?;
+    let bytes = s.store.churn_model()?.ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            "no churn model in this state: the processor runs with --no-churn-model, or has not closed a day since it started with the model".into(),
+        )
+    })?;
+    let model = ChurnModel::from_bytes(&bytes)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Json(model.report()))
 }
 
 async fn sessions(State(s): State<AppState>, IdParam(id): IdParam, QueryMap(q): QueryMap) -> ApiResult {

@@ -25,6 +25,9 @@
 //! - `e` → the platform engagement aggregates ([`Engagement`]), postcard;
 //! - `d` → the open day's log ([`DayLog`]: its ratings, touched users, closed sessions and
 //!   alerts, for the day close), postcard;
+//! - `k` → the churn model's state (`analytics::churn_model`, its own version byte, then
+//!   postcard), rewritten by a checkpoint after a day close and removed by one of a run without
+//!   the model (so a later run with it does not resume a stale model);
 //! - `l` + checkpoint number (u64 BE) + piece number (u32 BE) → the ratings applied since the
 //!   previous checkpoint, in order, in pieces of up to 640 (see `LOG_PIECE`; about 7 bytes a
 //!   rating, see `encode_rating`): the recommender's log. The ALS model is a
@@ -58,6 +61,7 @@ const META: &[u8] = b"m";
 const PENDING: &[u8] = b"p";
 const ENGAGEMENT: &[u8] = b"e";
 const DAY_LOG: &[u8] = b"d";
+const CHURN_MODEL: &[u8] = b"k";
 
 /// Errors of the state store.
 #[derive(Debug, thiserror::Error)]
@@ -617,6 +621,15 @@ impl Store {
         Ok(Some(Loaded { meta, users, pending, engagement, day }))
     }
 
+    /// The churn model's committed state, encoded (see `analytics::churn_model`), if a run with
+    /// the model checkpointed one.
+    ///
+    /// # Errors
+    /// I/O.
+    pub fn churn_model(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.sled(self.db.get(CHURN_MODEL))?.map(|v| v.to_vec()))
+    }
+
     /// The postcard value under `key` (no version byte), its type's default if absent.
     fn postcard_or_default<T: serde::de::DeserializeOwned + Default>(
         &self,
@@ -733,6 +746,14 @@ impl Store {
             }
             bytes += 13 + log.len() as u64;
             batch.insert(&log_key(checkpoints, piece as u32), log);
+        }
+        if p.has_scorer() {
+            if let Some(model) = p.take_scored() {
+                bytes += model.len() as u64;
+                batch.insert(CHURN_MODEL, model);
+            }
+        } else {
+            batch.remove(CHURN_MODEL);
         }
         let engagement = postcard::to_stdvec(p.engagement()).expect("aggregates serialize");
         bytes += engagement.len() as u64;

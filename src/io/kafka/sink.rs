@@ -69,6 +69,11 @@ impl OutputSink for KafkaOutputs {
                 write!(self.key, "{}", a.user_id)?;
                 (&self.topics.alerts, true, Some(a.at))
             }
+            Output::AtRisk(a) => {
+                serde_json::to_writer(&mut self.payload, a)?;
+                write!(self.key, "{}", a.user_id)?;
+                (&self.topics.alerts, true, Some(a.at))
+            }
             Output::Dead(d) => {
                 serde_json::to_writer(&mut self.payload, d)?;
                 if let Some(k) = &d.key {
