@@ -99,3 +99,75 @@ fn eval_churn_refuses_bad_input_in_one_line() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("threshold"));
 }
+
+/// The churn model over HTTP: `/models/churn`, `/segments` (sizes add up), `/targets` (in the
+/// segment asked for, above the P(alive) floor, ranked by priority) and the segment on
+/// `/users/{id}`; bad parameters are 400s with a JSON body.
+#[test]
+fn segments_and_targets_are_served_and_agree_with_each_other() {
+    let data = dataset();
+    let (run, _state, base) = util::serve_with(data.path(), &["--no-snapshots"]);
+    let get = |path: &str| util::get_json(&format!("{base}{path}")).unwrap();
+    let (status, model) = get("/models/churn");
+    assert_eq!(status, 200, "{model}");
+    let (status, seg) = get("/segments");
+    assert_eq!(status, 200, "{seg}");
+    let sizes: Vec<(String, u64)> = seg["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["segment"].as_str().unwrap().to_string(), s["users"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(sizes.len(), 11);
+    let users = seg["users"].as_u64().unwrap();
+    assert!(users > 50, "{seg}");
+    assert_eq!(sizes.iter().map(|s| s.1).sum::<u64>(), users);
+    assert!(sizes.iter().filter(|s| s.1 > 0).count() >= 4, "a few segments are populated: {sizes:?}");
+
+    let (name, n) = sizes.iter().max_by_key(|s| s.1).unwrap().clone();
+    let query = format!("/targets?segment={}&limit=1000&min_p_alive=0", name.replace(' ', "%20"));
+    let (status, t) = get(&query);
+    assert_eq!(status, 200, "{t}");
+    let targets = t["targets"].as_array().unwrap();
+    assert_eq!(targets.len() as u64, n, "every user of {name}, with no P(alive) floor");
+    let priorities: Vec<f64> = targets.iter().map(|t| t["priority"].as_f64().unwrap()).collect();
+    assert!(priorities.windows(2).all(|w| w[0] >= w[1]), "ranked by priority: {priorities:?}");
+    for t in targets {
+        assert_eq!(t["segment"], name.as_str());
+        let (f, m, risk) = (
+            t["f_score"].as_f64().unwrap(),
+            t["m_score"].as_f64().unwrap(),
+            t["churn_risk"].as_f64().unwrap(),
+        );
+        assert!((t["priority"].as_f64().unwrap() - (f + m) / 10.0 * risk).abs() < 1e-12, "{t}");
+        assert!(t["reason"].as_str().unwrap().starts_with(&name), "{t}");
+    }
+    let first = &targets[0];
+    let (status, user) = get(&format!("/users/{}", first["user_id"]));
+    assert_eq!(status, 200);
+    assert_eq!(&user["segment"], first, "/users/{{id}} shows the same segment and scores");
+
+    // The default floor on P(alive), and a floor no one passes.
+    let (_, all) = get("/targets?limit=10000");
+    let floor = all["min_p_alive"].as_f64().unwrap();
+    assert!(all["targets"].as_array().unwrap().iter().all(|t| t["p_alive"].as_f64().unwrap() >= floor));
+    assert_eq!(
+        get("/targets?min_p_alive=1&limit=5").1["targets"].as_array().map(|v| v.len() <= 5),
+        Some(true)
+    );
+    // Segment names are matched without case or punctuation.
+    assert_eq!(get("/targets?segment=cant-lose-them").0, 200);
+    for (path, code) in [
+        ("/targets?segment=Nobody", 400),
+        ("/targets?min_p_alive=2", 400),
+        ("/targets?min_p_alive=x", 400),
+        ("/targets?limit=0", 400),
+        ("/targets?colour=red", 400),
+    ] {
+        let (status, body) = get(path);
+        assert_eq!(status, code, "{path}: {body}");
+        assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{path}: {body}");
+    }
+    run.signal("-TERM");
+    assert!(run.wait().0.success());
+}

@@ -131,6 +131,17 @@ fn metrics_pass_promtool_every_dashboard_query_returns_data_and_engagement_equal
         assert_eq!(m[&format!(r#"streamflix_active_users{{window="{w}"}}"#)], active[i] as f64, "active {w}");
     }
     assert_eq!(m["streamflix_churned_users"], churned as f64);
+    // The churn model's segments: one gauge per segment, equal to /segments.
+    let (status, seg) = get_json(&format!("{base}/segments")).unwrap();
+    assert_eq!(status, 200, "{seg}");
+    let mut segmented = 0.0;
+    for s in seg["segments"].as_array().unwrap() {
+        let name = s["segment"].as_str().unwrap();
+        let users = s["users"].as_f64().unwrap();
+        assert_eq!(m[&format!(r#"streamflix_segment_users{{segment="{name}"}}"#)], users, "segment {name}");
+        segmented += users;
+    }
+    assert!(segmented > 0.0 && segmented == seg["users"].as_f64().unwrap(), "{seg}");
     assert_eq!(stats["users"], 300);
     eprintln!("engagement: active 1d/7d/30d {active:?}, churned {churned} — equal in /metrics and over HTTP");
 

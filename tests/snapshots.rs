@@ -62,7 +62,8 @@ fn day_label(day: i64) -> String {
 
 /// The processor's tables answer the analysts' eight queries (run by DuckDB) exactly as pandas
 /// computes them from the CSV files; pyarrow reads every table with the schema docs/tables.md
-/// gives; the closed days are exactly the first event's day to the day before the last one's.
+/// gives; the closed days are exactly the first event's day to the day before the last one's;
+/// the month ends' RFM segments equal a pandas segmentation of the same rows, and the dump's.
 #[test]
 fn the_tables_answer_the_sql_pack_as_pandas_computes_it_from_the_csv_files() {
     let data = dataset();
@@ -70,20 +71,28 @@ fn the_tables_answer_the_sql_pack_as_pandas_computes_it_from_the_csv_files() {
     run_ok(&run_args(data.path(), state.path()));
     let snapshots = state.path().join("snapshots");
     let root = repo();
+    let churn_model = state.path().join("churn-model.json");
+    // The dump's own bytes: serde_json's default parser may round a float by an ulp.
+    let dumped = streamflix(&["dump", "--state", state.path().to_str().unwrap(), "churn-model"]);
+    assert!(dumped.status.success(), "{}", String::from_utf8_lossy(&dumped.stderr));
+    std::fs::write(&churn_model, dumped.stdout).unwrap();
     let out = Command::new(python())
         .arg(root.join("tests/snapshots_check.py"))
         .args(["--snapshots", snapshots.to_str().unwrap(), "--data", data.path().to_str().unwrap()])
         .args(["--sql", root.join("sql").to_str().unwrap()])
         .args(["--tables-doc", root.join("docs/tables.md").to_str().unwrap()])
         .args(["--as-of", "2015-06-15", "--as-of", "2016-03-01", "--as-of", "2016-12-01"])
+        .args(["--churn-model", churn_model.to_str().unwrap()])
         .output()
         .unwrap();
     let report = String::from_utf8_lossy(&out.stdout);
     eprintln!("{report}{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "the SQL pack or the schemas disagree (see above)");
-    for q in ["1_user_summary", "3_churn_label", "6_binge_watchers", "8_activity_by_hour_weekday"] {
+    for q in ["1_user_summary", "3_churn_label", "6_binge_watchers", "8_activity_by_hour_weekday", "segments"]
+    {
         assert!(report.contains(&format!("ok {q}")), "{q} was not checked");
     }
+    assert!(report.contains("ok segments vs churn-model"), "the dump's segments were not checked");
 
     // _SUCCESS: exactly the days from the first event's to the day before the last one's (the
     // final watermark, once the input ends, is the last event time).
@@ -254,7 +263,7 @@ print(t.num_rows, t.schema.names[0], t.schema.names[-1], t.column("user_id").to_
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("{users} user_id cohort True"));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("{users} user_id segment True"));
     run.signal("-TERM");
     assert!(run.wait().0.success());
 }

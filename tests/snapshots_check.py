@@ -3,7 +3,7 @@
 
 Usage:
     python tests/snapshots_check.py --snapshots DIR --data CSVDIR --sql SQLDIR \
-        --tables-doc docs/tables.md [--as-of YYYY-MM-DD ...]
+        --tables-doc docs/tables.md [--as-of YYYY-MM-DD ...] [--churn-model FILE]
 
 1. Schemas. Every table present under DIR is read with pyarrow, one part file at a time, and
    each file's Arrow schema must equal the one documented in docs/tables.md (the `### \`name\``
@@ -25,19 +25,31 @@ Usage:
    Queries 3 and 6 run once per --as-of date; by default for two dates: 60 days before the
    UTC day of the last event (rating or tag), and the day before it.
 
+3. Segments (with --churn-model). Every complete month-end partition of user_features_full
+   (`dt` the last day of its month, with `_SUCCESS`) is segmented again here with pandas, from
+   the table's own `recency_days`, `events_90d` and `active_days_90d`, by the definitions in
+   docs/churn.md: the users with `recency_days` < 365; breakpoints the 20/40/60/80 % quantiles
+   with `interpolation="lower"`; R = 1 + #{breakpoints > recency}, F and M = 1 + #{breakpoints <
+   value}; the named segment from (R, floor((F + M) / 2)). Each row's `r_score`, `f_score`,
+   `m_score` and `segment` must equal pandas' (null outside the population), and so must the
+   segment counts; the last month end's breakpoints and counts must equal FILE, the JSON line
+   `streamflix dump --state S churn-model` printed.
+
 One line per check (`ok 1_user_summary: 300 rows`, or `FAIL ...` with the first differing
-rows); the exit status is 1 if any check failed, 0 otherwise. Needs only pandas, pyarrow and
-duckdb.
+rows); the exit status is 1 if any check failed, 0 otherwise. Needs only pandas, numpy, pyarrow
+and duckdb.
 """
 
 import argparse
 import datetime as dt
+import json
 import math
 import re
 import sys
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -556,6 +568,114 @@ def check_queries(snapshots, sql_dir, ml, as_of_dates, report):
                 report.ok(label, f"{len(rows)} rows")
 
 
+# --------------------------------------------------------------------------------------------
+# 3. Segments
+# --------------------------------------------------------------------------------------------
+
+SEGMENT_WITHIN_DAYS = 365
+QUANTILES = [0.2, 0.4, 0.6, 0.8]
+SEGMENT_NAMES = ["Champions", "Loyal", "Potential Loyalist", "New", "Promising", "Need Attention",
+                 "About to Sleep", "At Risk", "Can't Lose Them", "Hibernating", "Lost"]
+
+
+def named_segment(r, fm):
+    """The segment of R and FM = floor((F + M) / 2): the table in docs/churn.md, row by row."""
+    table = [
+        ("Champions", {5}, {4, 5}),
+        ("Loyal", {3, 4}, {4, 5}),
+        ("Potential Loyalist", {4, 5}, {2, 3}),
+        ("New", {5}, {1}),
+        ("Promising", {4}, {1}),
+        ("Need Attention", {3}, {3}),
+        ("About to Sleep", {3}, {1, 2}),
+        ("At Risk", {1, 2}, {3, 4}),
+        ("Can't Lose Them", {1, 2}, {5}),
+        ("Hibernating", {2}, {1, 2}),
+        ("Lost", {1}, {1, 2}),
+    ]
+    found = [name for name, rs, fms in table if r in rs and fm in fms]
+    assert len(found) == 1, (r, fm, found)
+    return found[0]
+
+
+def pandas_segments(frame):
+    """Breakpoints, and per row scores and segment, of the users with recency_days < 365."""
+    pop = frame[frame["recency_days"] < SEGMENT_WITHIN_DAYS]
+    breaks = {c: pop[c].quantile(QUANTILES, interpolation="lower").to_numpy()
+              for c in ["recency_days", "events_90d", "active_days_90d"]}
+    r = 1 + (pop["recency_days"].to_numpy()[:, None] < breaks["recency_days"][None, :]).sum(axis=1)
+    f = 1 + (pop["events_90d"].to_numpy()[:, None] > breaks["events_90d"][None, :]).sum(axis=1)
+    m = 1 + (pop["active_days_90d"].to_numpy()[:, None] > breaks["active_days_90d"][None, :]).sum(axis=1)
+    out = pd.DataFrame({"user_id": pop["user_id"].to_numpy(), "r": r, "f": f, "m": m})
+    out["segment"] = [named_segment(int(a), int((b + c) // 2)) for a, b, c in zip(r, f, m)]
+    return breaks, out
+
+
+def check_segments(snapshots, churn_model, report):
+    root = snapshots / "user_features_full"
+    month_ends = []
+    for part in sorted(root.glob("dt=*")):
+        day = dt.date.fromisoformat(part.name[3:])
+        if (day + dt.timedelta(days=1)).day == 1 and (part / "_SUCCESS").is_file():
+            month_ends.append((day, part))
+    if not month_ends:
+        report.fail("segments", f"no complete month-end partition under {root}")
+        return
+    segmented = 0
+    last = None
+    for day, part in month_ends:
+        frame = pd.concat([pq.read_table(f).to_pandas() for f in sorted(part.glob("part-*.parquet"))])
+        frame = frame.sort_values("user_id").reset_index(drop=True)
+        breaks, want = pandas_segments(frame)
+        got = frame[frame["segment"].notna()]
+        label = f"segments {day}"
+        outside = frame[(frame["recency_days"] >= SEGMENT_WITHIN_DAYS)
+                        & (frame["segment"].notna() | frame["r_score"].notna())]
+        if len(outside):
+            report.fail(label, f"{len(outside)} users inactive for a year have a segment, e.g.\n"
+                        f"{outside.head(MAX_DIFF_ROWS).to_string()}")
+            continue
+        if len(want) == 0:
+            if len(got):
+                report.fail(label, f"{len(got)} rows segmented, pandas segments nobody")
+            continue
+        merged = want.merge(got[["user_id", "r_score", "f_score", "m_score", "segment"]],
+                            on="user_id", how="left", suffixes=("", "_got"))
+        diff = merged[(merged["r"] != merged["r_score"]) | (merged["f"] != merged["f_score"])
+                      | (merged["m"] != merged["m_score"]) | (merged["segment"] != merged["segment_got"])]
+        if len(diff) or len(got) != len(want):
+            report.fail(label, f"{len(diff)} of {len(want)} users differ ({len(got)} segmented in the table):\n"
+                        f"{diff.head(MAX_DIFF_ROWS).to_string()}")
+            continue
+        segmented += len(want)
+        last = (day, breaks, want["segment"].value_counts().to_dict(), len(want))
+    if segmented:
+        report.ok("segments", f"{len(month_ends)} month ends, {segmented} user rows: scores and segments "
+                  "equal pandas'")
+    if churn_model is None or last is None:
+        return
+    day, breaks, counts, users = last
+    seg = churn_model.get("segments") or {}
+    label = f"segments vs churn-model ({day})"
+    if seg.get("as_of") != day.isoformat():
+        report.fail(label, f"dump's last segmentation is of {seg.get('as_of')}, the table's last of {day}")
+        return
+    problems = []
+    for col in ["recency_days", "events_90d", "active_days_90d"]:
+        if [float(x) for x in seg["breakpoints"][col]] != [float(x) for x in breaks[col]]:
+            problems.append(f"{col}: dump {seg['breakpoints'][col]}, pandas {list(breaks[col])}")
+    dumped = {s["segment"]: s["users"] for s in seg["segments"] if s["users"]}
+    if dumped != counts:
+        problems.append(f"counts: dump {dumped}, pandas {counts}")
+    if seg.get("users") != users:
+        problems.append(f"users: dump {seg.get('users')}, pandas {users}")
+    if problems:
+        report.fail(label, "\n".join(problems))
+    else:
+        report.ok(label, f"breakpoints {', '.join(f'{c} {list(breaks[c])}' for c in breaks)}; {users} users, "
+                  f"{len(counts)} segments")
+
+
 class Report:
     def __init__(self):
         self.failures = 0
@@ -581,6 +701,8 @@ def main():
     parser.add_argument("--tables-doc", required=True, type=Path, help="docs/tables.md")
     parser.add_argument("--as-of", action="append", type=dt.date.fromisoformat, default=[],
                         metavar="YYYY-MM-DD", help="as_of for queries 3 and 6 (repeatable)")
+    parser.add_argument("--churn-model", type=Path, metavar="FILE",
+                        help="`streamflix dump churn-model` output: check segments against it")
     args = parser.parse_args()
 
     if not args.snapshots.is_dir():
@@ -594,6 +716,8 @@ def main():
         last = ml.last_event_day()
         as_of_dates = [last - dt.timedelta(days=60), last - dt.timedelta(days=1)]
     check_queries(args.snapshots.resolve(), args.sql, ml, as_of_dates, report)
+    if args.churn_model is not None:
+        check_segments(args.snapshots, json.loads(args.churn_model.read_text()), report)
 
     if report.failures:
         print(f"{report.failures} check(s) failed")

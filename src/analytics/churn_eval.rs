@@ -33,7 +33,7 @@ use streamflix_schemas::AtRiskAlert;
 use crate::analytics::bgnbd::{p_alive, Variant};
 use crate::analytics::churn_model::{due_day, next_fit, ChurnModel, FitState, HORIZON_DAYS};
 use crate::core::calendar::DAY;
-use crate::core::processor::{ChurnScorer, ScoringClose};
+use crate::core::processor::{ChurnScorer, ScorerGauges, ScoringClose};
 
 /// Days of data before the first scored close.
 pub const BURN_IN_DAYS: i64 = 60;
@@ -149,6 +149,14 @@ impl ChurnScorer for Recorder {
 
     fn encode(&self) -> Vec<u8> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).model.to_bytes()
+    }
+
+    fn segment(&self, user: u32) -> Option<[u8; 4]> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).model.segment_of(user)
+    }
+
+    fn gauges(&self) -> ScorerGauges {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).model.gauges()
     }
 }
 

@@ -21,6 +21,12 @@
 //! `logit(1 − P(alive))`. The contribution of an input to a score is its weight times its value
 //! (the bias excluded); the three largest are what an `at_risk` alert names.
 //!
+//! **Segments.** At a month's last close the model also segments the users active in the last
+//! [`SEGMENT_WITHIN_DAYS`] days by RFM quintiles
+//! ([`crate::analytics::segments`]): the breakpoints, each user's scores and segment (on the
+//! close's table rows, `at_risk` alerts and `GET /users/{id}`), sizes and moves since the
+//! previous month end (`GET /segments`).
+//!
 //! **In the processor** ([`ChurnModel`]) the model runs at every complete daily close, inside
 //! the processor's deterministic sequence: it learns the examples that matured at this close,
 //! refits MBG/NBD every [`FIT_EVERY`] closes over every user's pattern (warm-started from the
@@ -32,7 +38,8 @@
 //! state is checkpointed ([`ChurnModel::encode`]), so a restart continues it exactly.
 //!
 //! May import: what `analytics/mod.rs` allows its layer; this module uses
-//! `crate::analytics::bgnbd`, `crate::core::calendar`, `crate::core::features`,
+//! `crate::analytics::bgnbd`, `crate::analytics::segments`, `crate::core::calendar`,
+//! `crate::core::daily`, `crate::core::features`,
 //! `crate::core::processor`, `streamflix-schemas`.
 
 use std::collections::VecDeque;
@@ -41,9 +48,11 @@ use serde::{Deserialize, Serialize};
 use streamflix_schemas::{AtRiskAlert, RiskReason, AT_RISK_VERSION};
 
 use crate::analytics::bgnbd::{p_alive, probe, refit, Histogram, Params, Pattern, Variant, SPREAD};
+use crate::analytics::segments::{segment, Breakpoints, Rfm, QUANTILES, SEGMENTS};
 use crate::core::calendar::{day_label, day_of};
+use crate::core::daily::is_month_end;
 use crate::core::features::FeatureRow;
-use crate::core::processor::{ChurnScorer, ScoringClose, UserState};
+use crate::core::processor::{ChurnScorer, ScorerGauges, ScoringClose, UserState};
 use rustc_hash::FxHashMap;
 
 /// The model's inputs, in order (see [`inputs`]).
@@ -300,7 +309,7 @@ pub const LEARN_PER_CLOSE: usize = 256;
 /// The default `at_risk` threshold on `churn_risk`.
 pub const DEFAULT_THRESHOLD: f64 = 0.8;
 /// The first byte of an encoded [`ChurnModel`].
-const MODEL_VERSION: u8 = 1;
+const MODEL_VERSION: u8 = 2;
 
 /// An encoded model that does not decode.
 #[derive(Debug, thiserror::Error)]
@@ -332,6 +341,59 @@ impl FitState {
     }
 }
 
+/// A user's score at a close: the inputs, P(alive) and `churn_risk` ([`ChurnModel::score`]).
+pub type Score = ([f64; F], f64, f64);
+
+/// One segmented user at a segmentation: scores, segment and the model's view of them then.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Assignment {
+    /// The user.
+    pub user: u32,
+    /// `[R, F, M, segment]` (the segment an index into [`SEGMENTS`]).
+    pub scores: [u8; 4],
+    /// The user had churned (no activity for the churn period).
+    pub churned: bool,
+    /// `churn_risk` and P(alive) at the segmentation; `None` before the first MBG/NBD fit.
+    pub risk: Option<(f64, f64)>,
+    /// The up to three inputs that contributed most to `churn_risk`, as indexes into
+    /// [`FEATURES`] (0, the bias, for none).
+    pub reasons: [u8; 3],
+}
+
+impl Assignment {
+    /// What an offer to this user is worth, for ranking targets: the user's engagement,
+    /// `(F + M) / 10` (0.2–1), times the risk of losing them, `churn_risk`.
+    pub fn priority(&self) -> f64 {
+        let value = f64::from(self.scores[1] + self.scores[2]) / 10.0;
+        value * self.risk.map_or(0.0, |(risk, _)| risk)
+    }
+}
+
+/// Users are segmented when their last activity is within this many days of the close
+/// (`recency_days < 365`): quintiles over everyone ever seen would be quintiles of years.
+pub const SEGMENT_WITHIN_DAYS: i64 = 365;
+
+/// A month end's RFM segmentation of the users active within [`SEGMENT_WITHIN_DAYS`] (see [`crate::analytics::segments`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Segmentation {
+    /// The close (a month's last day).
+    pub day: i64,
+    /// Users segmented.
+    pub users: u64,
+    /// The quintile breakpoints.
+    pub breakpoints: Breakpoints,
+    /// Per segment (in [`SEGMENTS`] order): users, and their mean recency (days), events and
+    /// active days in 90 days.
+    pub sizes: Vec<(u64, f64, f64, f64)>,
+    /// Users that moved from one segment to another since the previous segmentation:
+    /// `(from, to, users)`, from ≠ to, by `(from, to)`. Users new since are not counted.
+    pub moves: Vec<(u8, u8, u64)>,
+    /// Users segmented now but not at the previous segmentation (new, or back after a year).
+    pub entered: u64,
+    /// Users segmented at the previous segmentation but not now (inactive for a year).
+    pub left: u64,
+}
+
 /// One close's examples waiting for their label: the close, and (user, inputs) pairs by user.
 type Waiting = (i64, Vec<(u32, [f64; F])>);
 
@@ -356,6 +418,10 @@ pub struct ChurnModel {
     /// active at any close so far, ascending (every user is active at the closes of their first
     /// days, so this is the bottom of all users).
     fit_sample: Vec<(u64, u32)>,
+    /// The last segmentation (at a month's last close).
+    pub segmentation: Option<Segmentation>,
+    /// The segmented users at the last segmentation, by user.
+    assignments: Vec<Assignment>,
     /// Complete closes run.
     pub closes: u64,
     /// The last of them.
@@ -378,6 +444,8 @@ impl ChurnModel {
             waiting: VecDeque::new(),
             alerted: Vec::new(),
             fit_sample: Vec::new(),
+            segmentation: None,
+            assignments: Vec::new(),
             closes: 0,
             last_day: None,
             scored: 0,
@@ -473,7 +541,7 @@ impl ChurnModel {
     }
 
     /// Scores one user at a close: the inputs, P(alive) and `churn_risk`.
-    pub fn score(&self, row: &FeatureRow, pattern: Pattern) -> Option<([f64; F], f64, f64)> {
+    pub fn score(&self, row: &FeatureRow, pattern: Pattern) -> Option<Score> {
         let fit = self.fit?;
         let alive = p_alive(Variant::Mbg, fit.params(), pattern);
         let x = inputs(row, alive);
@@ -545,9 +613,171 @@ impl ChurnScorer for ChurnModel {
     fn encode(&self) -> Vec<u8> {
         self.to_bytes()
     }
+
+    fn segment(&self, user: u32) -> Option<[u8; 4]> {
+        self.segment_of(user)
+    }
+
+    fn gauges(&self) -> ScorerGauges {
+        ScorerGauges {
+            segment_users: self
+                .segmentation
+                .as_ref()
+                .map(|s| SEGMENTS.iter().zip(&s.sizes).map(|(&name, size)| (name, size.0)).collect())
+                .unwrap_or_default(),
+            at_risk_users: self.alerted.len() as u64,
+            at_risk_alerts: self.alerts,
+        }
+    }
 }
 
 impl ChurnModel {
+    /// A user's `[R, F, M, segment]` at the last segmentation.
+    pub fn segment_of(&self, user: u32) -> Option<[u8; 4]> {
+        self.assignment(user).map(|a| a.scores)
+    }
+
+    /// A user's [`Assignment`] at the last segmentation.
+    pub fn assignment(&self, user: u32) -> Option<&Assignment> {
+        self.assignments.binary_search_by_key(&user, |a| a.user).ok().map(|i| &self.assignments[i])
+    }
+
+    /// The segmented users (optionally of one segment, an index into [`SEGMENTS`]) with
+    /// P(alive) ≥ `min_p_alive`, by [`Assignment::priority`] (highest first, then by user), at
+    /// most `limit`.
+    pub fn targets(&self, segment: Option<usize>, min_p_alive: f64, limit: usize) -> Vec<&Assignment> {
+        let mut v: Vec<&Assignment> = self
+            .assignments
+            .iter()
+            .filter(|a| segment.is_none_or(|s| usize::from(a.scores[3]) == s))
+            .filter(|a| a.risk.is_some_and(|(_, alive)| alive >= min_p_alive))
+            .collect();
+        v.sort_by(|a, b| b.priority().total_cmp(&a.priority()).then(a.user.cmp(&b.user)));
+        v.truncate(limit);
+        v
+    }
+
+    /// Segments the users active within [`SEGMENT_WITHIN_DAYS`] at the close `c` (a month's last
+    /// day): breakpoints, assignments,
+    /// sizes with mean inputs, and the moves since the previous segmentation.
+    fn segment_all(&mut self, c: &ScoringClose<'_>) {
+        let mut all: Vec<(u32, bool, Rfm, Option<Score>)> = c
+            .users
+            .iter()
+            .filter(|(_, st)| day_of(st.activity.last) > c.day - SEGMENT_WITHIN_DAYS)
+            .map(|(&u, st)| {
+                let (row, pattern) = match ChurnModel::inputs_of(st, u, c) {
+                    Some((row, p)) => (row, Some(p)),
+                    None => (st.activity.row(u, c.as_of, st.churn.churned, c.genres.len()), None),
+                };
+                let rfm = Rfm {
+                    recency_days: row.recency_days,
+                    events_90d: row.events_90d,
+                    active_days_90d: row.active_days_90d,
+                };
+                (u, st.churn.churned, rfm, pattern.and_then(|p| self.score(&row, p)))
+            })
+            .collect();
+        all.sort_unstable_by_key(|e| e.0);
+        let rfm: Vec<Rfm> = all.iter().map(|e| e.2).collect();
+        let Some(breakpoints) = Breakpoints::of(&rfm) else {
+            // Nobody active within the year: no segments until somebody is.
+            (self.segmentation, self.assignments) = (None, Vec::new());
+            return;
+        };
+        let mut stayed = 0u64;
+        let mut sizes = vec![(0u64, 0.0, 0.0, 0.0); SEGMENTS.len()];
+        let mut moves: std::collections::BTreeMap<(u8, u8), u64> = std::collections::BTreeMap::new();
+        let assignments: Vec<Assignment> = all
+            .iter()
+            .map(|&(u, churned, r, ref score)| {
+                let [rs, fs, ms] = breakpoints.scores(&r);
+                let seg = segment([rs, fs, ms]);
+                let e = &mut sizes[seg];
+                e.0 += 1;
+                e.1 += r.recency_days;
+                e.2 += r.events_90d as f64;
+                e.3 += r.active_days_90d as f64;
+                if let Some(prev) = self.segment_of(u) {
+                    stayed += 1;
+                    if usize::from(prev[3]) != seg {
+                        *moves.entry((prev[3], seg as u8)).or_default() += 1;
+                    }
+                }
+                let mut reasons = [0u8; 3];
+                if let Some((x, _, _)) = score {
+                    for (slot, i) in reasons.iter_mut().zip(self.top_reasons(x)) {
+                        *slot = i as u8;
+                    }
+                }
+                Assignment {
+                    user: u,
+                    scores: [rs, fs, ms, seg as u8],
+                    churned,
+                    risk: score.map(|(_, alive, risk)| (risk, alive)),
+                    reasons,
+                }
+            })
+            .collect();
+        for e in &mut sizes {
+            if e.0 > 0 {
+                let n = e.0 as f64;
+                (e.1, e.2, e.3) = (e.1 / n, e.2 / n, e.3 / n);
+            }
+        }
+        self.segmentation = Some(Segmentation {
+            day: c.day,
+            users: all.len() as u64,
+            breakpoints,
+            sizes,
+            moves: moves.into_iter().map(|((f, t), n)| (f, t, n)).collect(),
+            entered: all.len() as u64 - stayed,
+            left: self.assignments.len() as u64 - stayed,
+        });
+        self.assignments = assignments;
+    }
+
+    /// The indexes (into [`FEATURES`]) of the up to three inputs of `x` that raise `churn_risk`
+    /// most, largest first (ties: the earlier input).
+    fn top_reasons(&self, x: &[f64; F]) -> Vec<usize> {
+        let contributions = self.learner.contributions(x);
+        let mut order: Vec<usize> = (1..F).collect();
+        order.sort_by(|&i, &j| contributions[j].total_cmp(&contributions[i]).then(i.cmp(&j)));
+        order.into_iter().filter(|&i| contributions[i] > 0.0).take(3).collect()
+    }
+
+    /// The last segmentation as JSON (`GET /segments`).
+    pub fn segments_report(&self) -> Option<serde_json::Value> {
+        let s = self.segmentation.as_ref()?;
+        let b = &s.breakpoints;
+        let segments: Vec<serde_json::Value> = SEGMENTS
+            .iter()
+            .zip(&s.sizes)
+            .enumerate()
+            .map(|(i, (name, &(n, r, f, m)))| {
+                let moved_in: u64 =
+                    s.moves.iter().filter(|&&(_, t, _)| usize::from(t) == i).map(|m| m.2).sum();
+                let moved_out: u64 =
+                    s.moves.iter().filter(|&&(f, _, _)| usize::from(f) == i).map(|m| m.2).sum();
+                serde_json::json!({
+                    "segment": name, "users": n, "share": n as f64 / s.users.max(1) as f64,
+                    "mean_recency_days": r, "mean_events_90d": f, "mean_active_days_90d": m,
+                    "moved_in": moved_in, "moved_out": moved_out,
+                })
+            })
+            .collect();
+        Some(serde_json::json!({
+            "as_of": day_label(s.day),
+            "users": s.users,
+            "segmented": format!("users active in the {SEGMENT_WITHIN_DAYS} days up to the close"),
+            "entered": s.entered,
+            "left": s.left,
+            "breakpoints": {"recency_days": b.r, "events_90d": b.f, "active_days_90d": b.m, "quantiles": QUANTILES},
+            "segments": segments,
+            "moves": s.moves.iter().map(|&(f, t, n)| serde_json::json!({"from": SEGMENTS[usize::from(f)], "to": SEGMENTS[usize::from(t)], "users": n})).collect::<Vec<_>>(),
+        }))
+    }
+
     /// One complete close (see the module's documentation): learns the matured examples, refits
     /// when due, scores the due active users and returns the `at_risk` alerts, by user.
     pub fn close_day(&mut self, c: &ScoringClose<'_>) -> Vec<AtRiskAlert> {
@@ -595,7 +825,11 @@ impl ChurnModel {
         }
         self.closes += 1;
         self.last_day = Some(day);
-        // 3. Every active user: scored, maybe kept as an example, maybe alerted.
+        // 3. At a month's last close, the year's users are segmented (alerts below name it).
+        if is_month_end(day) {
+            self.segment_all(c);
+        }
+        // 4. Every active user: scored, maybe kept as an example, maybe alerted.
         let mut alerted = std::mem::take(&mut self.alerted);
         // Episodes end at churn: only users still in the episode they were alerted in stay.
         alerted
@@ -648,8 +882,6 @@ impl ChurnModel {
         risk: f64,
     ) -> AtRiskAlert {
         let contributions = self.learner.contributions(x);
-        let mut order: Vec<usize> = (1..F).collect();
-        order.sort_by(|&i, &j| contributions[j].total_cmp(&contributions[i]).then(i.cmp(&j)));
         AtRiskAlert {
             v: AT_RISK_VERSION,
             alert_id: format!("{u}-{}-at_risk", day_label(c.day)),
@@ -660,12 +892,11 @@ impl ChurnModel {
             churn_risk: risk,
             threshold: self.threshold,
             p_alive: alive,
-            segment: None,
-            reasons: order
-                .iter()
-                .filter(|&&i| contributions[i] > 0.0)
-                .take(3)
-                .map(|&i| RiskReason {
+            segment: self.segment_of(u).map(|s| SEGMENTS[usize::from(s[3])].to_string()),
+            reasons: self
+                .top_reasons(x)
+                .into_iter()
+                .map(|i| RiskReason {
                     feature: FEATURES[i].into(),
                     value: x[i],
                     contribution: contributions[i],

@@ -15,4 +15,5 @@
 pub mod bgnbd;
 pub mod churn_eval;
 pub mod churn_model;
+pub mod segments;
 pub mod tables;

@@ -5,7 +5,7 @@
 //! Pure: rows in, batches out. `io::snapshots` writes them as Parquet; the HTTP server streams
 //! the user table as Arrow IPC.
 //!
-//! May import: what `analytics/mod.rs` allows its layer; this module uses `crate::core::calendar`, `crate::core::catalog`, `crate::core::daily`, `crate::core::features`, `crate::core::sessions`, `streamflix-schemas`.
+//! May import: what `analytics/mod.rs` allows its layer; this module uses `crate::analytics::segments`, `crate::core::calendar`, `crate::core::catalog`, `crate::core::daily`, `crate::core::features`, `crate::core::sessions`, `streamflix-schemas`.
 
 use std::sync::{Arc, OnceLock};
 
@@ -16,6 +16,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use streamflix_schemas::{ChurnStatus, Rating};
 
+use crate::analytics::segments::SEGMENTS;
 use crate::core::calendar::month_label;
 use crate::core::catalog::{bits, Catalog};
 use crate::core::daily::{AlertRow, DayClose, GenreDay, RetentionRow};
@@ -118,12 +119,17 @@ impl Table {
                 f("last_activity_utc", utc(), false),
                 f("recency_days", DataType::Float64, false),
                 f("active_days", DataType::Int64, false),
+                f("active_days_90d", DataType::Int64, false),
                 f("sessions", DataType::Int64, false),
                 f("binge_sessions", DataType::Int64, false),
                 f("mean_session_minutes", DataType::Float64, true),
                 f("favourite_genre", DataType::Utf8, true),
                 f("genre_diversity", DataType::Float64, false),
                 f("cohort", DataType::Utf8, false),
+                f("r_score", DataType::Int32, true),
+                f("f_score", DataType::Int32, true),
+                f("m_score", DataType::Int32, true),
+                f("segment", DataType::Utf8, true),
             ],
             Table::Sessions => vec![
                 f("session_id", DataType::Utf8, false),
@@ -234,6 +240,9 @@ pub fn user_features(table: Table, rows: &[FeatureRow], genre_names: &[String]) 
     let floats = |f: fn(&FeatureRow) -> Option<f64>| -> ArrayRef {
         Arc::new(rows.iter().map(f).collect::<Float64Array>())
     };
+    let score = |k: usize| -> ArrayRef {
+        Arc::new(rows.iter().map(|r| r.segment.map(|s| i32::from(s[k]))).collect::<Int32Array>())
+    };
     let mut favourite = StringBuilder::with_capacity(rows.len(), rows.len() * 8);
     let mut cohort = StringBuilder::with_capacity(rows.len(), rows.len() * 7);
     // Cohort labels repeat: format each month once.
@@ -278,12 +287,19 @@ pub fn user_features(table: Table, rows: &[FeatureRow], genre_names: &[String]) 
             timestamps(rows.iter().map(|r| r.last_activity)),
             Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.recency_days))),
             ints(|r| r.active_days),
+            ints(|r| r.active_days_90d),
             ints(|r| r.sessions),
             ints(|r| r.binge_sessions),
             floats(|r| r.mean_session_minutes),
             Arc::new(favourite),
             Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.genre_diversity))),
             Arc::new(cohort),
+            score(0),
+            score(1),
+            score(2),
+            Arc::new(
+                rows.iter().map(|r| r.segment.map(|s| SEGMENTS[usize::from(s[3])])).collect::<StringArray>(),
+            ),
         ],
     )
 }

@@ -216,8 +216,8 @@ pub enum DumpWhat {
     /// The ALS model rebuilt from the checkpoint's rating log: one line per user and movie with
     /// its factor, then a summary line.
     Model,
-    /// The churn model (`GET /models/churn`), with the size and FNV-1a hash of its whole
-    /// checkpointed state (the examples waiting for labels and the alerted users included).
+    /// The churn model (`GET /models/churn`) and the last segmentation (`GET /segments`), with
+    /// the size and FNV-1a hash of its whole checkpointed state.
     ChurnModel,
 }
 

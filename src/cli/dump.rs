@@ -66,7 +66,9 @@ fn write(store: &Store, state: &Path, what: DumpWhat) -> Result<()> {
                 let bytes = store.churn_model()?.with_context(|| {
                     format!("{} has no churn model (run with --no-churn-model?)", state.display())
                 })?;
-                let mut v = ChurnModel::from_bytes(&bytes)?.report();
+                let model = ChurnModel::from_bytes(&bytes)?;
+                let mut v = model.report();
+                v["segments"] = model.segments_report().unwrap_or_default();
                 v["state_bytes"] = serde_json::json!(bytes.len());
                 v["state_fnv1a"] = serde_json::json!(format!("{:016x}", fnv1a(&bytes)));
                 writeln!(out, "{v}")?;

@@ -208,6 +208,7 @@ impl Services {
                 metrics: metrics.clone(),
                 options: Arc::new(serve.http_options()),
                 snapshots,
+                churn_cache: Default::default(),
             };
             let handle = rt.spawn(http::serve(listener, state, shutdown.wait()));
             println!("http: listening on http://{addr}");

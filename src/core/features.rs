@@ -103,16 +103,18 @@ impl DayRing {
         (lo..=hi).map(|d| u64::from(self.counts[Self::slot(d)])).sum()
     }
 
-    /// [`DayRing::trailing`] over each of [`WINDOWS`], in one pass.
-    pub fn windows(&self, as_of_day: i64) -> [u64; 3] {
-        let mut out = [0; 3];
+    /// [`DayRing::trailing`] over each of [`WINDOWS`], in one pass, and the number of days with
+    /// events in the longest window.
+    pub fn windows(&self, as_of_day: i64) -> ([u64; 3], u64) {
+        let (mut out, mut active) = ([0; 3], 0);
         if self.latest == i64::MIN || self.latest <= as_of_day - WINDOWS[2] {
-            return out;
+            return (out, active);
         }
         let hi = as_of_day.min(self.latest);
         let lo = (as_of_day - WINDOWS[2] + 1).max(self.latest - RING_DAYS as i64 + 1);
         for d in lo..=hi {
             let c = u64::from(self.counts[Self::slot(d)]);
+            active += u64::from(c > 0);
             let age = as_of_day - d;
             for (o, w) in out.iter_mut().zip(WINDOWS) {
                 if age < w {
@@ -120,7 +122,7 @@ impl DayRing {
                 }
             }
         }
-        out
+        (out, active)
     }
 }
 
@@ -270,7 +272,7 @@ impl Activity {
             sum_c_ln_c += c_ln_c(c);
         }
         let entropy = if total > 0 { (total as f64).ln() - sum_c_ln_c / total as f64 } else { 0.0 };
-        let [events_7d, events_30d, events_90d] = self.ring.windows(as_of_day);
+        let ([events_7d, events_30d, events_90d], active_days_90d) = self.ring.windows(as_of_day);
         FeatureRow {
             user,
             as_of,
@@ -286,6 +288,7 @@ impl Activity {
             last_activity: self.last,
             recency_days: recency_days(as_of, self.last),
             active_days: self.active_days,
+            active_days_90d,
             sessions: self.sessions,
             binge_sessions: self.binge_sessions,
             mean_session_minutes: (self.sessions > 0)
@@ -297,12 +300,13 @@ impl Activity {
                 0.0
             },
             cohort: month_index(self.first_seen),
+            segment: None,
         }
     }
 }
 
 /// Days from `last` to `as_of` (not below 0).
-fn recency_days(as_of: i64, last: i64) -> f64 {
+pub fn recency_days(as_of: i64, last: i64) -> f64 {
     ((as_of - last).max(0)) as f64 / DAY as f64
 }
 
@@ -337,6 +341,8 @@ pub struct FeatureRow {
     pub recency_days: f64,
     /// Distinct UTC days with activity.
     pub active_days: u64,
+    /// Distinct UTC days with activity among the 90 ending with `as_of`'s day.
+    pub active_days_90d: u64,
     /// Closed sessions.
     pub sessions: u64,
     /// Closed binge sessions.
@@ -349,6 +355,9 @@ pub struct FeatureRow {
     pub genre_diversity: f64,
     /// Month index of `first_seen`.
     pub cohort: i32,
+    /// The user's RFM scores and segment `[R, F, M, segment index]` as of the churn model's last
+    /// segmentation (`analytics::segments`); `None` without the model or before its first.
+    pub segment: Option<[u8; 4]>,
 }
 
 impl FeatureRow {
@@ -446,12 +455,15 @@ mod tests {
             prop_assert_eq!(a.active_days, days.len() as u64);
             for p in probes {
                 let as_of = max_seen + p * DAY;
-                let all = a.ring.windows(day_of(as_of));
+                let (all, active) = a.ring.windows(day_of(as_of));
+                let in_window = |n: i64, t: i64| (day_of(as_of) - n + 1..=day_of(as_of)).contains(&day_of(t));
                 for (i, n) in WINDOWS.into_iter().enumerate() {
-                    let want = seen.iter().filter(|&&t| (day_of(as_of) - n + 1..=day_of(as_of)).contains(&day_of(t))).count() as u64;
+                    let want = seen.iter().filter(|&&t| in_window(n, t)).count() as u64;
                     prop_assert_eq!(a.ring.trailing(day_of(as_of), n), want, "window {} at {}", n, as_of);
                     prop_assert_eq!(all[i], want, "windows() for {} at {}", n, as_of);
                 }
+                let want = days.iter().filter(|&&d| in_window(90, d * DAY)).count() as u64;
+                prop_assert_eq!(active, want, "active days in 90 at {}", as_of);
             }
         }
     }

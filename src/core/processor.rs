@@ -222,6 +222,21 @@ pub trait ChurnScorer: Send {
     fn close(&mut self, close: &ScoringClose<'_>) -> Vec<streamflix_schemas::AtRiskAlert>;
     /// The state to checkpoint.
     fn encode(&self) -> Vec<u8>;
+    /// A user's `[R, F, M, segment]` as of the last segmentation, for the close's rows.
+    fn segment(&self, user: u32) -> Option<[u8; 4]>;
+    /// What the metrics show of the scorer.
+    fn gauges(&self) -> ScorerGauges;
+}
+
+/// The churn model's metrics ([`ChurnScorer::gauges`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ScorerGauges {
+    /// Users per segment at the last segmentation, every segment (empty before the first).
+    pub segment_users: Vec<(&'static str, u64)>,
+    /// Users with an `at_risk` alert in their current activity episode.
+    pub at_risk_users: u64,
+    /// `at_risk` alerts decided so far.
+    pub at_risk_alerts: u64,
 }
 
 /// The processor's whole state.
@@ -338,6 +353,11 @@ impl Processor {
     /// close, and its `at_risk` alerts are outputs; `None` stops that.
     pub fn set_scorer(&mut self, scorer: Option<Box<dyn ChurnScorer>>) {
         self.scorer = scorer;
+    }
+
+    /// The scorer's metrics, if a scorer is set.
+    pub fn scorer_gauges(&self) -> Option<ScorerGauges> {
+        self.scorer.as_ref().map(|s| s.gauges())
     }
 
     /// Whether a scorer is set.
@@ -570,12 +590,35 @@ impl Processor {
     /// day's real close, if more input comes, still sees the whole day.
     fn close_day(&mut self, complete: bool, out: &mut Vec<Output>) {
         let Some(day) = self.day.open else { return };
+        // The churn model first, so that the close's rows carry this close's segments; its
+        // alerts go out after the close's rows.
+        let mut at_risk = Vec::new();
+        if complete {
+            if let Some(scorer) = self.scorer.as_mut() {
+                // An incomplete close (the end of a finite input) is not scored: the day's real
+                // close, if more input comes, must see the model as an uninterrupted run would.
+                let close = ScoringClose {
+                    day,
+                    as_of: (day + 1) * DAY - 1,
+                    users: &self.users,
+                    active: &self.churn_index,
+                    genres: self.catalog.genre_names(),
+                };
+                at_risk = scorer.close(&close);
+                self.scored += 1;
+            }
+        }
         if let Some(spec) = self.close_spec {
+            let scorer = self.scorer.as_deref();
+            let with_segment = |mut r: FeatureRow| {
+                r.segment = scorer.and_then(|s| s.segment(r.user));
+                r
+            };
             let as_of = if complete { (day + 1) * DAY - 1 } else { self.watermark.unwrap_or(day * DAY) };
             let genres = self.catalog.genre_names().len();
             let row = |users: &FxHashMap<u32, UserState>, u: u32| {
                 let st = &users[&u];
-                st.activity.row(u, as_of, st.churn.churned, genres)
+                with_segment(st.activity.row(u, as_of, st.churn.churned, genres))
             };
             // Sorting the day's touched users is only needed for its rows or the reused month-end rows.
             let touched =
@@ -592,7 +635,13 @@ impl Processor {
                     let mut touched = std::mem::take(&mut f.touched);
                     touched.sort_unstable();
                     touched.dedup();
-                    let (rows, aged) = refresh_rows(&f.rows, &touched, as_of, |u| row(&self.users, u));
+                    let (mut rows, aged) = refresh_rows(&f.rows, &touched, as_of, |u| row(&self.users, u));
+                    if scorer.is_some() {
+                        // Aged rows keep last month's segment: every row gets this close's.
+                        for r in &mut rows {
+                            *r = with_segment(*r);
+                        }
+                    }
                     debug_assert_eq!(rows.len(), self.users.len(), "every user new since was touched");
                     f.aged += aged;
                     Arc::new(rows)
@@ -602,7 +651,7 @@ impl Processor {
                     all.sort_unstable_by_key(|&(u, _)| u);
                     Arc::new(
                         all.iter()
-                            .map(|(u, st)| st.activity.row(*u, as_of, st.churn.churned, genres))
+                            .map(|(u, st)| with_segment(st.activity.row(*u, as_of, st.churn.churned, genres)))
                             .collect(),
                     )
                 };
@@ -637,20 +686,8 @@ impl Processor {
             let close = DayClose { day, complete, as_of, ratings, users, sessions, alerts, genres, full };
             out.push(Output::DayClosed(Box::new(close)));
         }
+        out.extend(at_risk.into_iter().map(Output::AtRisk));
         if complete {
-            if let Some(scorer) = self.scorer.as_mut() {
-                // An incomplete close (the end of a finite input) is not scored: the day's real
-                // close, if more input comes, must see the model as an uninterrupted run would.
-                let close = ScoringClose {
-                    day,
-                    as_of: (day + 1) * DAY - 1,
-                    users: &self.users,
-                    active: &self.churn_index,
-                    genres: self.catalog.genre_names(),
-                };
-                out.extend(scorer.close(&close).into_iter().map(Output::AtRisk));
-                self.scored += 1;
-            }
             self.day = DayLog::starting(day + 1);
         }
     }

@@ -9,7 +9,7 @@
 //! 4xx status for bad requests and unknown ids, 500 for a store failure, 503 before the first
 //! checkpoint (state routes, user and group recommendations; similar titles need only the model).
 //!
-//! May import: what `serve/mod.rs` allows its layer; this module uses `crate::analytics::churn_model`, `crate::core::calendar`, `crate::model::ModelHandle`, `crate::model::als`, `crate::model::recommend`, `crate::serve::Status`, `crate::serve::metrics`, `crate::state::checkpoint`, `streamflix-schemas`.
+//! May import: what `serve/mod.rs` allows its layer; this module uses `crate::analytics::churn_model`, `crate::analytics::segments`, `crate::core::calendar`, `crate::model::ModelHandle`, `crate::model::als`, `crate::model::recommend`, `crate::serve::Status`, `crate::serve::metrics`, `crate::state::checkpoint`, `streamflix-schemas`.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -24,12 +24,16 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use streamflix_schemas::ChurnStatus;
 
-use crate::analytics::churn_model::ChurnModel;
+use crate::analytics::churn_model::{Assignment, ChurnModel, FEATURES};
+use crate::analytics::segments::SEGMENTS;
 use crate::model::recommend::{GroupStrategy, Recommender};
 use crate::serve::Status;
 use crate::state::checkpoint::{Meta, Store, StoreError};
 
 pub use crate::model::ModelHandle;
+
+/// `/targets`' default `min_p_alive`: users almost certainly gone are not worth an offer.
+const DEFAULT_MIN_P_ALIVE: f64 = 0.1;
 
 /// The server's limits and access control.
 #[derive(Debug, Clone)]
@@ -72,7 +76,12 @@ pub struct AppState {
     pub options: Arc<HttpOptions>,
     /// The day close's table directory; `None` when no tables are written.
     pub snapshots: Option<std::path::PathBuf>,
+    /// The committed churn model, decoded once per checkpoint (see [`committed_churn_model`]).
+    pub churn_cache: ChurnCache,
 }
+
+/// The last decoded churn model and the checkpoint (`Meta::checkpoints`) it was read at.
+pub type ChurnCache = Arc<std::sync::Mutex<Option<(u64, Option<Arc<ChurnModel>>)>>>;
 
 /// An error response: status + `{"error": message}`.
 #[derive(Debug)]
@@ -135,6 +144,8 @@ pub fn router(state: AppState) -> Router {
         .route("/users/{id}/sessions", get(sessions))
         .route("/churn", get(churn))
         .route("/models/churn", get(churn_model))
+        .route("/segments", get(segments))
+        .route("/targets", get(targets))
         .route("/users/{id}/recommendations", get(recommendations))
         .route("/movies/{id}/similar", get(similar))
         .route("/groups/recommendations", get(group))
@@ -145,7 +156,7 @@ pub fn router(state: AppState) -> Router {
             ApiError(
                 StatusCode::NOT_FOUND,
                 "no such route; see /stats, /users/{id}, /users/{id}/sessions, /users/{id}/recommendations, \
-                 /movies/{id}/similar, /groups/recommendations, /churn, /models/churn"
+                 /movies/{id}/similar, /groups/recommendations, /churn, /models/churn, /segments, /targets"
                     .into(),
             )
         })
@@ -287,14 +298,17 @@ async fn snapshots(State(s): State<AppState>) -> ApiResult {
 /// The committed user table (every user, features at the committed watermark, the columns of
 /// `user_features`) as an Arrow IPC stream: `pyarrow.ipc.open_stream`.
 async fn user_table(State(s): State<AppState>) -> Response {
-    let store = s.store.clone();
     let built = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ApiError> {
-        let m = committed(&store)?;
+        let store = &s.store;
+        let m = committed(store)?;
+        let churn = committed_churn_model(&s, &m)?;
         let as_of = m.watermark.unwrap_or(0);
         let mut rows = Vec::with_capacity(m.users as usize);
         for kv in store.all_users() {
             let (u, st) = kv?;
-            rows.push(st.activity.row(u, as_of, st.churn.churned, m.genres.len()));
+            let mut row = st.activity.row(u, as_of, st.churn.churned, m.genres.len());
+            row.segment = churn.as_ref().and_then(|c| c.segment_of(u));
+            rows.push(row);
         }
         crate::analytics::tables::user_features_ipc(&rows, &m.genres)
             .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding Arrow IPC: {e}")))
@@ -481,21 +495,140 @@ async fn user(State(s): State<AppState>, IdParam(id): IdParam) -> ApiResult {
         "features": features,
         "open_sessions": open,
         "last_alert": s.store.last_alert(id)?,
+        "segment": committed_churn_model(&s, &m)?.and_then(|model| {
+            let a = model.assignment(id)?;
+            Some(target_json(a, model.segmentation.as_ref().map(|s| s.day)))
+        }),
     })))
 }
 
 /// The churn model as of the committed checkpoint: settings, coefficients, the last MBG/NBD fit.
 async fn churn_model(State(s): State<AppState>) -> ApiResult {
-    committed(&s.store)?;
-    let bytes = s.store.churn_model()?.ok_or_else(|| {
+    let meta = committed(&s.store)?;
+    let model = committed_churn_model(&s, &meta)?.ok_or_else(|| {
         ApiError(
             StatusCode::NOT_FOUND,
             "no churn model in this state: the processor runs with --no-churn-model, or has not closed a day since it started with the model".into(),
         )
     })?;
-    let model = ChurnModel::from_bytes(&bytes)
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(Json(model.report()))
+}
+
+/// The churn model as committed (`meta` read first, so the model is at least that new), if
+/// there is one; decoded once per checkpoint, not per request.
+fn committed_churn_model(s: &AppState, meta: &Meta) -> Result<Option<Arc<ChurnModel>>, ApiError> {
+    if let Some((at, model)) = s.churn_cache.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        if *at == meta.checkpoints {
+            return Ok(model.clone());
+        }
+    }
+    let model = match s.store.churn_model()? {
+        None => None,
+        Some(bytes) => Some(Arc::new(
+            ChurnModel::from_bytes(&bytes)
+                .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
+        )),
+    };
+    *s.churn_cache.lock().unwrap_or_else(|e| e.into_inner()) = Some((meta.checkpoints, model.clone()));
+    Ok(model)
+}
+
+/// The RFM segments of every user at the last month end: breakpoints, sizes, mean inputs, moves.
+async fn segments(State(s): State<AppState>) -> ApiResult {
+    let meta = committed(&s.store)?;
+    let model = committed_churn_model(&s, &meta)?;
+    match model.as_deref().and_then(ChurnModel::segments_report) {
+        Some(r) => Ok(Json(r)),
+        None if model.is_some() => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "no segments yet: users are segmented at each month's last close".into(),
+        )),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "no churn model in this state (--no-churn-model): segments come with it".into(),
+        )),
+    }
+}
+
+/// A segmented user as `/targets` and `/users/{id}` show them.
+fn target_json(a: &Assignment, day: Option<i64>) -> Value {
+    let [r, f, m, seg] = a.scores;
+    let reasons: Vec<&str> =
+        a.reasons.iter().filter(|&&i| i > 0).map(|&i| FEATURES[usize::from(i)]).collect();
+    let segment = SEGMENTS[usize::from(seg)];
+    let reason = match a.risk {
+        Some((risk, alive)) => format!(
+            "{segment} (R {r}, F {f}, M {m}){}: churn_risk {risk:.2}{}, P(alive) {alive:.2}",
+            if a.churned { ", churned" } else { "" },
+            if reasons.is_empty() { String::new() } else { format!(" driven by {}", reasons.join(", ")) },
+        ),
+        None => format!("{segment} (R {r}, F {f}, M {m}); not scored yet (no MBG/NBD fit)"),
+    };
+    json!({
+        "user_id": a.user,
+        "segment": segment,
+        "r_score": r,
+        "f_score": f,
+        "m_score": m,
+        "status": if a.churned { "churned" } else { "active" },
+        "churn_risk": a.risk.map(|r| r.0),
+        "p_alive": a.risk.map(|r| r.1),
+        "priority": a.priority(),
+        "reasons": reasons,
+        "reason": reason,
+        "as_of": day.map(crate::core::calendar::day_label),
+    })
+}
+
+/// Users worth an offer: `?segment=` (a name from `/segments`, any case; default all),
+/// `?min_p_alive=` (0–1, default 0.1), `?limit=` (default 20), by value × risk.
+async fn targets(State(s): State<AppState>, QueryMap(q): QueryMap) -> ApiResult {
+    check_params(&q, &["segment", "min_p_alive", "limit"])?;
+    let limit = count(&q, "limit", 20, 10_000)?;
+    let min_p_alive = match q.get("min_p_alive") {
+        None => DEFAULT_MIN_P_ALIVE,
+        Some(v) => match v.parse::<f64>() {
+            Ok(p) if (0.0..=1.0).contains(&p) => p,
+            _ => return Err(bad(format!("min_p_alive must be a number from 0 to 1, got {v:?}"))),
+        },
+    };
+    let squash = |name: &str| {
+        name.chars().filter(char::is_ascii_alphanumeric).collect::<String>().to_ascii_lowercase()
+    };
+    let segment = match q.get("segment") {
+        None => None,
+        Some(v) => Some(
+            SEGMENTS
+                .iter()
+                .position(|n| squash(n) == squash(v))
+                .ok_or_else(|| bad(format!("unknown segment {v:?}; one of: {}", SEGMENTS.join(", "))))?,
+        ),
+    };
+    let meta = committed(&s.store)?;
+    let model = committed_churn_model(&s, &meta)?.ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            "no churn model in this state (--no-churn-model): targets come with it".into(),
+        )
+    })?;
+    let Some(seg) = model.segmentation.as_ref() else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "no segments yet: users are segmented at each month's last close".into(),
+        ));
+    };
+    let targets: Vec<Value> = model
+        .targets(segment, min_p_alive, limit)
+        .into_iter()
+        .map(|a| target_json(a, Some(seg.day)))
+        .collect();
+    Ok(Json(json!({
+        "as_of": crate::core::calendar::day_label(seg.day),
+        "segment": segment.map(|i| SEGMENTS[i]),
+        "min_p_alive": min_p_alive,
+        "ranking": "priority = (F + M) / 10 × churn_risk, highest first; ties by user id",
+        "targets": targets,
+    })))
 }
 
 async fn sessions(State(s): State<AppState>, IdParam(id): IdParam, QueryMap(q): QueryMap) -> ApiResult {

@@ -18,7 +18,7 @@ use prometheus::{
 };
 
 use crate::core::calendar::month_label;
-use crate::core::processor::{Counters, Processor, RecordOutcome};
+use crate::core::processor::{Counters, Processor, RecordOutcome, ScorerGauges};
 use crate::state::checkpoint::CheckpointStats;
 
 const WEEKDAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
@@ -73,6 +73,8 @@ pub struct Metrics {
     ratings_by_value: IntCounterVec,
     churned_users: IntGauge,
     churn_alerts: IntCounterVec,
+    segment_users: IntGaugeVec,
+    at_risk_users: IntGauge,
     retention: GaugeVec,
     cohort_users: IntGaugeVec,
     events_by_hour: IntCounterVec,
@@ -299,8 +301,19 @@ impl Metrics {
             churn_alerts: counter_vec(
                 &r,
                 "streamflix_churn_alerts_total",
-                "Churn alerts published, by status (churned, reactivated).",
+                "Churn alerts published, by status (churned, reactivated, at_risk).",
                 &["status"],
+            ),
+            segment_users: int_gauge_vec(
+                &r,
+                "streamflix_segment_users",
+                "Users per RFM segment at the churn model's last segmentation (a month's last close; users active in the year up to it).",
+                &["segment"],
+            ),
+            at_risk_users: int_gauge(
+                &r,
+                "streamflix_at_risk_users",
+                "Active users with an at_risk alert in their current activity episode (churn model).",
             ),
             retention: registered(
                 &r,
@@ -364,7 +377,7 @@ impl Metrics {
         for reason in crate::core::validate::Reason::ALL {
             m.dead_letters.with_label_values(&[reason.as_str()]);
         }
-        for status in ["churned", "reactivated"] {
+        for status in ["churned", "reactivated", "at_risk"] {
             m.churn_alerts.with_label_values(&[status]);
         }
         for kind in ["rating", "tag"] {
@@ -413,6 +426,9 @@ impl Metrics {
         }
         self.binge_watchers.with_label_values(&["30d"]).set(snap.binge_watchers_30d as i64);
         self.set_counters(&v.counters);
+        if let Some(g) = &v.scorer {
+            self.set_scorer(g);
+        }
 
         for (g, n) in &v.genre_demand {
             self.genre_ratings.with_label_values(&[g]).set(*n as i64);
@@ -457,6 +473,14 @@ impl Metrics {
         self.churned_users.set(c.churned_now as i64);
     }
 
+    fn set_scorer(&self, g: &ScorerGauges) {
+        for &(segment, n) in &g.segment_users {
+            self.segment_users.with_label_values(&[segment]).set(n as i64);
+        }
+        self.at_risk_users.set(g.at_risk_users as i64);
+        mirror(&self.churn_alerts.with_label_values(&["at_risk"]), g.at_risk_alerts);
+    }
+
     /// Sets the recommender's metrics from `model` (under its read lock; [`Metrics::render`]
     /// then runs without it).
     pub fn set_model(&self, model: &crate::model::recommend::Recommender) {
@@ -497,6 +521,7 @@ pub struct StateValues {
     events_by_weekday: [u64; 7],
     /// ((cohort month, months since), retention ratio, cohort users).
     retention: Vec<((String, String), f64, u64)>,
+    scorer: Option<ScorerGauges>,
 }
 
 impl StateValues {
@@ -524,6 +549,7 @@ impl StateValues {
             events_by_hour: e.events_by_hour,
             events_by_weekday: e.events_by_weekday,
             retention,
+            scorer: p.scorer_gauges(),
         }
     }
 }
