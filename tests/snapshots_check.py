@@ -28,8 +28,8 @@ Usage:
 3. Segments (with --churn-model). Every complete month-end partition of user_features_full
    (`dt` the last day of its month, with `_SUCCESS`) is segmented again here with pandas, from
    the table's own `recency_days`, `events_90d` and `active_days_90d`, by the definitions in
-   docs/churn.md: the users with `recency_days` < 365; breakpoints the 20/40/60/80 % quantiles
-   with `interpolation="lower"`; R = 1 + #{breakpoints > recency}, F and M = 1 + #{breakpoints <
+   docs/churn.md: the users with `recency_days` < 365; breakpoints the 20/40/60/80 % quantiles,
+   over those of them with `events_90d` > 0, with `interpolation="lower"`; R = 1 + #{breakpoints > recency}, F and M = 1 + #{breakpoints <
    value}; the named segment from (R, floor((F + M) / 2)). Each row's `r_score`, `f_score`,
    `m_score` and `segment` must equal pandas' (null outside the population), and so must the
    segment counts; the last month end's breakpoints and counts must equal FILE, the JSON line
@@ -599,16 +599,18 @@ def named_segment(r, fm):
 
 
 def pandas_segments(frame):
-    """Breakpoints, and per row scores and segment, of the users with recency_days < 365."""
+    """Breakpoints (over the users with events in 90 days), and per row scores and segment, of
+    the users with recency_days < 365."""
     pop = frame[frame["recency_days"] < SEGMENT_WITHIN_DAYS]
-    breaks = {c: pop[c].quantile(QUANTILES, interpolation="lower").to_numpy()
+    recent = pop[pop["events_90d"] > 0]
+    breaks = {c: recent[c].quantile(QUANTILES, interpolation="lower").to_numpy()
               for c in ["recency_days", "events_90d", "active_days_90d"]}
     r = 1 + (pop["recency_days"].to_numpy()[:, None] < breaks["recency_days"][None, :]).sum(axis=1)
     f = 1 + (pop["events_90d"].to_numpy()[:, None] > breaks["events_90d"][None, :]).sum(axis=1)
     m = 1 + (pop["active_days_90d"].to_numpy()[:, None] > breaks["active_days_90d"][None, :]).sum(axis=1)
     out = pd.DataFrame({"user_id": pop["user_id"].to_numpy(), "r": r, "f": f, "m": m})
     out["segment"] = [named_segment(int(a), int((b + c) // 2)) for a, b, c in zip(r, f, m)]
-    return breaks, out
+    return breaks, out, len(recent)
 
 
 def check_segments(snapshots, churn_model, report):
@@ -626,7 +628,7 @@ def check_segments(snapshots, churn_model, report):
     for day, part in month_ends:
         frame = pd.concat([pq.read_table(f).to_pandas() for f in sorted(part.glob("part-*.parquet"))])
         frame = frame.sort_values("user_id").reset_index(drop=True)
-        breaks, want = pandas_segments(frame)
+        breaks, want, recent = pandas_segments(frame)
         got = frame[frame["segment"].notna()]
         label = f"segments {day}"
         outside = frame[(frame["recency_days"] >= SEGMENT_WITHIN_DAYS)
@@ -635,7 +637,7 @@ def check_segments(snapshots, churn_model, report):
             report.fail(label, f"{len(outside)} users inactive for a year have a segment, e.g.\n"
                         f"{outside.head(MAX_DIFF_ROWS).to_string()}")
             continue
-        if len(want) == 0:
+        if recent == 0:
             if len(got):
                 report.fail(label, f"{len(got)} rows segmented, pandas segments nobody")
             continue
@@ -648,13 +650,13 @@ def check_segments(snapshots, churn_model, report):
                         f"{diff.head(MAX_DIFF_ROWS).to_string()}")
             continue
         segmented += len(want)
-        last = (day, breaks, want["segment"].value_counts().to_dict(), len(want))
+        last = (day, breaks, want["segment"].value_counts().to_dict(), len(want), recent)
     if segmented:
         report.ok("segments", f"{len(month_ends)} month ends, {segmented} user rows: scores and segments "
                   "equal pandas'")
     if churn_model is None or last is None:
         return
-    day, breaks, counts, users = last
+    day, breaks, counts, users, recent = last
     seg = churn_model.get("segments") or {}
     label = f"segments vs churn-model ({day})"
     if seg.get("as_of") != day.isoformat():
@@ -663,16 +665,18 @@ def check_segments(snapshots, churn_model, report):
     problems = []
     for col in ["recency_days", "events_90d", "active_days_90d"]:
         if [float(x) for x in seg["breakpoints"][col]] != [float(x) for x in breaks[col]]:
-            problems.append(f"{col}: dump {seg['breakpoints'][col]}, pandas {list(breaks[col])}")
+            problems.append(f"{col}: dump {seg['breakpoints'][col]}, pandas {breaks[col].tolist()}")
     dumped = {s["segment"]: s["users"] for s in seg["segments"] if s["users"]}
     if dumped != counts:
         problems.append(f"counts: dump {dumped}, pandas {counts}")
     if seg.get("users") != users:
         problems.append(f"users: dump {seg.get('users')}, pandas {users}")
+    if seg.get("breakpoint_users") != recent:
+        problems.append(f"breakpoint_users: dump {seg.get('breakpoint_users')}, pandas {recent}")
     if problems:
         report.fail(label, "\n".join(problems))
     else:
-        report.ok(label, f"breakpoints {', '.join(f'{c} {list(breaks[c])}' for c in breaks)}; {users} users, "
+        report.ok(label, f"breakpoints {', '.join(f'{c} {breaks[c].tolist()}' for c in breaks)}; {users} users, "
                   f"{len(counts)} segments")
 
 

@@ -370,7 +370,7 @@ impl Assignment {
 }
 
 /// Users are segmented when their last activity is within this many days of the close
-/// (`recency_days < 365`): quintiles over everyone ever seen would be quintiles of years.
+/// (`recency_days < 365`): everyone ever seen would make a 24-year replay mostly "Lost".
 pub const SEGMENT_WITHIN_DAYS: i64 = 365;
 
 /// A month end's RFM segmentation of the users active within [`SEGMENT_WITHIN_DAYS`] (see [`crate::analytics::segments`]).
@@ -380,6 +380,8 @@ pub struct Segmentation {
     pub day: i64,
     /// Users segmented.
     pub users: u64,
+    /// Of them, the users the breakpoints are taken over: those with events in the 90 days.
+    pub breakpoint_users: u64,
     /// The quintile breakpoints.
     pub breakpoints: Breakpoints,
     /// Per segment (in [`SEGMENTS`] order): users, and their mean recency (days), events and
@@ -679,9 +681,11 @@ impl ChurnModel {
             })
             .collect();
         all.sort_unstable_by_key(|e| e.0);
-        let rfm: Vec<Rfm> = all.iter().map(|e| e.2).collect();
+        // Quintiles over the users with something in the 90 days F and M count over: the rest
+        // would tie at 0 and leave F and M no quintiles to speak of. They score R 1, F 1, M 1.
+        let rfm: Vec<Rfm> = all.iter().map(|e| e.2).filter(|r| r.events_90d > 0).collect();
         let Some(breakpoints) = Breakpoints::of(&rfm) else {
-            // Nobody active within the year: no segments until somebody is.
+            // Nobody active within the 90 days: no segments until somebody is.
             (self.segmentation, self.assignments) = (None, Vec::new());
             return;
         };
@@ -728,6 +732,7 @@ impl ChurnModel {
         self.segmentation = Some(Segmentation {
             day: c.day,
             users: all.len() as u64,
+            breakpoint_users: rfm.len() as u64,
             breakpoints,
             sizes,
             moves: moves.into_iter().map(|((f, t), n)| (f, t, n)).collect(),
@@ -770,6 +775,8 @@ impl ChurnModel {
             "as_of": day_label(s.day),
             "users": s.users,
             "segmented": format!("users active in the {SEGMENT_WITHIN_DAYS} days up to the close"),
+            "breakpoint_users": s.breakpoint_users,
+            "breakpoints_over": "users with events in the 90 days up to the close; the others score R 1, F 1, M 1 (Lost)",
             "entered": s.entered,
             "left": s.left,
             "breakpoints": {"recency_days": b.r, "events_90d": b.f, "active_days_90d": b.m, "quantiles": QUANTILES},

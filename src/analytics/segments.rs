@@ -5,7 +5,8 @@
 //! (`recency_days`), **F** = events in the trailing 90 days (`events_90d`), **M** = distinct
 //! active days in the trailing 90 days (`active_days_90d`).
 //!
-//! **Breakpoints** are the 20/40/60/80 % quantiles of each value over the users segmented, with
+//! **Breakpoints** are the 20/40/60/80 % quantiles of each value over the users given to
+//! [`Breakpoints::of`] (the churn model gives it the users with events in the 90 days), with
 //! the "lower" rule (the value at sorted index `⌊(n − 1) · p⌋`, numpy's and pandas'
 //! `interpolation="lower"`), so every breakpoint is a value some user has and a pandas
 //! computation on the same rows gives the same numbers exactly. **Scores:** F and M are

@@ -533,7 +533,8 @@ fn committed_churn_model(s: &AppState, meta: &Meta) -> Result<Option<Arc<ChurnMo
     Ok(model)
 }
 
-/// The RFM segments of every user at the last month end: breakpoints, sizes, mean inputs, moves.
+/// The RFM segments at the last month end (users active in the year before it): breakpoints,
+/// sizes, mean inputs, moves.
 async fn segments(State(s): State<AppState>) -> ApiResult {
     let meta = committed(&s.store)?;
     let model = committed_churn_model(&s, &meta)?;
