@@ -159,7 +159,8 @@ r = json.load(open(sys.argv[1]))
 s = r["streaming"]
 print(f"   batch RMSE {r['rmse']:.4f} MAE {r['mae']:.4f} (fit {r['batch']['fit_seconds']:.1f} s); "
       f"streaming RMSE {s['on_batch_events']['rmse']:.4f} vs frozen batch {s['batch_on_same_events']['rmse']:.4f}; "
-      f"recall@10 {s['recall_at_10']:.3f}; update p50 {s['update_latency']['p50_us']:.1f} µs, p99 {s['update_latency']['p99_us']:.1f} µs")
+      f"recall@10 {s['recall_at_10']:.3f}, NDCG@10 {s['ndcg_at_10']:.3f}, coverage {s['coverage_at_10']:.3f} "
+      f"(popular: {s['popular_recall_at_10']:.3f}, {s['popular_ndcg_at_10']:.3f}); update p50 {s['update_latency']['p50_us']:.1f} µs, p99 {s['update_latency']['p99_us']:.1f} µs")
 PY
 echo "   (Spark MLlib side by side: scripts/spark-compare.sh $dir/p1m)"
 echo "== processor through tansu: 1 M ratings replayed first, then consumed"

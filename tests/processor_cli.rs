@@ -3,7 +3,7 @@
 
 mod util;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use util::*;
@@ -242,8 +242,10 @@ fn tastes(dir: &std::path::Path) -> std::collections::BTreeMap<u32, Taste> {
 fn recommendations_follow_known_tastes_and_groups_without_common_ground_fall_back() {
     // 1,000 movies: about 80 ratings each, enough for every movie's factor to mean something.
     let data = generate(400, 1_000, 80_000, 0, 7);
-    let (run, _state, base) = serve_with(data.path(), &["--no-snapshots"]);
+    let (run, state, base) = serve_with(data.path(), &["--no-snapshots"]);
     let get = |path: &str| get_json(&format!("{base}{path}")).unwrap();
+    // Top-10 lists kept to check against the model's factors once the run has stopped.
+    let mut top10: Vec<(u64, Vec<serde_json::Value>)> = Vec::new();
 
     // Share of each genre in the catalog: the rate at which a taste-blind list would contain it.
     let movies = csv::Reader::from_path(data.path().join("movies.csv"))
@@ -270,6 +272,7 @@ fn recommendations_follow_known_tastes_and_groups_without_common_ground_fall_bac
             .map(|i| i["genres"].as_array().unwrap().iter().any(|g| g == fav.as_str()))
             .collect();
         assert!(in_fav.len() >= 500, "{} ranked", in_fav.len());
+        top10.push((u64::from(user), recs["items"].as_array().unwrap()[..10].to_vec()));
         // AUC: over (favourite, other) pairs, the share where the favourite ranks higher.
         let (mut fav_above, mut pairs_won) = (0u64, 0u64);
         for &f in &in_fav {
@@ -353,8 +356,14 @@ fn recommendations_follow_known_tastes_and_groups_without_common_ground_fall_bac
         for item in recs["items"].as_array().unwrap() {
             let m: Vec<f64> =
                 item["members"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
-            let want = if strategy == "average" { (2.0 * m[0] + m[1]) / 3.0 } else { m[0].min(m[1]) };
-            assert!((item["score"].as_f64().unwrap() - want).abs() < 1e-4, "{strategy}: {item}");
+            // Members' predicted ratings are clamped; the group score is of the unclamped ones,
+            // so it is their combination where none was clamped.
+            let score = item["score"].as_f64().unwrap();
+            assert_eq!(item["predicted_rating"].as_f64().unwrap(), score.clamp(0.5, 5.0), "{item}");
+            if m.iter().all(|&p| p > 0.5 && p < 5.0) {
+                let want = if strategy == "average" { (2.0 * m[0] + m[1]) / 3.0 } else { m[0].min(m[1]) };
+                assert!((score - want).abs() < 1e-4, "{strategy}: {item}");
+            }
         }
     }
 
@@ -401,6 +410,41 @@ fn recommendations_follow_known_tastes_and_groups_without_common_ground_fall_bac
     );
     run.signal("-TERM");
     assert!(run.wait().0.success());
+
+    // Ranking follows the unclamped prediction: each score is the dot product of the user's and
+    // the movie's factors (the model a restart rebuilds, bit-identical to the live one), the
+    // scores are distinct and decreasing, and predicted_rating is the score clamped to 0.5–5.
+    let mut factors: HashMap<(&str, u64), Vec<f64>> = HashMap::new();
+    let dumped = util::dump(state.path(), "model");
+    for line in &dumped {
+        for side in ["user", "movie"] {
+            if let Some(id) = line[side].as_u64() {
+                let f = line["factor"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+                factors.insert((side, id), f);
+            }
+        }
+    }
+    let mut above_five = 0;
+    for (user, items) in &top10 {
+        let x = &factors[&("user", *user)];
+        let scores: Vec<f64> = items.iter().map(|i| i["score"].as_f64().unwrap()).collect();
+        assert!(
+            scores.windows(2).all(|w| w[0] > w[1]),
+            "user {user}: distinct, decreasing scores {scores:?}"
+        );
+        for item in items {
+            let y = &factors[&("movie", item["movie_id"].as_u64().unwrap())];
+            let dot: f64 = x.iter().zip(y).map(|(a, b)| a * b).sum();
+            let score = item["score"].as_f64().unwrap();
+            assert!((score - dot).abs() < 1e-4 * dot.abs().max(1.0), "user {user}: {item} vs factors' {dot}");
+            assert_eq!(item["predicted_rating"].as_f64().unwrap(), score.clamp(0.5, 5.0), "{item}");
+            above_five += usize::from(score > 5.0);
+        }
+    }
+    eprintln!(
+        "ranking: {} users' top 10 follow the factors' dot products; {above_five} scores above 5",
+        top10.len()
+    );
 }
 
 /// Issue 17: a row `7,5,4.0,99999999999999` in ratings.csv passed the readers and was applied

@@ -329,6 +329,10 @@ pub struct ServeArgs {
     /// HTTP connections served at once; more wait until one closes.
     #[arg(long, env = "STREAMFLIX_HTTP_MAX_CONNECTIONS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pub http_max_connections: u32,
+    /// The least number of ratings a movie needs to be ranked in ALS recommendations, similar
+    /// titles and group recommendations (a factor fitted to one or two ratings is noise).
+    #[arg(long, env = "STREAMFLIX_MIN_MOVIE_RATINGS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub min_movie_ratings: u32,
     /// Delete the state in --state first and start over (for a damaged state directory; the
     /// input is then read from its beginning).
     #[arg(long)]
@@ -434,6 +438,7 @@ impl ServeArgs {
             token_on_metrics: self.http_token_metrics,
             timeout: Duration::from_secs(self.http_timeout.max(1) as u64),
             max_connections: self.http_max_connections as usize,
+            min_movie_ratings: self.min_movie_ratings as usize,
         }
     }
 

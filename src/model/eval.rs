@@ -6,8 +6,12 @@
 //!   for every later rating, in time order: predict, score, learn ([`Als::observe`]). Scored are
 //!   events whose user and movie were seen before them. For comparison, the batch model of the
 //!   first 80 %, frozen, is scored on the events whose user and movie it knows, and the stream on
-//!   the very same events. Also: recall@10 of ratings ≥ 4 on a sample (was the movie in the
-//!   user's top 10 of unrated movies just before they rated it?), and per-update latency.
+//!   the very same events. Also, on a sample of ratings ≥ 4, just before each is learned: was
+//!   the movie in the user's top 10 of unrated movies (recall@10), NDCG@10 with that one movie
+//!   relevant (`1 / log2(1 + rank)` when it ranks ≤ 10, else 0), the share of the catalogue
+//!   that appears in the sampled top-10 lists (coverage), and the same recall and NDCG for a
+//!   popularity baseline (unrated movies by ratings learned so far, ties by lower id); and the
+//!   per-update latency.
 //!
 //! May import: what `model/mod.rs` allows its layer; this module uses `crate::model::als`, `crate::model::recommend`, `streamflix-schemas`.
 
@@ -95,6 +99,14 @@ pub struct StreamResult {
     pub rmse_ratio: f64,
     /// Recall@10 of ratings ≥ 4 on the sample.
     pub recall_at_10: f64,
+    /// NDCG@10 on the same sample (one relevant movie per sampled rating).
+    pub ndcg_at_10: f64,
+    /// Distinct movies in the sampled users' top-10 lists over the movies the model knew at the end.
+    pub coverage_at_10: f64,
+    /// The popularity baseline's recall@10 on the same sample.
+    pub popular_recall_at_10: f64,
+    /// The popularity baseline's NDCG@10 on the same sample.
+    pub popular_ndcg_at_10: f64,
     /// Ratings ≥ 4 sampled for recall.
     pub recall_sample: u64,
     /// Time per update (user and movie re-solved, sweep step).
@@ -174,7 +186,9 @@ pub fn streaming(cfg: &EvalConfig, train: &[Rating], test: &[Rating]) -> StreamR
     let every = (high / cfg.recall_sample.max(1)).max(1) as u64;
     let (mut all, mut mine, mut theirs) =
         (ModelStats::default(), ModelStats::default(), ModelStats::default());
-    let (mut sampled, mut hits, mut high_seen) = (0u64, 0u64, 0u64);
+    let (mut sampled, mut high_seen) = (0u64, 0u64);
+    let (mut hits, mut ndcg, mut popular_hits, mut popular_ndcg) = (0u64, 0.0, 0u64, 0.0);
+    let mut listed = rustc_hash::FxHashSet::default();
     let mut nanos: Vec<u32> = Vec::with_capacity(test.len());
     let sweeps_before = als.sweeps_done();
     let mut update_time = 0.0;
@@ -183,8 +197,15 @@ pub fn streaming(cfg: &EvalConfig, train: &[Rating], test: &[Rating]) -> StreamR
             high_seen += 1;
             if high_seen % every == 0 && (sampled as usize) < cfg.recall_sample {
                 sampled += 1;
-                if in_top_n(&als, r.user, r.movie, 10) {
+                let (rank, top) = rank_and_top_n(&als, r.user, r.movie, 10);
+                listed.extend(top);
+                if let Some(k) = rank.filter(|&k| k <= 10) {
                     hits += 1;
+                    ndcg += gain(k);
+                }
+                if let Some(k) = popular_rank(&als, r.user, r.movie).filter(|&k| k <= 10) {
+                    popular_hits += 1;
+                    popular_ndcg += gain(k);
                 }
             }
         }
@@ -203,6 +224,7 @@ pub fn streaming(cfg: &EvalConfig, train: &[Rating], test: &[Rating]) -> StreamR
         nanos.push(dt.as_nanos().min(u128::from(u32::MAX)) as u32);
     }
     nanos.sort_unstable();
+    let per_sample = |x: f64| if sampled > 0 { x / sampled as f64 } else { 0.0 };
     let (a, b) = (Errors::from(&mine), Errors::from(&theirs));
     StreamResult {
         train: train.len() as u64,
@@ -211,7 +233,11 @@ pub fn streaming(cfg: &EvalConfig, train: &[Rating], test: &[Rating]) -> StreamR
         on_batch_events: a,
         batch_on_same_events: b,
         rmse_ratio: if b.rmse > 0.0 { a.rmse / b.rmse } else { 0.0 },
-        recall_at_10: if sampled > 0 { hits as f64 / sampled as f64 } else { 0.0 },
+        recall_at_10: per_sample(hits as f64),
+        ndcg_at_10: per_sample(ndcg),
+        coverage_at_10: listed.len() as f64 / als.side(Which::Items).len().max(1) as f64,
+        popular_recall_at_10: per_sample(popular_hits as f64),
+        popular_ndcg_at_10: per_sample(popular_ndcg),
         recall_sample: sampled,
         update_latency: Latency {
             p50_us: percentile(&nanos, 0.5),
@@ -223,23 +249,51 @@ pub fn streaming(cfg: &EvalConfig, train: &[Rating], test: &[Rating]) -> StreamR
     }
 }
 
-/// Whether `movie` is among the user's top `n` movies they have not rated yet.
-fn in_top_n(als: &Als, user: u32, movie: u32, n: usize) -> bool {
+/// NDCG's gain of the one relevant movie at 1-based `rank` (the ideal DCG is 1).
+fn gain(rank: usize) -> f64 {
+    1.0 / (1.0 + rank as f64).log2()
+}
+
+/// The 1-based rank of `movie` among the user's unrated movies by predicted rating (`None` for
+/// an unknown user or movie; ties count in the movie's favour), and the ids of the top `n`
+/// (highest score, then lowest id).
+fn rank_and_top_n(als: &Als, user: u32, movie: u32, n: usize) -> (Option<usize>, Vec<u32>) {
     let items = als.side(Which::Items);
     let (Some(u), Some(target)) = (als.side(Which::Users).index_of(user), items.index_of(movie)) else {
-        return false;
+        return (None, Vec::new());
     };
     let x = als.user_factor(user).expect("known user");
     let scores = als.scores(x);
     let rated: rustc_hash::FxHashSet<u32> = als.side(Which::Users).ratings(u).others().collect();
     let t = scores[target];
-    let better = scores
+    let mut unrated: Vec<(usize, f32)> = scores
         .iter()
         .enumerate()
-        .filter(|&(i, &s)| i != target && !rated.contains(&(i as u32)) && s > t)
-        .take(n)
-        .count();
-    better < n
+        .filter(|&(i, _)| !rated.contains(&(i as u32)))
+        .map(|(i, &s)| (i, s))
+        .collect();
+    let better = unrated.iter().filter(|&&(i, s)| i != target && s > t).count();
+    let cmp =
+        |a: &(usize, f32), b: &(usize, f32)| b.1.total_cmp(&a.1).then(items.id(a.0).cmp(&items.id(b.0)));
+    if unrated.len() > n && n > 0 {
+        unrated.select_nth_unstable_by(n - 1, cmp);
+        unrated.truncate(n);
+    }
+    (Some(better + 1), unrated.iter().map(|&(i, _)| items.id(i)).collect())
+}
+
+/// The 1-based rank of `movie` among the user's unrated movies by ratings learned so far (ties:
+/// lower id first); `None` for an unknown user or movie.
+fn popular_rank(als: &Als, user: u32, movie: u32) -> Option<usize> {
+    let items = als.side(Which::Items);
+    let u = als.side(Which::Users).index_of(user)?;
+    let target = items.index_of(movie)?;
+    let rated: rustc_hash::FxHashSet<u32> = als.side(Which::Users).ratings(u).others().collect();
+    let key = |i: usize| (std::cmp::Reverse(items.ratings(i).len()), items.id(i));
+    let t = key(target);
+    let better =
+        (0..items.len()).filter(|&i| i != target && !rated.contains(&(i as u32)) && key(i) < t).count();
+    Some(better + 1)
 }
 
 /// Splits ratings by time: the first `fraction` (by `(ts, user, movie)`) and the rest.
@@ -267,5 +321,44 @@ mod tests {
         let (early, late) = time_split(&ratings, 0.8);
         assert_eq!((early.len(), late.len()), (800, 200));
         assert!(early.iter().map(|r| r.ts).max() <= late.iter().map(|r| r.ts).min());
+    }
+
+    /// The ranks behind recall, NDCG and coverage equal a brute-force count over every movie.
+    #[test]
+    fn ranks_equal_a_brute_force_count() {
+        let mut als = Als::new(AlsConfig { rank: 4, lambda: 0.1, sweep_every: 0 });
+        for n in 0..3000u32 {
+            let (user, movie) = (n % 40, (n * 7 + n / 40) % 120);
+            als.add(user, movie, f32::from((n % 9) as u8) * 0.5 + 1.0);
+        }
+        als.train(5, None);
+        let items = als.side(Which::Items);
+        for user in [0u32, 7, 39] {
+            let u = als.side(Which::Users).index_of(user).unwrap();
+            let rated: Vec<u32> =
+                als.side(Which::Users).ratings(u).others().map(|i| items.id(i as usize)).collect();
+            let unrated: Vec<u32> =
+                (0..120).filter(|m| !rated.contains(m) && items.index_of(*m).is_some()).collect();
+            let all = als.scores(als.user_factor(user).unwrap());
+            let score = |m: u32| all[items.index_of(m).unwrap()];
+            let count = |m: u32| items.ratings(items.index_of(m).unwrap()).len();
+            for &m in unrated.iter().step_by(7) {
+                let want = 1 + unrated.iter().filter(|&&o| o != m && score(o) > score(m)).count();
+                let (rank, top) = rank_and_top_n(&als, user, m, 10);
+                assert_eq!(rank, Some(want), "user {user} movie {m}");
+                let mut by_score = unrated.clone();
+                by_score.sort_by(|&a, &b| score(b).total_cmp(&score(a)).then(a.cmp(&b)));
+                let mut top = top;
+                top.sort_by(|&a, &b| score(b).total_cmp(&score(a)).then(a.cmp(&b)));
+                assert_eq!(top, by_score[..10].to_vec());
+                let popular = 1 + unrated
+                    .iter()
+                    .filter(|&&o| o != m && (count(o) > count(m) || (count(o) == count(m) && o < m)))
+                    .count();
+                assert_eq!(popular_rank(&als, user, m), Some(popular));
+            }
+        }
+        assert!((gain(1) - 1.0).abs() < 1e-15 && (gain(3) - 0.5).abs() < 1e-15);
+        assert_eq!(rank_and_top_n(&als, 999, 1, 10).0, None);
     }
 }

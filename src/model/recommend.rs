@@ -1,10 +1,14 @@
 //! Recommendations served from the live ALS model: per user, similar titles, and watch parties.
 //!
 //! - **Per user**: movies by predicted rating, optionally within one genre and without the ones the
-//!   user already rated.
+//!   user already rated. Ranked by the model's unclamped prediction (`score`), so movies the
+//!   model rates above 5 keep their order; `predicted_rating` is the same clamped to 0.5–5.
+//!   Only movies with at least `min_ratings` ratings (`--min-movie-ratings`, default
+//!   [`MIN_SUPPORT`]) are ranked, here, for similar titles and for groups.
 //! - **Similar titles**: cosine similarity of movie factors.
-//! - **Groups** ("watch party"): each member's predicted rating of each candidate; the group score
-//!   is their weighted mean (`average`) or the lowest (`least_misery`, weights ignored).
+//! - **Groups** ("watch party"): each member's unclamped prediction of each candidate; the group
+//!   score is their weighted mean (`average`) or the lowest (`least_misery`, weights ignored);
+//!   `members` shows each member's predicted rating (clamped).
 //!   Candidates are unrated by every member and belong to a genre all members like: a member's
 //!   *taste genres* are their (at most) two genres of highest lift — share of their ratings over
 //!   share of all ratings — among those with ≥ 10 % of their ratings and a lift ≥ 1.2.
@@ -29,9 +33,16 @@ use crate::model::als::{dot, Als, AlsConfig, Which, PREFETCH_AHEAD};
 
 /// Users with fewer ratings than this get popular titles instead of ALS scores.
 pub const COLD_START_BELOW: usize = 5;
-/// Movies with fewer ratings than this are not ranked by ALS (a factor fitted to one or two
-/// ratings is noise, and would crowd the top of every list).
+/// The default least number of ratings for a movie to be ranked by ALS (a factor fitted to one
+/// or two ratings is noise, and would crowd the top of every list); `--min-movie-ratings`.
 pub const MIN_SUPPORT: usize = 5;
+/// The rating scale: predictions are shown clamped to it.
+const RATING_RANGE: (f32, f32) = (0.5, 5.0);
+
+/// A prediction on the rating scale.
+fn clamped(score: f32) -> f64 {
+    f64::from(score.clamp(RATING_RANGE.0, RATING_RANGE.1))
+}
 /// Event-days of the popularity window.
 pub const POPULAR_DAYS: i64 = 30;
 const TASTE_SHARE: f64 = 0.10;
@@ -82,9 +93,13 @@ pub struct Item {
     pub title: String,
     /// Genres from the catalog.
     pub genres: Vec<String>,
-    /// Predicted rating (ALS), cosine similarity (similar titles), group score (groups), or the
-    /// number of ratings in the popularity window (fallback).
+    /// What the list is ranked by: the unclamped predicted rating (ALS), cosine similarity
+    /// (similar titles), the group score of unclamped predictions (groups), or the number of
+    /// ratings in the popularity window (fallback).
     pub score: f64,
+    /// ALS and groups: `score` clamped to the rating scale, 0.5–5.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub predicted_rating: Option<f64>,
     /// Groups: each member's predicted rating, in the order of the request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub members: Option<Vec<f64>>,
@@ -286,8 +301,14 @@ impl Recommender {
             title: self.catalog.title(movie).unwrap_or_default().to_string(),
             genres: self.catalog.names(self.catalog.genres_of(movie).unwrap_or(0)),
             score,
+            predicted_rating: None,
             members,
         }
+    }
+
+    /// An item ranked by a predicted rating `score` (unclamped).
+    fn predicted(&self, movie: u32, score: f32, members: Option<Vec<f64>>) -> Item {
+        Item { predicted_rating: Some(clamped(score)), ..self.item(movie, f64::from(score), members) }
     }
 
     /// Ratings the user has given (0 if unknown).
@@ -359,8 +380,8 @@ impl Recommender {
         }
     }
 
-    /// Best `n` movies for a user whose genres known outside the model (the committed state) are
-    /// `known_genres`; within `genre` if given.
+    /// Best `n` movies, of those with at least `min_ratings` ratings, for a user whose genres
+    /// known outside the model (the committed state) are `known_genres`; within `genre` if given.
     pub fn for_user(
         &self,
         user: u32,
@@ -368,6 +389,7 @@ impl Recommender {
         genre: Option<u64>,
         exclude_rated: bool,
         known_genres: u64,
+        min_ratings: usize,
     ) -> Recommendations {
         let rated = self.ratings_of(user);
         let exclude = if exclude_rated { self.rated_set(user) } else { FxHashSet::default() };
@@ -388,7 +410,7 @@ impl Recommender {
         let mut ranked: Vec<(u32, f32)> = scores
             .iter()
             .enumerate()
-            .filter(|&(i, _)| items.ratings(i).len() >= MIN_SUPPORT)
+            .filter(|&(i, _)| items.ratings(i).len() >= min_ratings)
             .map(|(i, &s)| (items.id(i), s))
             .filter(|(m, _)| !exclude.contains(m))
             .filter(|(m, _)| genre.is_none_or(|g| self.catalog.genres_of(*m).unwrap_or(0) & g != 0))
@@ -398,17 +420,14 @@ impl Recommender {
             strategy: "als".into(),
             reason: None,
             genres: genre.map(|g| self.catalog.names(g)).unwrap_or_default(),
-            items: ranked
-                .into_iter()
-                .map(|(m, s)| self.item(m, f64::from(s.clamp(0.5, 5.0)), None))
-                .collect(),
+            items: ranked.into_iter().map(|(m, s)| self.predicted(m, s, None)).collect(),
         }
     }
 
-    /// Movies whose factors are closest (cosine) to `movie`'s; for a movie the model has not seen
-    /// rated, the most-rated titles of the window in its genres; `None` for a movie not in the
-    /// catalog.
-    pub fn similar(&self, movie: u32, n: usize) -> Option<Recommendations> {
+    /// Movies (of those with at least `min_ratings` ratings) whose factors are closest (cosine)
+    /// to `movie`'s; for a movie the model has not seen rated, the most-rated titles of the
+    /// window in its genres; `None` for a movie not in the catalog.
+    pub fn similar(&self, movie: u32, n: usize, min_ratings: usize) -> Option<Recommendations> {
         let genres = self.catalog.genres_of(movie)?;
         let Some(v) = self.als.item_factor(movie) else {
             return Some(self.popular(
@@ -425,7 +444,7 @@ impl Recommender {
         let mut ranked: Vec<(u32, f32)> = sims
             .iter()
             .enumerate()
-            .filter(|&(i, _)| items.id(i) != movie && items.ratings(i).len() >= MIN_SUPPORT)
+            .filter(|&(i, _)| items.id(i) != movie && items.ratings(i).len() >= min_ratings)
             .map(|(i, &s)| {
                 let row = m.row(i);
                 let other = row.dot(&row).sqrt().max(f32::MIN_POSITIVE);
@@ -441,14 +460,15 @@ impl Recommender {
         })
     }
 
-    /// Best `n` movies for a group of (user, weight) whose taste genres ([`Recommender::taste`])
-    /// are `tastes`, in the same order.
+    /// Best `n` movies (of those with at least `min_ratings` ratings) for a group of (user,
+    /// weight) whose taste genres ([`Recommender::taste`]) are `tastes`, in the same order.
     pub fn for_group(
         &self,
         members: &[(u32, f64)],
         tastes: &[u64],
         strategy: GroupStrategy,
         n: usize,
+        min_ratings: usize,
     ) -> Recommendations {
         let exclude: FxHashSet<u32> = members.iter().flat_map(|&(u, _)| self.rated_set(u)).collect();
         let union = tastes.iter().fold(0, |a, &t| a | t);
@@ -478,24 +498,19 @@ impl Recommender {
         let mut ranked: Vec<(u32, f32)> = (0..items.len())
             .filter(|&i| {
                 let m = items.id(i);
-                items.ratings(i).len() >= MIN_SUPPORT
+                items.ratings(i).len() >= min_ratings
                     && !exclude.contains(&m)
                     && self.catalog.genres_of(m).unwrap_or(0) & common != 0
             })
             .map(|i| {
                 let score = match strategy {
                     GroupStrategy::Average => {
-                        members
-                            .iter()
-                            .zip(&per_member)
-                            .map(|(&(_, w), s)| w * f64::from(s[i].clamp(0.5, 5.0)))
-                            .sum::<f64>()
+                        members.iter().zip(&per_member).map(|(&(_, w), s)| w * f64::from(s[i])).sum::<f64>()
                             / total_weight
                     }
-                    GroupStrategy::LeastMisery => per_member
-                        .iter()
-                        .map(|s| f64::from(s[i].clamp(0.5, 5.0)))
-                        .fold(f64::INFINITY, f64::min),
+                    GroupStrategy::LeastMisery => {
+                        per_member.iter().map(|s| f64::from(s[i])).fold(f64::INFINITY, f64::min)
+                    }
                 };
                 (items.id(i), score as f32)
             })
@@ -512,8 +527,8 @@ impl Recommender {
                 .into_iter()
                 .map(|(m, s)| {
                     let i = items.index_of(m).expect("ranked movies are in the model");
-                    let each = per_member.iter().map(|p| f64::from(p[i].clamp(0.5, 5.0))).collect();
-                    self.item(m, f64::from(s), Some(each))
+                    let each = per_member.iter().map(|p| clamped(p[i])).collect();
+                    self.predicted(m, s, Some(each))
                 })
                 .collect(),
         }
@@ -573,7 +588,7 @@ mod tests {
             ts += 60;
             r.observe(user, movie, 4.0, ts);
         }
-        let recs = r.for_user(9, 3, None, true, 0);
+        let recs = r.for_user(9, 3, None, true, 0, MIN_SUPPORT);
         assert_eq!(recs.strategy, "popular_in_genres");
         assert!(recs.reason.as_deref().unwrap().contains("cold start"));
         assert_eq!(recs.genres, vec!["Drama".to_string()], "user 9 rated only a drama");
@@ -581,7 +596,7 @@ mod tests {
         assert_eq!(ids, vec![2, 4], "dramas by ratings in the window, without the one rated");
         // A user the model never saw, with genres known only outside it.
         let horror = r.catalog().genre_bit("horror").unwrap();
-        let recs = r.for_user(77, 5, None, true, horror);
+        let recs = r.for_user(77, 5, None, true, horror, MIN_SUPPORT);
         assert_eq!(recs.items.iter().map(|i| i.movie_id).collect::<Vec<_>>(), vec![3]);
     }
 

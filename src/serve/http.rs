@@ -48,6 +48,9 @@ pub struct HttpOptions {
     pub timeout: std::time::Duration,
     /// Connections served at once; more wait in the listen backlog until one closes.
     pub max_connections: usize,
+    /// The least number of ratings a movie needs to be ranked by ALS (recommendations, similar
+    /// titles, groups).
+    pub min_movie_ratings: usize,
 }
 
 impl Default for HttpOptions {
@@ -57,6 +60,7 @@ impl Default for HttpOptions {
             token_on_metrics: false,
             timeout: std::time::Duration::from_secs(10),
             max_connections: 256,
+            min_movie_ratings: crate::model::recommend::MIN_SUPPORT,
         }
     }
 }
@@ -726,7 +730,7 @@ async fn recommendations(
     if stored.is_none() && rated == 0 {
         return Err(ApiError(StatusCode::NOT_FOUND, format!("user {id} not seen")));
     }
-    let recs = model.for_user(id, n, genre, exclude_rated, stored.unwrap_or(0));
+    let recs = model.for_user(id, n, genre, exclude_rated, stored.unwrap_or(0), s.options.min_movie_ratings);
     Ok(Json(json!({ "user_id": id, "ratings": rated, "recommendations": recs })))
 }
 
@@ -735,7 +739,7 @@ async fn similar(State(s): State<AppState>, IdParam(id): IdParam, QueryMap(q): Q
     check_params(&q, &["n"])?;
     let n = count(&q, "n", 10, 1000)?;
     let model = model(&s)?;
-    let Some(recs) = model.similar(id, n) else {
+    let Some(recs) = model.similar(id, n, s.options.min_movie_ratings) else {
         return Err(ApiError(StatusCode::NOT_FOUND, format!("movie {id} is not in the catalog")));
     };
     Ok(Json(json!({
@@ -792,7 +796,7 @@ async fn group(State(s): State<AppState>, QueryMap(q): QueryMap) -> ApiResult {
     }
     let members: Vec<(u32, f64)> = users.iter().copied().zip(weights.iter().copied()).collect();
     let tastes = model.tastes(&users);
-    let recs = model.for_group(&members, &tastes, strategy, n);
+    let recs = model.for_group(&members, &tastes, strategy, n, s.options.min_movie_ratings);
     Ok(Json(json!({
         "users": users,
         "weights": weights,
