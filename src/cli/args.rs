@@ -150,6 +150,10 @@ pub struct EvalArgs {
     /// Ratings ≥ 4 sampled for recall@10.
     #[arg(long, default_value_t = 1_000)]
     pub recall_sample: usize,
+    /// Ranking metrics consider only movies with at least this many ratings learned, as the
+    /// served recommendations do (`run --min-movie-ratings`).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub min_movie_ratings: u32,
 }
 
 /// `streamflix eval` subcommands.

@@ -42,6 +42,7 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
         iters: args.iters as usize,
         seed: args.seed,
         recall_sample: args.recall_sample,
+        min_movie_ratings: args.min_movie_ratings as usize,
     };
     let started = Instant::now();
     let (movies, given) = match (&args.data, &args.train, &args.test) {

@@ -553,8 +553,12 @@ pub fn open_processor(
     if let Some(threshold) = features.churn_threshold {
         let mut model = match store.churn_model()? {
             // Restored as it was checkpointed; the threshold is a setting, not state.
-            Some(bytes) if opened.checkpoints > 0 => ChurnModel::from_bytes(&bytes)
-                .map_err(|e| StoreError::Corrupt { what: "churn model".into(), detail: e.to_string() })?,
+            Some(bytes) if opened.checkpoints > 0 => {
+                ChurnModel::from_bytes(&bytes).map_err(|e| StoreError::Corrupt {
+                    what: "churn model".into(),
+                    detail: format!("{e}; start over with --reset-state, or run with --no-churn-model"),
+                })?
+            }
             _ => ChurnModel::new(threshold),
         };
         model.threshold = threshold;

@@ -35,6 +35,9 @@ pub struct EvalConfig {
     pub seed: u64,
     /// Ratings ≥ 4 sampled for recall@10.
     pub recall_sample: usize,
+    /// Ranking metrics consider only movies with at least this many ratings learned (what the
+    /// served lists rank); a sampled movie with fewer is a miss.
+    pub min_movie_ratings: usize,
 }
 
 /// Error of a model on scored pairs.
@@ -197,13 +200,14 @@ pub fn streaming(cfg: &EvalConfig, train: &[Rating], test: &[Rating]) -> StreamR
             high_seen += 1;
             if high_seen % every == 0 && (sampled as usize) < cfg.recall_sample {
                 sampled += 1;
-                let (rank, top) = rank_and_top_n(&als, r.user, r.movie, 10);
+                let min = cfg.min_movie_ratings;
+                let (rank, top) = rank_and_top_n(&als, r.user, r.movie, 10, min);
                 listed.extend(top);
                 if let Some(k) = rank.filter(|&k| k <= 10) {
                     hits += 1;
                     ndcg += gain(k);
                 }
-                if let Some(k) = popular_rank(&als, r.user, r.movie).filter(|&k| k <= 10) {
+                if let Some(k) = popular_rank(&als, r.user, r.movie, min).filter(|&k| k <= 10) {
                     popular_hits += 1;
                     popular_ndcg += gain(k);
                 }
@@ -254,10 +258,10 @@ fn gain(rank: usize) -> f64 {
     1.0 / (1.0 + rank as f64).log2()
 }
 
-/// The 1-based rank of `movie` among the user's unrated movies by predicted rating (`None` for
-/// an unknown user or movie; ties count in the movie's favour), and the ids of the top `n`
-/// (highest score, then lowest id).
-fn rank_and_top_n(als: &Als, user: u32, movie: u32, n: usize) -> (Option<usize>, Vec<u32>) {
+/// The 1-based rank of `movie` among the user's unrated movies with at least `min` ratings, by
+/// predicted rating (`None` for an unknown user or movie, or one with fewer ratings; ties count
+/// in the movie's favour), and the ids of the top `n` (highest score, then lowest id).
+fn rank_and_top_n(als: &Als, user: u32, movie: u32, n: usize, min: usize) -> (Option<usize>, Vec<u32>) {
     let items = als.side(Which::Items);
     let (Some(u), Some(target)) = (als.side(Which::Users).index_of(user), items.index_of(movie)) else {
         return (None, Vec::new());
@@ -269,7 +273,7 @@ fn rank_and_top_n(als: &Als, user: u32, movie: u32, n: usize) -> (Option<usize>,
     let mut unrated: Vec<(usize, f32)> = scores
         .iter()
         .enumerate()
-        .filter(|&(i, _)| !rated.contains(&(i as u32)))
+        .filter(|&(i, _)| !rated.contains(&(i as u32)) && items.ratings(i).len() >= min)
         .map(|(i, &s)| (i, s))
         .collect();
     let better = unrated.iter().filter(|&&(i, s)| i != target && s > t).count();
@@ -279,20 +283,28 @@ fn rank_and_top_n(als: &Als, user: u32, movie: u32, n: usize) -> (Option<usize>,
         unrated.select_nth_unstable_by(n - 1, cmp);
         unrated.truncate(n);
     }
-    (Some(better + 1), unrated.iter().map(|&(i, _)| items.id(i)).collect())
+    let rank = (items.ratings(target).len() >= min).then_some(better + 1);
+    (rank, unrated.iter().map(|&(i, _)| items.id(i)).collect())
 }
 
-/// The 1-based rank of `movie` among the user's unrated movies by ratings learned so far (ties:
-/// lower id first); `None` for an unknown user or movie.
-fn popular_rank(als: &Als, user: u32, movie: u32) -> Option<usize> {
+/// The 1-based rank of `movie` among the user's unrated movies with at least `min` ratings, by
+/// ratings learned so far (ties: lower id first); `None` for an unknown user or movie, or one
+/// with fewer ratings.
+fn popular_rank(als: &Als, user: u32, movie: u32, min: usize) -> Option<usize> {
     let items = als.side(Which::Items);
     let u = als.side(Which::Users).index_of(user)?;
     let target = items.index_of(movie)?;
     let rated: rustc_hash::FxHashSet<u32> = als.side(Which::Users).ratings(u).others().collect();
     let key = |i: usize| (std::cmp::Reverse(items.ratings(i).len()), items.id(i));
     let t = key(target);
-    let better =
-        (0..items.len()).filter(|&i| i != target && !rated.contains(&(i as u32)) && key(i) < t).count();
+    if items.ratings(target).len() < min {
+        return None;
+    }
+    let better = (0..items.len())
+        .filter(|&i| {
+            i != target && !rated.contains(&(i as u32)) && items.ratings(i).len() >= min && key(i) < t
+        })
+        .count();
     Some(better + 1)
 }
 
@@ -333,18 +345,24 @@ mod tests {
         }
         als.train(5, None);
         let items = als.side(Which::Items);
-        for user in [0u32, 7, 39] {
+        for (user, min) in [(0u32, 1usize), (7, 1), (39, 1), (7, 25), (39, 25)] {
             let u = als.side(Which::Users).index_of(user).unwrap();
             let rated: Vec<u32> =
                 als.side(Which::Users).ratings(u).others().map(|i| items.id(i as usize)).collect();
-            let unrated: Vec<u32> =
-                (0..120).filter(|m| !rated.contains(m) && items.index_of(*m).is_some()).collect();
+            let count = |m: u32| items.ratings(items.index_of(m).unwrap()).len();
+            let unrated: Vec<u32> = (0..120)
+                .filter(|m| !rated.contains(m) && items.index_of(*m).is_some() && count(*m) >= min)
+                .collect();
+            assert!(unrated.len() > 20, "{} candidates", unrated.len());
+            assert!(
+                min == 1 || (0..120).any(|m| count(m) < min),
+                "the floor of {min} ratings excludes movies"
+            );
             let all = als.scores(als.user_factor(user).unwrap());
             let score = |m: u32| all[items.index_of(m).unwrap()];
-            let count = |m: u32| items.ratings(items.index_of(m).unwrap()).len();
             for &m in unrated.iter().step_by(7) {
                 let want = 1 + unrated.iter().filter(|&&o| o != m && score(o) > score(m)).count();
-                let (rank, top) = rank_and_top_n(&als, user, m, 10);
+                let (rank, top) = rank_and_top_n(&als, user, m, 10, min);
                 assert_eq!(rank, Some(want), "user {user} movie {m}");
                 let mut by_score = unrated.clone();
                 by_score.sort_by(|&a, &b| score(b).total_cmp(&score(a)).then(a.cmp(&b)));
@@ -355,10 +373,10 @@ mod tests {
                     .iter()
                     .filter(|&&o| o != m && (count(o) > count(m) || (count(o) == count(m) && o < m)))
                     .count();
-                assert_eq!(popular_rank(&als, user, m), Some(popular));
+                assert_eq!(popular_rank(&als, user, m, min), Some(popular));
             }
         }
         assert!((gain(1) - 1.0).abs() < 1e-15 && (gain(3) - 0.5).abs() < 1e-15);
-        assert_eq!(rank_and_top_n(&als, 999, 1, 10).0, None);
+        assert_eq!(rank_and_top_n(&als, 999, 1, 10, 1).0, None);
     }
 }

@@ -390,9 +390,10 @@ impl Running {
         Running { child, lines, seen: Vec::new() }
     }
 
-    /// Waits (up to 60 s) for a stdout line starting with `prefix`; returns the rest of it.
+    /// Waits (up to 120 s: CI machines can be slow and shared) for a stdout line starting with
+    /// `prefix`; returns the rest of it.
     pub fn wait_line(&mut self, prefix: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(120);
         while Instant::now() < deadline {
             if let Ok(l) = self.lines.recv_timeout(Duration::from_millis(100)) {
                 self.seen.push(l.clone());
