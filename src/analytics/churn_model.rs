@@ -48,7 +48,7 @@ use serde::{Deserialize, Serialize};
 use streamflix_schemas::{AtRiskAlert, RiskReason, AT_RISK_VERSION};
 
 use crate::analytics::bgnbd::{p_alive, probe, refit, Histogram, Params, Pattern, Variant, SPREAD};
-use crate::analytics::segments::{segment, Breakpoints, Rfm, QUANTILES, SEGMENTS};
+use crate::analytics::segments::{self, segment, Breakpoints, Rfm, QUANTILES, SEGMENTS};
 use crate::core::calendar::{day_label, day_of};
 use crate::core::daily::is_month_end;
 use crate::core::features::FeatureRow;
@@ -660,8 +660,8 @@ impl ChurnModel {
     }
 
     /// Segments the users active within [`SEGMENT_WITHIN_DAYS`] at the close `c` (a month's last
-    /// day): breakpoints, assignments,
-    /// sizes with mean inputs, and the moves since the previous segmentation.
+    /// day): breakpoints, assignments, sizes with mean inputs, and the moves since the previous
+    /// segmentation.
     fn segment_all(&mut self, c: &ScoringClose<'_>) {
         let mut all: Vec<(u32, bool, Rfm, Option<Score>)> = c
             .users
@@ -781,7 +781,7 @@ impl ChurnModel {
             "left": s.left,
             "breakpoints": {"recency_days": b.r, "events_90d": b.f, "active_days_90d": b.m, "quantiles": QUANTILES},
             "segments": segments,
-            "moves": s.moves.iter().map(|&(f, t, n)| serde_json::json!({"from": SEGMENTS[usize::from(f)], "to": SEGMENTS[usize::from(t)], "users": n})).collect::<Vec<_>>(),
+            "moves": s.moves.iter().map(|&(f, t, n)| serde_json::json!({"from": segments::name(f), "to": segments::name(t), "users": n})).collect::<Vec<_>>(),
         }))
     }
 
@@ -899,7 +899,7 @@ impl ChurnModel {
             churn_risk: risk,
             threshold: self.threshold,
             p_alive: alive,
-            segment: self.segment_of(u).map(|s| SEGMENTS[usize::from(s[3])].to_string()),
+            segment: self.segment_of(u).map(|s| segments::name(s[3]).to_string()),
             reasons: self
                 .top_reasons(x)
                 .into_iter()

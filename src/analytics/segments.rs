@@ -49,6 +49,19 @@ pub const SEGMENTS: [&str; 11] = [
     "Lost",
 ];
 
+/// The name of the segment with index `i` (as [`segment`] returns and scores store it).
+pub fn name(i: u8) -> &'static str {
+    SEGMENTS[usize::from(i)]
+}
+
+/// The index of the segment called `name`, compared without case or punctuation
+/// (`cant-lose-them` is "Can't Lose Them").
+pub fn by_name(name: &str) -> Option<u8> {
+    let squash =
+        |n: &str| n.chars().filter(char::is_ascii_alphanumeric).collect::<String>().to_ascii_lowercase();
+    SEGMENTS.iter().position(|n| squash(n) == squash(name)).map(|i| i as u8)
+}
+
 /// The quantiles the breakpoints are taken at.
 pub const QUANTILES: [f64; 4] = [0.2, 0.4, 0.6, 0.8];
 

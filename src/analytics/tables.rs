@@ -16,7 +16,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use streamflix_schemas::{ChurnStatus, Rating};
 
-use crate::analytics::segments::SEGMENTS;
+use crate::analytics::segments;
 use crate::core::calendar::month_label;
 use crate::core::catalog::{bits, Catalog};
 use crate::core::daily::{AlertRow, DayClose, GenreDay, RetentionRow};
@@ -297,9 +297,7 @@ pub fn user_features(table: Table, rows: &[FeatureRow], genre_names: &[String]) 
             score(0),
             score(1),
             score(2),
-            Arc::new(
-                rows.iter().map(|r| r.segment.map(|s| SEGMENTS[usize::from(s[3])])).collect::<StringArray>(),
-            ),
+            Arc::new(rows.iter().map(|r| r.segment.map(|s| segments::name(s[3]))).collect::<StringArray>()),
         ],
     )
 }

@@ -616,10 +616,11 @@ impl Processor {
             };
             let as_of = if complete { (day + 1) * DAY - 1 } else { self.watermark.unwrap_or(day * DAY) };
             let genres = self.catalog.genre_names().len();
-            let row = |users: &FxHashMap<u32, UserState>, u: u32| {
+            let plain_row = |users: &FxHashMap<u32, UserState>, u: u32| {
                 let st = &users[&u];
-                with_segment(st.activity.row(u, as_of, st.churn.churned, genres))
+                st.activity.row(u, as_of, st.churn.churned, genres)
             };
+            let row = |users: &FxHashMap<u32, UserState>, u: u32| with_segment(plain_row(users, u));
             // Sorting the day's touched users is only needed for its rows or the reused month-end rows.
             let touched =
                 if spec.users || self.full_rows.is_some() { self.day.distinct_users() } else { Vec::new() };
@@ -635,12 +636,11 @@ impl Processor {
                     let mut touched = std::mem::take(&mut f.touched);
                     touched.sort_unstable();
                     touched.dedup();
-                    let (mut rows, aged) = refresh_rows(&f.rows, &touched, as_of, |u| row(&self.users, u));
-                    if scorer.is_some() {
-                        // Aged rows keep last month's segment: every row gets this close's.
-                        for r in &mut rows {
-                            *r = with_segment(*r);
-                        }
+                    let (mut rows, aged) =
+                        refresh_rows(&f.rows, &touched, as_of, |u| plain_row(&self.users, u));
+                    // Every row gets this close's segment (aged rows carry last month's).
+                    for r in &mut rows {
+                        *r = with_segment(*r);
                     }
                     debug_assert_eq!(rows.len(), self.users.len(), "every user new since was touched");
                     f.aged += aged;

@@ -200,14 +200,15 @@ pub fn streaming(cfg: &EvalConfig, train: &[Rating], test: &[Rating]) -> StreamR
             high_seen += 1;
             if high_seen % every == 0 && (sampled as usize) < cfg.recall_sample {
                 sampled += 1;
-                let min = cfg.min_movie_ratings;
-                let (rank, top) = rank_and_top_n(&als, r.user, r.movie, 10, min);
+                let s =
+                    Sample::of(&als, r.user, r.movie, cfg.min_movie_ratings).expect("user and movie known");
+                let (rank, top) = rank_and_top_n(&als, r.user, &s, 10);
                 listed.extend(top);
                 if let Some(k) = rank.filter(|&k| k <= 10) {
                     hits += 1;
                     ndcg += gain(k);
                 }
-                if let Some(k) = popular_rank(&als, r.user, r.movie, min).filter(|&k| k <= 10) {
+                if let Some(k) = popular_rank(&als, &s).filter(|&k| k <= 10) {
                     popular_hits += 1;
                     popular_ndcg += gain(k);
                 }
@@ -258,54 +259,60 @@ fn gain(rank: usize) -> f64 {
     1.0 / (1.0 + rank as f64).log2()
 }
 
-/// The 1-based rank of `movie` among the user's unrated movies with at least `min` ratings, by
-/// predicted rating (`None` for an unknown user or movie, or one with fewer ratings; ties count
-/// in the movie's favour), and the ids of the top `n` (highest score, then lowest id).
-fn rank_and_top_n(als: &Als, user: u32, movie: u32, n: usize, min: usize) -> (Option<usize>, Vec<u32>) {
-    let items = als.side(Which::Items);
-    let (Some(u), Some(target)) = (als.side(Which::Users).index_of(user), items.index_of(movie)) else {
-        return (None, Vec::new());
-    };
-    let x = als.user_factor(user).expect("known user");
-    let scores = als.scores(x);
-    let rated: rustc_hash::FxHashSet<u32> = als.side(Which::Users).ratings(u).others().collect();
-    let t = scores[target];
-    let mut unrated: Vec<(usize, f32)> = scores
-        .iter()
-        .enumerate()
-        .filter(|&(i, _)| !rated.contains(&(i as u32)) && items.ratings(i).len() >= min)
-        .map(|(i, &s)| (i, s))
-        .collect();
-    let better = unrated.iter().filter(|&&(i, s)| i != target && s > t).count();
-    let cmp =
-        |a: &(usize, f32), b: &(usize, f32)| b.1.total_cmp(&a.1).then(items.id(a.0).cmp(&items.id(b.0)));
-    if unrated.len() > n && n > 0 {
-        unrated.select_nth_unstable_by(n - 1, cmp);
-        unrated.truncate(n);
-    }
-    let rank = (items.ratings(target).len() >= min).then_some(better + 1);
-    (rank, unrated.iter().map(|&(i, _)| items.id(i)).collect())
+/// What a sampled rating is ranked against.
+struct Sample {
+    /// The user's unrated movies with at least the floor's ratings (item indexes).
+    candidates: Vec<usize>,
+    /// The rated movie's index.
+    target: usize,
+    /// Whether the rated movie itself has the floor's ratings (else it cannot rank: a miss).
+    eligible: bool,
 }
 
-/// The 1-based rank of `movie` among the user's unrated movies with at least `min` ratings, by
-/// ratings learned so far (ties: lower id first); `None` for an unknown user or movie, or one
-/// with fewer ratings.
-fn popular_rank(als: &Als, user: u32, movie: u32, min: usize) -> Option<usize> {
-    let items = als.side(Which::Items);
-    let u = als.side(Which::Users).index_of(user)?;
-    let target = items.index_of(movie)?;
-    let rated: rustc_hash::FxHashSet<u32> = als.side(Which::Users).ratings(u).others().collect();
-    let key = |i: usize| (std::cmp::Reverse(items.ratings(i).len()), items.id(i));
-    let t = key(target);
-    if items.ratings(target).len() < min {
-        return None;
+impl Sample {
+    /// The sample of `user` rating `movie`, with a floor of `min` ratings per movie; `None` for
+    /// an unknown user or movie.
+    fn of(als: &Als, user: u32, movie: u32, min: usize) -> Option<Sample> {
+        let items = als.side(Which::Items);
+        let u = als.side(Which::Users).index_of(user)?;
+        let target = items.index_of(movie)?;
+        let rated: rustc_hash::FxHashSet<u32> = als.side(Which::Users).ratings(u).others().collect();
+        let candidates = (0..items.len())
+            .filter(|&i| !rated.contains(&(i as u32)) && items.ratings(i).len() >= min)
+            .collect();
+        Some(Sample { candidates, target, eligible: items.ratings(target).len() >= min })
     }
-    let better = (0..items.len())
-        .filter(|&i| {
-            i != target && !rated.contains(&(i as u32)) && items.ratings(i).len() >= min && key(i) < t
-        })
-        .count();
-    Some(better + 1)
+
+    /// The 1-based rank of the movie among the other candidates by `better` (`None` when it is
+    /// not eligible).
+    fn rank(&self, better: impl Fn(usize) -> bool) -> Option<usize> {
+        let ahead = self.candidates.iter().filter(|&&i| i != self.target && better(i)).count();
+        self.eligible.then_some(ahead + 1)
+    }
+}
+
+/// The sample's rank by predicted rating (ties count in the movie's favour), and the ids of the
+/// top `n` candidates (highest score, then lowest id).
+fn rank_and_top_n(als: &Als, user: u32, s: &Sample, n: usize) -> (Option<usize>, Vec<u32>) {
+    let items = als.side(Which::Items);
+    let scores = als.scores(als.user_factor(user).expect("a sample's user is known"));
+    let t = scores[s.target];
+    let mut top: Vec<(usize, f32)> = s.candidates.iter().map(|&i| (i, scores[i])).collect();
+    let cmp =
+        |a: &(usize, f32), b: &(usize, f32)| b.1.total_cmp(&a.1).then(items.id(a.0).cmp(&items.id(b.0)));
+    if top.len() > n && n > 0 {
+        top.select_nth_unstable_by(n - 1, cmp);
+        top.truncate(n);
+    }
+    (s.rank(|i| scores[i] > t), top.iter().map(|&(i, _)| items.id(i)).collect())
+}
+
+/// The sample's rank by ratings learned so far (ties: lower id first).
+fn popular_rank(als: &Als, s: &Sample) -> Option<usize> {
+    let items = als.side(Which::Items);
+    let key = |i: usize| (std::cmp::Reverse(items.ratings(i).len()), items.id(i));
+    let t = key(s.target);
+    s.rank(|i| key(i) < t)
 }
 
 /// Splits ratings by time: the first `fraction` (by `(ts, user, movie)`) and the rest.
@@ -362,7 +369,7 @@ mod tests {
             let score = |m: u32| all[items.index_of(m).unwrap()];
             for &m in unrated.iter().step_by(7) {
                 let want = 1 + unrated.iter().filter(|&&o| o != m && score(o) > score(m)).count();
-                let (rank, top) = rank_and_top_n(&als, user, m, 10, min);
+                let (rank, top) = rank_and_top_n(&als, user, &Sample::of(&als, user, m, min).unwrap(), 10);
                 assert_eq!(rank, Some(want), "user {user} movie {m}");
                 let mut by_score = unrated.clone();
                 by_score.sort_by(|&a, &b| score(b).total_cmp(&score(a)).then(a.cmp(&b)));
@@ -373,10 +380,10 @@ mod tests {
                     .iter()
                     .filter(|&&o| o != m && (count(o) > count(m) || (count(o) == count(m) && o < m)))
                     .count();
-                assert_eq!(popular_rank(&als, user, m, min), Some(popular));
+                assert_eq!(popular_rank(&als, &Sample::of(&als, user, m, min).unwrap()), Some(popular));
             }
         }
         assert!((gain(1) - 1.0).abs() < 1e-15 && (gain(3) - 0.5).abs() < 1e-15);
-        assert_eq!(rank_and_top_n(&als, 999, 1, 10, 1).0, None);
+        assert!(Sample::of(&als, 999, 1, 1).is_none());
     }
 }

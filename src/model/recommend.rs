@@ -29,20 +29,13 @@ use serde::Serialize;
 use crate::core::calendar::day_of;
 use crate::core::catalog::{bits, count_bits, Catalog};
 use crate::core::engagement::day_bucket;
-use crate::model::als::{dot, Als, AlsConfig, Which, PREFETCH_AHEAD};
+use crate::model::als::{clamp_rating, dot, Als, AlsConfig, Which, PREFETCH_AHEAD};
 
 /// Users with fewer ratings than this get popular titles instead of ALS scores.
 pub const COLD_START_BELOW: usize = 5;
 /// The default least number of ratings for a movie to be ranked by ALS (a factor fitted to one
 /// or two ratings is noise, and would crowd the top of every list); `--min-movie-ratings`.
 pub const MIN_SUPPORT: usize = 5;
-/// The rating scale: predictions are shown clamped to it.
-const RATING_RANGE: (f32, f32) = (0.5, 5.0);
-
-/// A prediction on the rating scale.
-fn clamped(score: f32) -> f64 {
-    f64::from(score.clamp(RATING_RANGE.0, RATING_RANGE.1))
-}
 /// Event-days of the popularity window.
 pub const POPULAR_DAYS: i64 = 30;
 const TASTE_SHARE: f64 = 0.10;
@@ -308,7 +301,10 @@ impl Recommender {
 
     /// An item ranked by a predicted rating `score` (unclamped).
     fn predicted(&self, movie: u32, score: f32, members: Option<Vec<f64>>) -> Item {
-        Item { predicted_rating: Some(clamped(score)), ..self.item(movie, f64::from(score), members) }
+        Item {
+            predicted_rating: Some(f64::from(clamp_rating(score))),
+            ..self.item(movie, f64::from(score), members)
+        }
     }
 
     /// Ratings the user has given (0 if unknown).
@@ -527,7 +523,7 @@ impl Recommender {
                 .into_iter()
                 .map(|(m, s)| {
                     let i = items.index_of(m).expect("ranked movies are in the model");
-                    let each = per_member.iter().map(|p| clamped(p[i])).collect();
+                    let each = per_member.iter().map(|p| f64::from(clamp_rating(p[i]))).collect();
                     self.predicted(m, s, Some(each))
                 })
                 .collect(),

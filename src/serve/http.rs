@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 use streamflix_schemas::ChurnStatus;
 
 use crate::analytics::churn_model::{Assignment, ChurnModel, FEATURES};
-use crate::analytics::segments::SEGMENTS;
+use crate::analytics::segments::{self, SEGMENTS};
 use crate::model::recommend::{GroupStrategy, Recommender};
 use crate::serve::Status;
 use crate::state::checkpoint::{Meta, Store, StoreError};
@@ -508,14 +508,22 @@ async fn user(State(s): State<AppState>, IdParam(id): IdParam) -> ApiResult {
 
 /// The churn model as of the committed checkpoint: settings, coefficients, the last MBG/NBD fit.
 async fn churn_model(State(s): State<AppState>) -> ApiResult {
-    let meta = committed(&s.store)?;
-    let model = committed_churn_model(&s, &meta)?.ok_or_else(|| {
-        ApiError(
-            StatusCode::NOT_FOUND,
-            "no churn model in this state: the processor runs with --no-churn-model, or has not closed a day since it started with the model".into(),
-        )
-    })?;
+    let model = require_churn_model(
+        &s,
+        "no churn model in this state: the processor runs with --no-churn-model, or has not closed a day since it started with the model",
+    )?;
     Ok(Json(model.report()))
+}
+
+/// The committed churn model, or a 404 saying `missing`.
+fn require_churn_model(s: &AppState, missing: &str) -> Result<Arc<ChurnModel>, ApiError> {
+    let meta = committed(&s.store)?;
+    committed_churn_model(s, &meta)?.ok_or_else(|| ApiError(StatusCode::NOT_FOUND, missing.into()))
+}
+
+/// The 404 of `/segments` and `/targets` before the first segmentation.
+fn no_segments() -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, "no segments yet: users are segmented at each month's last close".into())
 }
 
 /// The churn model as committed (`meta` read first, so the model is at least that new), if
@@ -540,19 +548,9 @@ fn committed_churn_model(s: &AppState, meta: &Meta) -> Result<Option<Arc<ChurnMo
 /// The RFM segments at the last month end (users active in the year before it): breakpoints,
 /// sizes, mean inputs, moves.
 async fn segments(State(s): State<AppState>) -> ApiResult {
-    let meta = committed(&s.store)?;
-    let model = committed_churn_model(&s, &meta)?;
-    match model.as_deref().and_then(ChurnModel::segments_report) {
-        Some(r) => Ok(Json(r)),
-        None if model.is_some() => Err(ApiError(
-            StatusCode::NOT_FOUND,
-            "no segments yet: users are segmented at each month's last close".into(),
-        )),
-        None => Err(ApiError(
-            StatusCode::NOT_FOUND,
-            "no churn model in this state (--no-churn-model): segments come with it".into(),
-        )),
-    }
+    let model =
+        require_churn_model(&s, "no churn model in this state (--no-churn-model): segments come with it")?;
+    model.segments_report().map(Json).ok_or_else(no_segments)
 }
 
 /// A segmented user as `/targets` and `/users/{id}` show them.
@@ -560,7 +558,7 @@ fn target_json(a: &Assignment, day: Option<i64>) -> Value {
     let [r, f, m, seg] = a.scores;
     let reasons: Vec<&str> =
         a.reasons.iter().filter(|&&i| i > 0).map(|&i| FEATURES[usize::from(i)]).collect();
-    let segment = SEGMENTS[usize::from(seg)];
+    let segment = segments::name(seg);
     let reason = match a.risk {
         Some((risk, alive)) => format!(
             "{segment} (R {r}, F {f}, M {m}){}: churn_risk {risk:.2}{}, P(alive) {alive:.2}",
@@ -597,31 +595,16 @@ async fn targets(State(s): State<AppState>, QueryMap(q): QueryMap) -> ApiResult 
             _ => return Err(bad(format!("min_p_alive must be a number from 0 to 1, got {v:?}"))),
         },
     };
-    let squash = |name: &str| {
-        name.chars().filter(char::is_ascii_alphanumeric).collect::<String>().to_ascii_lowercase()
-    };
     let segment = match q.get("segment") {
         None => None,
-        Some(v) => Some(
-            SEGMENTS
-                .iter()
-                .position(|n| squash(n) == squash(v))
+        Some(v) => Some(usize::from(
+            segments::by_name(v)
                 .ok_or_else(|| bad(format!("unknown segment {v:?}; one of: {}", SEGMENTS.join(", "))))?,
-        ),
+        )),
     };
-    let meta = committed(&s.store)?;
-    let model = committed_churn_model(&s, &meta)?.ok_or_else(|| {
-        ApiError(
-            StatusCode::NOT_FOUND,
-            "no churn model in this state (--no-churn-model): targets come with it".into(),
-        )
-    })?;
-    let Some(seg) = model.segmentation.as_ref() else {
-        return Err(ApiError(
-            StatusCode::NOT_FOUND,
-            "no segments yet: users are segmented at each month's last close".into(),
-        ));
-    };
+    let model =
+        require_churn_model(&s, "no churn model in this state (--no-churn-model): targets come with it")?;
+    let seg = model.segmentation.as_ref().ok_or_else(no_segments)?;
     let targets: Vec<Value> = model
         .targets(segment, min_p_alive, limit)
         .into_iter()

@@ -61,6 +61,11 @@ struct SweepCursor {
     credit: f64,
 }
 
+/// A prediction on MovieLens's rating scale, 0.5–5.0.
+pub fn clamp_rating(score: f32) -> f32 {
+    score.clamp(0.5, 5.0)
+}
+
 /// The model and its statistics.
 #[derive(Debug, Clone)]
 pub struct Als {
@@ -144,7 +149,7 @@ impl Als {
     pub fn predict(&self, user: u32, item: u32) -> Option<f32> {
         let x = self.user_factor(user)?;
         let v = self.item_factor(item)?;
-        Some(dot(x, v).clamp(0.5, 5.0))
+        Some(clamp_rating(dot(x, v)))
     }
 
     /// Starts loading into the cache what [`Als::observe`] of this user and item will touch
@@ -185,7 +190,7 @@ impl Als {
     pub fn observe(&mut self, user: u32, item: u32, rating: f32) -> Option<f32> {
         let (u, i, known) = self.insert(user, item, rating);
         let k = self.cfg.rank;
-        let before = known.then(|| dot(self.users.factor(u, k), self.items.factor(i, k)).clamp(0.5, 5.0));
+        let before = known.then(|| clamp_rating(dot(self.users.factor(u, k), self.items.factor(i, k))));
         self.learn_dispatch(u, i, rating);
         before
     }
