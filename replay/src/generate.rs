@@ -9,7 +9,11 @@
 //! - **Movies**: MovieLens's genre mix (Drama and Comedy dominate; some `(no genres listed)`),
 //!   power-law popularity (a few blockbusters, a long tail), a per-movie quality, and titles with
 //!   every quirk the readers must survive: `", The"` suffixes (commas, so quoted), embedded
-//!   quotes, non-ASCII, no year. Ids have gaps, as in MovieLens.
+//!   quotes, non-ASCII, no year. Ids have gaps, as in MovieLens. A catalogue with more titles
+//!   than ratings / 33 (ml-latest-small's 9,742 titles for 100,836 ratings) is sparse like the
+//!   real one: the mainstream titles get ≥ 5 ratings and ~90 % of all, the rest are rated once
+//!   or twice (median 3 ratings per title, ~57 % with ≤ 3), and every title gets at least one,
+//!   as MovieLens lists only titles someone rated or tagged.
 //! - **Users**: at least 20 ratings each, a heavy (log-normal) tail, exact total. Each user has a
 //!   favourite genre, often a second one, sometimes a disliked one: they pick movies from those
 //!   genres more often and rate them higher, so a recommender can learn the taste.
@@ -25,7 +29,8 @@
 //!
 //! Memory is bounded by one user's events plus a few numbers per user: 25 M ratings generate in
 //! 24 MB peak RSS (`scripts/bench.sh`). Each user draws from its own RNG seeded by `(seed, user)`, so a user's data
-//! does not depend on the others.
+//! does not depend on the others, except in a sparse catalogue, where which
+//! long-tail titles are still unrated is shared (generation stays deterministic).
 //!
 //! May import: `streamflix-schemas` and this crate's own modules, never the processor; this module uses `movielens`.
 
@@ -249,6 +254,13 @@ impl Sampler {
     }
 }
 
+/// Ratings per title in the mainstream catalogue: the `ratings / CORE_RATINGS` most popular titles
+/// follow the head's power law, and the rest are a long tail that few users find (ml-latest-small:
+/// 37.5 % of its 9,724 rated titles have ≥ 5 ratings and hold 90 % of them, ~33 per title).
+const CORE_RATINGS: f64 = 33.0;
+/// Exponent of the long tail's decay with popularity rank, beyond the mainstream catalogue.
+const TAIL_EXPONENT: f64 = 3.5;
+
 fn normal(rng: &mut Pcg64Mcg) -> f64 {
     // Box-Muller; 1 - u avoids ln(0).
     let u1 = 1.0 - rng.random::<f64>();
@@ -392,8 +404,15 @@ pub fn generate(
         rank.swap(i, master.random_range(0..=i));
     }
     let mut popularity = vec![0.0f64; movies.len()];
+    // A sparse catalogue (more titles than `ratings / CORE_RATINGS`) gets a broken power law: the
+    // head's law up to the core's edge, then a steep decay; every title still gets rated once, as
+    // MovieLens lists only titles someone rated or tagged (see `UserEvents::undiscovered`). Dense
+    // catalogues (the default, ml-1m, ml-25m) are all core and generate as before.
+    let core = ((cfg.ratings as f64 / CORE_RATINGS) as usize).clamp(1, movies.len());
+    let head = |r: usize| 1.0 / (r as f64 + 5.0).powf(1.05);
     for (r, &m) in rank.iter().enumerate() {
-        popularity[m as usize] = 1.0 / (r as f64 + 5.0).powf(1.05);
+        popularity[m as usize] =
+            if r < core { head(r) } else { head(core) * (r as f64 / core as f64).powf(-TAIL_EXPONENT) };
     }
     let global = Sampler::new((0..cfg.movies).collect(), |m| popularity[m as usize]);
     let by_genre: Vec<Sampler> = (0..GENRES.len())
@@ -421,6 +440,11 @@ pub fn generate(
         Ctx { cfg, movies: &movies, global: &global, by_genre: &by_genre, genre_weights: &genre_weights };
     let mut truths = Vec::with_capacity(cfg.users as usize);
     let mut user_events = UserEvents::default();
+    if core < movies.len() {
+        user_events.undiscovered = rank.iter().rev().copied().collect();
+        user_events.rated = vec![false; movies.len()];
+        user_events.discover_p = (cfg.movies as f64 / cfg.ratings as f64).min(0.5);
+    }
     let (mut first_ts, mut last_ts) = (i64::MAX, i64::MIN);
     for u in 0..cfg.users {
         let user = u + 1;
@@ -578,6 +602,14 @@ struct UserEvents {
     /// (movie id, tag, ts)
     tags: Vec<(u32, &'static str, i64)>,
     seen: HashSet<u32>,
+    /// Sparse catalogues only (else empty): titles that may not be rated yet, most popular last
+    /// (popped first). Shared across users, so every title ends up with a rating.
+    undiscovered: Vec<u32>,
+    /// Sparse catalogues only: titles someone has rated.
+    rated: Vec<bool>,
+    /// Sparse catalogues only: the chance that a pick goes to a title nobody has rated yet
+    /// (titles / ratings, so the tail is covered by the end of the data).
+    discover_p: f64,
     /// Session (start, end) times, for the truth.
     sessions: Vec<(i64, i64)>,
 }
@@ -782,8 +814,28 @@ impl Ctx<'_> {
         truth
     }
 
-    /// A movie the user has not rated yet: usually from their genres, else anything popular.
+    /// A movie the user has not rated yet: in a sparse catalogue sometimes one nobody has rated,
+    /// else usually from their genres, else anything popular.
     fn pick_movie(&self, rng: &mut Pcg64Mcg, favorite: u8, second: Option<u8>, ev: &mut UserEvents) -> u32 {
+        if ev.discover_p == 0.0 {
+            return self.pick_unseen(rng, favorite, second, ev);
+        }
+        let mut m = None;
+        if rng.random::<f64>() < ev.discover_p {
+            while let Some(d) = ev.undiscovered.pop() {
+                if !ev.rated[d as usize] && ev.seen.insert(d) {
+                    m = Some(d);
+                    break;
+                }
+            }
+        }
+        let m = m.unwrap_or_else(|| self.pick_unseen(rng, favorite, second, ev));
+        ev.rated[m as usize] = true;
+        m
+    }
+
+    /// A movie the user has not rated yet: usually from their genres, else anything popular.
+    fn pick_unseen(&self, rng: &mut Pcg64Mcg, favorite: u8, second: Option<u8>, ev: &mut UserEvents) -> u32 {
         for _ in 0..64 {
             let x = rng.random::<f64>();
             let sampler = if x < 0.45 {

@@ -417,6 +417,13 @@ fn inspect(args: InspectArgs) -> Result<ExitCode> {
         "  ratings per user      min {} / median {} / max {}",
         s.ratings_per_user_min, s.ratings_per_user_median, s.ratings_per_user_max
     );
+    println!(
+        "  ratings per movie     median {} / {} of movies ≤ 3 / {} ≥ 5, holding {} of ratings",
+        s.ratings_per_movie_median,
+        pct(s.movies_max_3_ratings),
+        pct(s.movies_min_5_ratings),
+        pct(s.ratings_on_movies_min_5)
+    );
     println!("  in first session      {} of ratings (30-minute gap)", pct(s.first_session_share));
     println!("  one-day users         {}", pct(s.one_day_users));
     println!("  span > 600 days       {} of users", pct(s.users_over_600_days));

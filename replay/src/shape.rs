@@ -1,7 +1,8 @@
 //! Shape facts of a dataset, the ones the generator aims for (from MovieLens latest-small):
 //! ratings per user (min ≥ 20, median ~70, max ~2,700), the share of ratings in each user's
 //! first session (~48 %), users active on one day only (~60 %), users spanning more than 600
-//! days (~10 %), users inactive for 30+ days at the end of the data (most).
+//! days (~10 %), users inactive for 30+ days at the end of the data (most); and ratings per movie
+//! (median 3, 57 % of rated movies with ≤ 3, 37.5 % with ≥ 5 holding 90 % of the ratings).
 //!
 //! `streamflix-replay inspect` prints them for any MovieLens directory, so the synthetic data can
 //! be compared with the real thing, and a test keeps the generator on target.
@@ -46,6 +47,14 @@ pub struct Shape {
     pub inactive_30d_at_end: f64,
     /// Share of half-star ratings (x.5).
     pub half_star_share: f64,
+    /// Ratings per rated movie: median.
+    pub ratings_per_movie_median: u64,
+    /// Share of rated movies with at most 3 ratings.
+    pub movies_max_3_ratings: f64,
+    /// Share of rated movies with at least 5 ratings.
+    pub movies_min_5_ratings: f64,
+    /// Share of all ratings that fall on movies with at least 5 ratings.
+    pub ratings_on_movies_min_5: f64,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -62,10 +71,10 @@ struct Acc {
 pub fn shape(ds: &Dataset) -> Shape {
     let max_user = ds.ratings.iter().map(|r| r.user).max().unwrap_or(0) as usize;
     let mut acc = vec![Acc::default(); max_user + 1];
-    let mut movies = std::collections::HashSet::new();
+    let mut movies = std::collections::HashMap::<u32, u64>::new();
     let mut half = 0u64;
     for r in &ds.ratings {
-        movies.insert(r.movie);
+        *movies.entry(r.movie).or_default() += 1;
         half += (r.rating.fract() != 0.0) as u64;
         let a = &mut acc[r.user as usize];
         if a.count == 0 {
@@ -91,6 +100,9 @@ pub fn shape(ds: &Dataset) -> Shape {
     let n = users.len().max(1) as f64;
     let mut counts: Vec<u64> = users.iter().map(|a| a.count).collect();
     counts.sort_unstable();
+    let mut per_movie: Vec<u64> = movies.values().copied().collect();
+    per_movie.sort_unstable();
+    let rated = per_movie.len().max(1) as f64;
     let share = |f: &dyn Fn(&Acc) -> bool| users.iter().filter(|a| f(a)).count() as f64 / n;
     Shape {
         users: users.len() as u64,
@@ -108,6 +120,11 @@ pub fn shape(ds: &Dataset) -> Shape {
         users_over_600_days: share(&|a| a.last - a.first > 600 * 86_400),
         inactive_30d_at_end: share(&|a| last_ts - a.last >= 30 * 86_400),
         half_star_share: half as f64 / ds.ratings.len().max(1) as f64,
+        ratings_per_movie_median: per_movie.get(per_movie.len() / 2).copied().unwrap_or(0),
+        movies_max_3_ratings: per_movie.iter().filter(|&&c| c <= 3).count() as f64 / rated,
+        movies_min_5_ratings: per_movie.iter().filter(|&&c| c >= 5).count() as f64 / rated,
+        ratings_on_movies_min_5: per_movie.iter().filter(|&&c| c >= 5).sum::<u64>() as f64
+            / ds.ratings.len().max(1) as f64,
     }
 }
 
@@ -138,5 +155,38 @@ mod tests {
         assert!((0.07..=0.14).contains(&s.users_over_600_days), "600 days {}", s.users_over_600_days);
         assert!(s.inactive_30d_at_end > 0.8, "inactive {}", s.inactive_30d_at_end);
         assert!(s.half_star_share > 0.1);
+        // 330 k ratings over 9,000 movies is a dense catalogue: all movies are mainstream.
+        assert!(s.movies_min_5_ratings > 0.9, "≥ 5 {}", s.movies_min_5_ratings);
+    }
+
+    /// `--preset ml-latest-small` has the real one's item sparsity: 9,724 of 9,742 movies rated,
+    /// median 3 ratings per movie, 57 % with ≤ 3, 37.5 % with ≥ 5 holding 90 % of the ratings.
+    #[test]
+    fn sparse_catalogue_has_ml_latest_small_item_shape() {
+        for seed in [42, 7] {
+            let dir = tempfile::tempdir().unwrap();
+            let cfg = GenerateConfig {
+                users: 610,
+                movies: 9_742,
+                ratings: 100_836,
+                tags: 3_683,
+                seed,
+                ..Default::default()
+            };
+            generate(&cfg, dir.path(), |_| {}).unwrap();
+            let s = shape(&Dataset::load(dir.path(), true).unwrap());
+            eprintln!("seed {seed}: {s:#?}");
+            assert!(s.movies >= 9_700, "rated movies {}", s.movies);
+            assert!((2..=4).contains(&s.ratings_per_movie_median), "median {}", s.ratings_per_movie_median);
+            assert!((0.50..=0.64).contains(&s.movies_max_3_ratings), "≤ 3 {}", s.movies_max_3_ratings);
+            assert!((0.32..=0.44).contains(&s.movies_min_5_ratings), "≥ 5 {}", s.movies_min_5_ratings);
+            assert!(
+                (0.87..=0.93).contains(&s.ratings_on_movies_min_5),
+                "on ≥ 5 {}",
+                s.ratings_on_movies_min_5
+            );
+            // The users keep their shape.
+            assert!((50..=100).contains(&s.ratings_per_user_median), "median {}", s.ratings_per_user_median);
+        }
     }
 }
