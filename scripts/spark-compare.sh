@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Scores one random split with streamflix's ALS and Spark MLlib's (not part of CI).
+# Scores one random split with streamflix's ALS and Spark MLlib's (not part of CI); with --temporal,
+# streamflix eval --temporal against Spark refitted every 30 event-days.
 # Usage: scripts/spark-compare.sh [DATA_DIR] [extra args for spark_compare.py]
 # Without DATA_DIR it generates 1 M ratings. Needs Java 17 (pyspark 3.5) and PyPI access the first
 # time; pyspark goes to $STREAMFLIX_TOOLS/spark-venv (default /opt/streamflix-tools).

@@ -860,3 +860,43 @@ fn an_out_directory_holding_another_runs_outputs_is_refused() {
     assert!(stderr.lines().last().unwrap().contains("use an empty --out directory"), "{stderr}");
     assert_eq!(files_of(out.path()), before);
 }
+
+/// `eval --temporal`: the streaming model against a batch model refitted every 30 event-days,
+/// as JSON, with the counts consistent (the stream has seen everything the batch model has, so
+/// it can score every event the batch model can); `--retrain-days` alone is a usage error.
+#[test]
+fn eval_temporal_compares_the_stream_with_a_refitted_batch_model() {
+    let data = generate(200, 1_000, 12_000, 0, 3);
+    let dir = data.path().to_str().unwrap();
+    let out = streamflix(&[
+        "eval",
+        "--data",
+        dir,
+        "--rank",
+        "8",
+        "--iters",
+        "3",
+        "--recall-sample",
+        "100",
+        "--temporal",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let t = &report["temporal"];
+    let n = |v: &serde_json::Value| v.as_u64().unwrap();
+    assert_eq!(n(&t["events"]), 2_400, "the last 20 % by time");
+    assert_eq!(n(&t["retrain_days"]), 30);
+    assert!(n(&t["retrains"]) > 10, "{t}");
+    assert_eq!(n(&t["common_events"]), n(&t["batch_retrained"]["scored"]), "{t}");
+    assert!(n(&t["streaming"]["scored"]) > n(&t["batch_retrained"]["scored"]), "{t}");
+    assert_eq!(n(&t["recall_sample"]), 100);
+    for model in ["streaming", "batch_retrained"] {
+        let rmse = t[model]["rmse"].as_f64().unwrap();
+        assert!((0.3..1.5).contains(&rmse), "{model}: {rmse}");
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("temporal: on the"), "{stderr}");
+
+    let out = streamflix(&["eval", "--data", dir, "--retrain-days", "7"]);
+    assert_eq!(out.status.code(), Some(2));
+}

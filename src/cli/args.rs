@@ -154,6 +154,15 @@ pub struct EvalArgs {
     /// served recommendations do (`run --min-movie-ratings`).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub min_movie_ratings: u32,
+    /// Also compare the streaming model with a batch model retrained every --retrain-days
+    /// event-days, on the last 20 % of ratings by time (with --train/--test: on the test file):
+    /// RMSE over the events each can score, on the events both can, how many each can score,
+    /// and recall@10 / NDCG@10 of a sample of next ratings ≥ 4. Costs one batch fit per window.
+    #[arg(long)]
+    pub temporal: bool,
+    /// Event-days between the batch model's refits (with --temporal).
+    #[arg(long, default_value_t = 30, requires = "temporal", value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    pub retrain_days: u32,
 }
 
 /// `streamflix eval` subcommands.

@@ -27,7 +27,9 @@ use crate::core::calendar::day_label;
 use crate::core::calendar::day_of;
 use crate::core::config::CoreConfig;
 use crate::core::processor::{Output, Processor, Source};
-use crate::model::eval::{batch, random_split, streaming, time_split, EvalConfig, Report};
+use crate::model::eval::{
+    batch, random_split, streaming, temporal, time_split, EvalConfig, Report, TemporalModel,
+};
 
 /// Runs `streamflix eval`.
 ///
@@ -100,6 +102,42 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
         "streaming: RMSE {:.4} (frozen batch on the same events {:.4}), p99 update {:.1}µs",
         s.on_batch_events.rmse, s.batch_on_same_events.rmse, s.update_latency.p99_us
     );
+    let temporal = args.temporal.then(|| {
+        eprintln!(
+            "temporal: streaming {} ratings against a batch model refitted every {} event-days…",
+            stest.len(),
+            args.retrain_days
+        );
+        let bar = indicatif::ProgressBar::new(stest.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} events, eta {eta}")
+                .expect("a valid template"),
+        );
+        if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        let t = temporal(&cfg, &strain, &stest, args.retrain_days, |done, _| bar.set_position(done as u64));
+        bar.finish_and_clear();
+        let line = |name: &str, m: &TemporalModel| {
+            eprintln!(
+                "temporal: {name} RMSE {:.4} on {} events ({:.1} %), recall@10 {:.3}, NDCG@10 {:.4} ({} of {} sampled ranked)",
+                m.errors.rmse,
+                m.errors.scored,
+                100.0 * m.scored_share,
+                m.recall_at_10,
+                m.ndcg_at_10,
+                m.ranked,
+                t.recall_sample
+            )
+        };
+        line("streaming", &t.streaming);
+        line(&format!("batch every {} days", t.retrain_days), &t.batch_retrained);
+        eprintln!(
+            "temporal: on the {} events both score: streaming RMSE {:.4}, batch {:.4} ({} refits, {:.1}s)",
+            t.common_events, t.streaming_on_common.rmse, t.batch_on_common.rmse, t.retrains, t.retrain_seconds
+        );
+        t
+    });
     let report = Report {
         ratings: kept as u64,
         rank: cfg.als.rank,
@@ -109,6 +147,7 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
         mae: b.errors.mae,
         batch: b,
         streaming: s,
+        temporal,
     };
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
