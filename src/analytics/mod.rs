@@ -5,7 +5,8 @@
 //! Owns: the day close's tables as Arrow batches ([`tables`]); the BG/NBD and MBG/NBD models of
 //! whether a user is still alive ([`bgnbd`]); the churn model the processor runs at each day
 //! close ([`churn_model`]) and its evaluation ([`churn_eval`]); hypothesis tests and
-//! correlations from mergeable summaries, equal to scipy's ([`stats`]). Every aggregate here is to be a
+//! correlations from mergeable summaries, equal to scipy's ([`stats`]), and the insights report
+//! built on them ([`insights`]). Every aggregate here is to be a
 //! mergeable partial per input partition (counts, `(n, mean, M2)`, day buckets), so a scale-out
 //! can combine them.
 //!
@@ -16,9 +17,7 @@
 pub mod bgnbd;
 pub mod churn_eval;
 pub mod churn_model;
+pub mod insights;
 pub mod segments;
-// Its consumer, the insights report (issue 21), is the next step; until then only its tests
-// (against scipy's golden values) use it.
-#[allow(dead_code)]
 pub mod stats;
 pub mod tables;

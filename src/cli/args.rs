@@ -55,6 +55,30 @@ pub enum Command {
         #[arg(value_enum, default_value = "users")]
         what: DumpWhat,
     },
+    /// The insights report from a state directory's committed state: Welch's t-tests (Action vs
+    /// Drama ratings and session spans, weekend vs weekday sessions), a one-way ANOVA of ratings
+    /// across genres and user-level correlations (Pearson and Spearman), each with its numbers
+    /// and a one-line conclusion; definitions in docs/insights.md.
+    Report {
+        /// State directory.
+        #[arg(long)]
+        state: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "md")]
+        format: ReportFormat,
+        /// Write here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+/// `streamflix report --format`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
+pub enum ReportFormat {
+    /// Markdown, for people.
+    Md,
+    /// JSON, every number.
+    Json,
 }
 
 /// Options of `streamflix demo`.

@@ -12,6 +12,7 @@ mod args;
 mod demo;
 mod dump;
 mod eval;
+mod insights;
 mod process;
 mod report;
 mod run;
@@ -43,5 +44,6 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Process(args) => process::process(&args),
         Command::Eval(args) => eval::eval(&args),
         Command::Dump { state, what } => dump::dump(&state, what),
+        Command::Report { state, format, out } => insights::report(&state, format, out.as_deref()),
     }
 }

@@ -6,7 +6,10 @@
 //! checkpoint, so they are exactly-once like the rest of the state. The metrics evaluate them at
 //! the watermark, beside [`Snapshot`]'s counts over all users.
 //!
-//! May import: what `core/mod.rs` allows its layer; this module uses `crate::core::calendar`, `crate::core::catalog`.
+//! Also the mergeable summaries the insights report tests: rating values per genre, and closed
+//! sessions' span and events by weekday or weekend and by Action or Drama.
+//!
+//! May import: what `core/mod.rs` allows its layer; this module uses `crate::core::calendar`, `crate::core::catalog`, `crate::core::sessions`, `crate::core::summary`.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -14,6 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::calendar::{day_of, hour_and_weekday, month_index};
 use crate::core::catalog::count_bits;
+use crate::core::sessions::ClosedSession;
+use crate::core::summary::Moments;
 
 /// Event-days in the genre-demand window.
 pub const GENRE_DAYS: i64 = 30;
@@ -56,7 +61,7 @@ pub struct Cohort {
 }
 
 /// The aggregates.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Engagement {
     /// Ratings by value: index = rating × 2 − 1 (0.5 … 5.0).
     pub ratings_by_value: [u64; 10],
@@ -68,6 +73,17 @@ pub struct Engagement {
     pub genre_days: VecDeque<(i64, Vec<u64>)>,
     /// Signup month index → cohort.
     pub cohorts: BTreeMap<i32, Cohort>,
+    /// Rating values per genre bit (each rating in each of its movie's genres), as mergeable
+    /// moments: the ANOVA across genres and Action against Drama (`streamflix report`).
+    pub rating_moments: Vec<Moments>,
+    /// Closed sessions' span in minutes ((last event − first event) / 60), by the UTC weekday
+    /// they start on: [Monday–Friday, Saturday–Sunday].
+    pub session_minutes: [Moments; 2],
+    /// Closed sessions' events (ratings and tags), split the same way.
+    pub session_events: [Moments; 2],
+    /// Closed sessions' span in minutes: [touching Action and not Drama, touching Drama and not
+    /// Action] (genres of the movies rated or tagged in the session).
+    pub genre_only_minutes: [Moments; 2],
 }
 
 impl Engagement {
@@ -99,10 +115,34 @@ impl Engagement {
         let Some(r) = rating else { return };
         let idx = ((r * 2.0).round() as usize).clamp(1, 10) - 1;
         self.ratings_by_value[idx] += 1;
+        if self.rating_moments.len() < genre_count {
+            self.rating_moments.resize(genre_count, Moments::default());
+        }
+        let mut bits = genres;
+        while bits != 0 {
+            let g = bits.trailing_zeros() as usize;
+            if let Some(m) = self.rating_moments.get_mut(g) {
+                m.push(f64::from(r));
+            }
+            bits &= bits - 1;
+        }
         if let Some(counts) =
             day_bucket(&mut self.genre_days, day_of(ts), GENRE_DAYS, || vec![0; genre_count])
         {
             count_bits(counts, genres);
+        }
+    }
+
+    /// Counts one closed session: `action` and `drama` are those genres' bits in the catalog (0
+    /// if it has none).
+    pub fn on_session(&mut self, s: &ClosedSession, action: u64, drama: u64) {
+        let minutes = s.length as f64 / 60.0;
+        let weekend = usize::from(hour_and_weekday(s.start).1 >= 5);
+        self.session_minutes[weekend].push(minutes);
+        self.session_events[weekend].push(f64::from(s.events));
+        let (a, d) = (s.genres & action != 0, s.genres & drama != 0);
+        if a != d {
+            self.genre_only_minutes[usize::from(d)].push(minutes);
         }
     }
 

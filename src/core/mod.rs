@@ -25,4 +25,5 @@ pub mod features;
 pub mod pending;
 pub mod processor;
 pub mod sessions;
+pub mod summary;
 pub mod validate;

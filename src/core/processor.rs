@@ -269,6 +269,8 @@ pub struct Processor {
     scorer: Option<Box<dyn ChurnScorer>>,
     /// Complete closes the scorer ran since [`Processor::take_scored`].
     scored: u64,
+    /// The catalog's Action and Drama genre bits (0 if absent), for the session statistics.
+    action_drama: (u64, u64),
 }
 
 /// The rows of the last `user_features_full` and the users whose state changed since (not
@@ -326,7 +328,10 @@ impl Processor {
                 close_index.insert(k, u);
             }
         }
+        let action_drama =
+            (catalog.genre_bit("Action").unwrap_or(0), catalog.genre_bit("Drama").unwrap_or(0));
         Processor {
+            action_drama,
             cfg,
             catalog,
             users,
@@ -956,6 +961,7 @@ impl Processor {
         let closed = st.sessions.close_due(wm, gap);
         for s in closed {
             let c = self.summarize(user, &s);
+            self.engagement.on_session(&c, self.action_drama.0, self.action_drama.1);
             self.counters.sessions_closed += 1;
             self.counters.binge_sessions += c.binge as u64;
             self.dirty.sessions.push((user, c));

@@ -1,0 +1,418 @@
+//! The insights report: the analysts' questions answered from committed state, with the tests of
+//! [`crate::analytics::stats`] and a conclusion written from the numbers.
+//!
+//! Inputs are the engagement aggregates the processor keeps in event time (mergeable moments of
+//! rating values per genre and of closed sessions' span and events) and one point per user with
+//! ratings (their count, mean and days since the last activity at the watermark). Definitions,
+//! exactly as computed here (also in docs/insights.md):
+//!
+//! - `action_vs_drama.ratings`: Welch's t-test of the rating values of movies whose genres include
+//!   Action against those whose genres include Drama (a movie with both is in both samples).
+//! - `action_vs_drama.session_minutes`: Welch's t-test of closed sessions' span in minutes
+//!   ((last event − first event) / 60) for sessions that touched Action and not Drama against
+//!   sessions that touched Drama and not Action, "touched" meaning a movie of the genre was rated
+//!   or tagged in the session. MovieLens has no play durations: a session's span is the proxy
+//!   for watch time.
+//! - `anova_genres.ratings`: one-way ANOVA of rating values across genres (each rating in each of
+//!   its movie's genres; movies with no genres listed are in none).
+//! - `correlations.rating_vs_frequency`: over users with ratings, Pearson and Spearman of (mean
+//!   rating, number of ratings).
+//! - `correlations.recency_vs_rating`: over the same users, (days since the last activity, rating
+//!   or tag, at the watermark; mean rating).
+//! - `weekend_vs_weekday.session_minutes` / `.session_events`: Welch's t-tests of closed sessions
+//!   starting on Saturday or Sunday (UTC) against those starting Monday to Friday.
+//!
+//! May import: what `analytics/mod.rs` allows its layer; this module uses `crate::analytics::stats`, `crate::core::engagement`.
+
+use serde::Serialize;
+
+use crate::analytics::stats::{
+    anova, pearson, spearman, welch, Anova, CoMoments, Correlation, Moments, TTest,
+};
+use crate::core::engagement::Engagement;
+
+/// One user's point for the correlations.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UserPoint {
+    /// Ratings (at least one).
+    pub ratings: u64,
+    /// Mean rating.
+    pub rating_mean: f64,
+    /// Days from the last activity to the watermark.
+    pub recency_days: f64,
+}
+
+/// A two-group comparison.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Comparison {
+    /// The groups, in the order of the test's `n` and `mean`.
+    pub groups: [String; 2],
+    /// Welch's t-test of the first against the second.
+    #[serde(flatten)]
+    pub test: TTest,
+    /// The result in words, written from the numbers.
+    pub conclusion: String,
+}
+
+/// The ANOVA with its conclusion.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AnovaResult {
+    /// The groups (genres), in bit order, with their sizes and means.
+    pub genres: Vec<GroupMean>,
+    /// The test.
+    #[serde(flatten)]
+    pub test: Anova,
+    /// The result in words.
+    pub conclusion: String,
+}
+
+/// One group's size and mean.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GroupMean {
+    /// Its name.
+    pub name: String,
+    /// Values.
+    pub n: u64,
+    /// Their mean.
+    pub mean: f64,
+    /// Their sample standard deviation (`None` below two values).
+    pub sd: Option<f64>,
+}
+
+/// Pearson's and Spearman's coefficients of one pair of user-level variables.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CorrelationPair {
+    /// The variables: (x, y).
+    pub variables: [String; 2],
+    /// Pearson's r.
+    pub pearson: Correlation,
+    /// Spearman's rho.
+    pub spearman: Correlation,
+    /// The result in words.
+    pub conclusion: String,
+}
+
+/// Action against Drama.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ActionVsDrama {
+    /// Rating values.
+    pub ratings: Option<Comparison>,
+    /// Session span in minutes.
+    pub session_minutes: Option<Comparison>,
+}
+
+/// The ANOVA section.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AnovaGenres {
+    /// Rating values across genres.
+    pub ratings: Option<AnovaResult>,
+}
+
+/// The correlations section.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Correlations {
+    /// (mean rating, number of ratings) over users.
+    pub rating_vs_frequency: Option<CorrelationPair>,
+    /// (days since last activity, mean rating) over users.
+    pub recency_vs_rating: Option<CorrelationPair>,
+}
+
+/// Weekend against weekday sessions.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WeekendVsWeekday {
+    /// Span in minutes.
+    pub session_minutes: Option<Comparison>,
+    /// Events per session.
+    pub session_events: Option<Comparison>,
+}
+
+/// The report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    /// The committed watermark the report describes (seconds since the epoch).
+    pub as_of: Option<i64>,
+    /// Users with ratings (the correlations' population).
+    pub users_with_ratings: u64,
+    /// Ratings by value, 0.5 to 5.0.
+    pub rating_distribution: Vec<(f32, u64)>,
+    /// Events by UTC hour of day.
+    pub activity_by_hour: [u64; 24],
+    /// Events by UTC weekday, Monday first.
+    pub activity_by_weekday: [u64; 7],
+    /// Action against Drama.
+    pub action_vs_drama: ActionVsDrama,
+    /// Ratings across genres.
+    pub anova_genres: AnovaGenres,
+    /// User-level correlations.
+    pub correlations: Correlations,
+    /// Weekend against weekday sessions.
+    pub weekend_vs_weekday: WeekendVsWeekday,
+}
+
+/// "p < 0.001" or "p = 0.034".
+fn p_text(p: f64) -> String {
+    if p < 0.001 {
+        "p < 0.001".to_string()
+    } else {
+        format!("p = {p:.3}")
+    }
+}
+
+fn verdict(p: f64) -> &'static str {
+    if p < 0.05 {
+        "significant at the 5 % level"
+    } else {
+        "not significant at the 5 % level"
+    }
+}
+
+/// Welch's test of `a` against `b` with its conclusion, e.g. "Action ratings are 4.1 % lower
+/// than Drama ratings (3.41 vs 3.56); Welch t = −5.10, p < 0.001: significant at the 5 % level."
+fn compare(what: &str, names: [&str; 2], a: &Moments, b: &Moments) -> Option<Comparison> {
+    let test = welch(a, b)?;
+    let how = match test.rel_diff {
+        Some(r) if r != 0.0 => {
+            format!("{:.1} % {} than", (r * 100.0).abs(), if r > 0.0 { "higher" } else { "lower" })
+        }
+        Some(_) => "the same as".to_string(),
+        None => format!("{:+.3} against", test.diff),
+    };
+    let conclusion = format!(
+        "{} {what} are {how} {} {what} ({:.3} vs {:.3}, n = {} and {}); Welch t = {:.2}, {}: {}.",
+        names[0],
+        names[1],
+        test.mean[0],
+        test.mean[1],
+        test.n[0],
+        test.n[1],
+        test.t,
+        p_text(test.p),
+        verdict(test.p)
+    );
+    Some(Comparison { groups: names.map(str::to_string), test, conclusion })
+}
+
+fn strength(r: f64) -> &'static str {
+    match r.abs() {
+        a if a < 0.1 => "negligible",
+        a if a < 0.3 => "weak",
+        a if a < 0.5 => "moderate",
+        _ => "strong",
+    }
+}
+
+fn correlate(names: [&str; 2], xs: &[f64], ys: &[f64]) -> Option<CorrelationPair> {
+    let mut c = CoMoments::default();
+    for (x, y) in xs.iter().zip(ys) {
+        c.push(*x, *y);
+    }
+    let (p, s) = (pearson(&c)?, spearman(xs, ys)?);
+    let direction = if s.r > 0.0 { "positive" } else { "negative" };
+    let conclusion = format!(
+        "Across {} users, {} and {} have a {} {direction} rank correlation (Spearman rho = {:.3}, {}; Pearson r = {:.3}, {}): {}.",
+        s.n,
+        names[0],
+        names[1],
+        strength(s.r),
+        s.r,
+        p_text(s.p),
+        p.r,
+        p_text(p.p),
+        verdict(s.p)
+    );
+    Some(CorrelationPair { variables: names.map(str::to_string), pearson: p, spearman: s, conclusion })
+}
+
+/// The report from the engagement aggregates (`genres`: the catalog's names in bit order) and
+/// the users' points, at watermark `as_of`.
+pub fn report(e: &Engagement, genres: &[String], users: &[UserPoint], as_of: Option<i64>) -> Report {
+    let genre = |name: &str| {
+        genres
+            .iter()
+            .position(|g| g.eq_ignore_ascii_case(name))
+            .and_then(|i| e.rating_moments.get(i).copied())
+    };
+    let ratings = match (genre("Action"), genre("Drama")) {
+        (Some(a), Some(d)) => compare("ratings", ["Action", "Drama"], &a, &d),
+        _ => None,
+    };
+    let [action_only, drama_only] = &e.genre_only_minutes;
+    let session_minutes = compare("session minutes", ["Action-only", "Drama-only"], action_only, drama_only);
+    let groups: Vec<GroupMean> = genres
+        .iter()
+        .zip(&e.rating_moments)
+        .map(|(name, m)| GroupMean {
+            name: name.clone(),
+            n: m.n,
+            mean: m.mean,
+            sd: m.variance().map(f64::sqrt),
+        })
+        .collect();
+    let anova_ratings = anova(&e.rating_moments).map(|test| {
+        let (lo, hi) = groups.iter().filter(|g| g.n > 0).fold((None::<&GroupMean>, None::<&GroupMean>), |(lo, hi), g| {
+            (
+                Some(lo.filter(|l| l.mean <= g.mean).unwrap_or(g)),
+                Some(hi.filter(|h| h.mean >= g.mean).unwrap_or(g)),
+            )
+        });
+        let (lo, hi) = (lo.expect("two groups"), hi.expect("two groups"));
+        let conclusion = format!(
+            "Mean ratings differ across {} genres, from {} ({:.3}) to {} ({:.3}); F({}, {}) = {:.2}, {}, η² = {:.4}: {}.",
+            test.groups,
+            lo.name,
+            lo.mean,
+            hi.name,
+            hi.mean,
+            test.df_between,
+            test.df_within,
+            test.f,
+            p_text(test.p),
+            test.eta_squared,
+            verdict(test.p)
+        );
+        AnovaResult { genres: groups.clone(), test, conclusion }
+    });
+    let mean: Vec<f64> = users.iter().map(|u| u.rating_mean).collect();
+    let count: Vec<f64> = users.iter().map(|u| u.ratings as f64).collect();
+    let recency: Vec<f64> = users.iter().map(|u| u.recency_days).collect();
+    let [weekday_minutes, weekend_minutes] = &e.session_minutes;
+    let [weekday_events, weekend_events] = &e.session_events;
+    Report {
+        as_of,
+        users_with_ratings: users.len() as u64,
+        rating_distribution: (1..=10u8)
+            .map(|i| (f32::from(i) / 2.0, e.ratings_by_value[usize::from(i) - 1]))
+            .collect(),
+        activity_by_hour: e.events_by_hour,
+        activity_by_weekday: e.events_by_weekday,
+        action_vs_drama: ActionVsDrama { ratings, session_minutes },
+        anova_genres: AnovaGenres { ratings: anova_ratings },
+        correlations: Correlations {
+            rating_vs_frequency: correlate(["mean rating", "number of ratings"], &mean, &count),
+            recency_vs_rating: correlate(["days since last activity", "mean rating"], &recency, &mean),
+        },
+        weekend_vs_weekday: WeekendVsWeekday {
+            session_minutes: compare(
+                "session minutes",
+                ["Weekend", "weekday"],
+                weekend_minutes,
+                weekday_minutes,
+            ),
+            session_events: compare(
+                "events per session",
+                ["Weekend", "weekday"],
+                weekend_events,
+                weekday_events,
+            ),
+        },
+    }
+}
+
+fn section(out: &mut String, title: &str, conclusion: Option<&str>) {
+    out.push_str(&format!("\n## {title}\n\n"));
+    out.push_str(conclusion.unwrap_or("Not enough data for this test."));
+    out.push('\n');
+}
+
+fn comparison_table(out: &mut String, c: &Option<Comparison>) {
+    if let Some(c) = c {
+        out.push_str("\n| group | n | mean |\n|---|---|---|\n");
+        for i in 0..2 {
+            out.push_str(&format!("| {} | {} | {:.4} |\n", c.groups[i], c.test.n[i], c.test.mean[i]));
+        }
+        out.push_str(&format!(
+            "\nDifference {:+.4} ({}), t = {:.4}, df = {:.1}, p = {:.3e}.\n",
+            c.test.diff,
+            c.test.rel_diff.map_or("—".to_string(), |r| format!("{:+.2} %", r * 100.0)),
+            c.test.t,
+            c.test.df,
+            c.test.p
+        ));
+    }
+}
+
+/// The report as Markdown.
+pub fn markdown(r: &Report) -> String {
+    let mut out = String::from("# streamflix insights\n");
+    out.push_str(&format!(
+        "\nAs of {} (event time), over {} users with ratings. Definitions: docs/insights.md.\n",
+        r.as_of.map_or("the start".to_string(), crate::core::calendar::format_datetime),
+        r.users_with_ratings
+    ));
+    let text = |c: &Option<Comparison>| c.as_ref().map(|c| c.conclusion.clone());
+    section(&mut out, "Action vs Drama: ratings", text(&r.action_vs_drama.ratings).as_deref());
+    comparison_table(&mut out, &r.action_vs_drama.ratings);
+    section(
+        &mut out,
+        "Action vs Drama: session minutes (span of the session, the watch-time proxy)",
+        text(&r.action_vs_drama.session_minutes).as_deref(),
+    );
+    comparison_table(&mut out, &r.action_vs_drama.session_minutes);
+    let anova = r.anova_genres.ratings.as_ref();
+    section(&mut out, "Ratings across genres (one-way ANOVA)", anova.map(|a| a.conclusion.as_str()));
+    if let Some(a) = anova {
+        out.push_str("\n| genre | ratings | mean | sd |\n|---|---|---|---|\n");
+        for g in &a.genres {
+            let sd = g.sd.map_or("—".to_string(), |s| format!("{s:.3}"));
+            out.push_str(&format!("| {} | {} | {:.3} | {sd} |\n", g.name, g.n, g.mean));
+        }
+    }
+    for (title, c) in [
+        ("Mean rating vs number of ratings (users)", &r.correlations.rating_vs_frequency),
+        ("Days since last activity vs mean rating (users)", &r.correlations.recency_vs_rating),
+    ] {
+        section(&mut out, title, c.as_ref().map(|c| c.conclusion.as_str()));
+    }
+    section(
+        &mut out,
+        "Weekend vs weekday: session minutes",
+        text(&r.weekend_vs_weekday.session_minutes).as_deref(),
+    );
+    comparison_table(&mut out, &r.weekend_vs_weekday.session_minutes);
+    section(
+        &mut out,
+        "Weekend vs weekday: events per session",
+        text(&r.weekend_vs_weekday.session_events).as_deref(),
+    );
+    comparison_table(&mut out, &r.weekend_vs_weekday.session_events);
+    out.push_str("\n## Ratings by value\n\n| rating | ratings |\n|---|---|\n");
+    for (v, n) in &r.rating_distribution {
+        out.push_str(&format!("| {v:.1} | {n} |\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The conclusions are written from the numbers: the direction, the size and the verdict
+    /// follow the data given.
+    #[test]
+    fn conclusions_follow_the_numbers() {
+        let high = Moments::of((0..200).map(|i| 4.0 + f64::from(i % 5) * 0.1));
+        let low = Moments::of((0..200).map(|i| 3.0 + f64::from(i % 5) * 0.1));
+        let c = compare("ratings", ["A", "B"], &high, &low).unwrap();
+        assert!(
+            c.conclusion
+                .starts_with("A ratings are 31.3 % higher than B ratings (4.200 vs 3.200, n = 200 and 200)"),
+            "{}",
+            c.conclusion
+        );
+        assert!(c.conclusion.contains("p < 0.001: significant"), "{}", c.conclusion);
+        let c = compare("ratings", ["B", "A"], &low, &high).unwrap();
+        assert!(c.conclusion.contains("lower than"), "{}", c.conclusion);
+        let same = Moments::of((0..200).map(|i| 3.001 + f64::from((i + 2) % 5) * 0.1));
+        let c = compare("ratings", ["B", "C"], &low, &same).unwrap();
+        assert!(c.conclusion.contains(": not significant"), "{}", c.conclusion);
+        assert!(compare("ratings", ["A", "B"], &Moments::of([1.0]), &low).is_none());
+    }
+
+    #[test]
+    fn an_empty_state_reports_without_tests() {
+        let r = report(&Engagement::default(), &[], &[], None);
+        assert!(r.action_vs_drama.ratings.is_none() && r.anova_genres.ratings.is_none());
+        assert!(r.correlations.rating_vs_frequency.is_none());
+        assert!(markdown(&r).contains("Not enough data"));
+    }
+}

@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""Checks `streamflix report --format json` against scipy and pandas computed from the CSVs.
+
+Usage: python tests/insights_check.py --report REPORT.json --data CSVDIR
+
+Everything here comes from the MovieLens CSV files alone (movies.csv, ratings.csv, tags.csv),
+by the definitions in docs/insights.md, never from the processor's state: rating values per
+genre, sessions (a pause of 30 minutes or more starts a new one; span = last − first event;
+"touched" genres = genres of the movies rated or tagged in it), and per user the number and
+mean of ratings and the days from the last activity to the report's `as_of`. The tests are
+scipy's: ttest_ind(equal_var=False), f_oneway, pearsonr, spearmanr. Statistics must agree within
+1e-9 relative, p-values within 1e-6 relative (or 1e-300 absolute), counts exactly. One line per
+check; exit status 1 if any failed.
+"""
+import argparse
+import json
+import math
+import sys
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+SESSION_GAP = 1_800
+DAY = 86_400
+NO_GENRES = "(no genres listed)"
+
+failed = []
+
+
+def check(name, got, want, kind):
+    if kind == "count":
+        ok = got == want
+    elif kind == "p":
+        ok = abs(got - want) <= 1e-300 or abs(got - want) <= 1e-6 * abs(want)
+    else:
+        ok = got == want or abs(got - want) <= 1e-9 * abs(want)
+    if not ok:
+        failed.append(name)
+        print(f"FAIL {name}: streamflix {got!r}, scipy/pandas {want!r}")
+    return ok
+
+
+def welch(name, c, a, b):
+    """Checks a report comparison `c` against scipy on samples a (first group) and b."""
+    r = stats.ttest_ind(a, b, equal_var=False)
+    ok = all([
+        check(f"{name}.n", c["n"], [len(a), len(b)], "count"),
+        check(f"{name}.mean[0]", c["mean"][0], float(np.mean(a)), "stat"),
+        check(f"{name}.mean[1]", c["mean"][1], float(np.mean(b)), "stat"),
+        check(f"{name}.t", c["t"], float(r.statistic), "stat"),
+        check(f"{name}.p", c["p"], float(r.pvalue), "p"),
+    ])
+    if ok:
+        print(f"ok {name}: n = {len(a)} / {len(b)}, t = {c['t']:.4f}, p = {c['p']:.3e}")
+
+
+def corr(name, c, x, y):
+    p = stats.pearsonr(x, y)
+    s = stats.spearmanr(x, y)
+    ok = all([
+        check(f"{name}.n", c["pearson"]["n"], len(x), "count"),
+        check(f"{name}.pearson.r", c["pearson"]["r"], float(p.statistic), "stat"),
+        check(f"{name}.pearson.p", c["pearson"]["p"], float(p.pvalue), "p"),
+        check(f"{name}.spearman.rho", c["spearman"]["r"], float(s.statistic), "stat"),
+        check(f"{name}.spearman.p", c["spearman"]["p"], float(s.pvalue), "p"),
+    ])
+    if ok:
+        print(f"ok {name}: n = {len(x)}, r = {c['pearson']['r']:.4f}, rho = {c['spearman']['r']:.4f}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--report", required=True)
+    ap.add_argument("--data", required=True)
+    a = ap.parse_args()
+    rep = json.load(open(a.report))
+    movies = pd.read_csv(f"{a.data}/movies.csv")
+    ratings = pd.read_csv(f"{a.data}/ratings.csv").rename(
+        columns={"userId": "user_id", "movieId": "movie_id", "timestamp": "ts"})
+    tags = pd.read_csv(f"{a.data}/tags.csv").rename(
+        columns={"userId": "user_id", "movieId": "movie_id", "timestamp": "ts"})
+    genres_of = {m: [g for g in gs.split("|") if g != NO_GENRES] for m, gs in zip(movies.movieId, movies.genres)}
+
+    # Rating values per genre.
+    by_genre = {}
+    for m, v in zip(ratings.movie_id, ratings.rating):
+        for g in genres_of[m]:
+            by_genre.setdefault(g, []).append(v)
+    welch("action_vs_drama.ratings", rep["action_vs_drama"]["ratings"],
+          np.array(by_genre["Action"]), np.array(by_genre["Drama"]))
+    anova = rep["anova_genres"]["ratings"]
+    names = [g["name"] for g in anova["genres"] if g["n"] > 0]
+    check("anova.genres", sorted(names), sorted(by_genre), "count")
+    for g in anova["genres"]:
+        if g["n"] > 0:
+            check(f"anova.{g['name']}.n", g["n"], len(by_genre[g["name"]]), "count")
+            check(f"anova.{g['name']}.mean", g["mean"], float(np.mean(by_genre[g["name"]])), "stat")
+    r = stats.f_oneway(*[np.array(by_genre[n]) for n in names])
+    ok = all([check("anova.f", anova["f"], float(r.statistic), "stat"),
+              check("anova.p", anova["p"], float(r.pvalue), "p"),
+              check("anova.df_within", anova["df_within"], float(sum(len(by_genre[n]) for n in names) - len(names)), "count")])
+    if ok:
+        print(f"ok anova_genres.ratings: {len(names)} genres, F = {anova['f']:.4f}, p = {anova['p']:.3e}")
+
+    # Sessions over ratings and tags.
+    events = pd.concat([ratings[["user_id", "movie_id", "ts"]], tags[["user_id", "movie_id", "ts"]]],
+                       ignore_index=True).sort_values(["user_id", "ts"], kind="stable").reset_index(drop=True)
+    new = (events.user_id != events.user_id.shift()) | (events.ts - events.ts.shift() >= SESSION_GAP)
+    events["session"] = new.cumsum()
+    events["action"] = [("Action" in genres_of[m]) for m in events.movie_id]
+    events["drama"] = [("Drama" in genres_of[m]) for m in events.movie_id]
+    s = events.groupby("session").agg(start=("ts", "min"), end=("ts", "max"), events=("ts", "size"),
+                                      action=("action", "any"), drama=("drama", "any"))
+    # Closed sessions only: at the end of the input, a session whose gap has not passed the
+    # final watermark (the report's as_of) is still open.
+    s = s[s.end + SESSION_GAP <= rep["as_of"]].copy()
+    s["minutes"] = (s.end - s.start) / 60.0
+    s["weekend"] = pd.to_datetime(s.start, unit="s", utc=True).dt.day_of_week >= 5
+    welch("action_vs_drama.session_minutes", rep["action_vs_drama"]["session_minutes"],
+          s[s.action & ~s.drama].minutes.to_numpy(), s[s.drama & ~s.action].minutes.to_numpy())
+    welch("weekend_vs_weekday.session_minutes", rep["weekend_vs_weekday"]["session_minutes"],
+          s[s.weekend].minutes.to_numpy(), s[~s.weekend].minutes.to_numpy())
+    welch("weekend_vs_weekday.session_events", rep["weekend_vs_weekday"]["session_events"],
+          s[s.weekend].events.to_numpy(dtype=float), s[~s.weekend].events.to_numpy(dtype=float))
+
+    # Users with ratings.
+    as_of = rep["as_of"]
+    last = events.groupby("user_id").ts.max()
+    u = ratings.groupby("user_id").rating.agg(["size", "mean"]).sort_index()
+    recency = ((as_of - last.loc[u.index]).clip(lower=0) / DAY).to_numpy()
+    check("users_with_ratings", rep["users_with_ratings"], len(u), "count")
+    corr("correlations.rating_vs_frequency", rep["correlations"]["rating_vs_frequency"],
+         u["mean"].to_numpy(), u["size"].to_numpy(dtype=float))
+    corr("correlations.recency_vs_rating", rep["correlations"]["recency_vs_rating"],
+         recency, u["mean"].to_numpy())
+
+    # Counts.
+    dist = [n for _, n in rep["rating_distribution"]]
+    want = [int((ratings.rating == v / 2).sum()) for v in range(1, 11)]
+    if check("rating_distribution", dist, want, "count"):
+        print("ok rating_distribution")
+    for f in ["action_vs_drama", "weekend_vs_weekday", "anova_genres", "correlations"]:
+        for k, v in rep[f].items():
+            text = v and (v.get("conclusion") or "")
+            if not text:
+                failed.append(f"{f}.{k}.conclusion")
+                print(f"FAIL {f}.{k}: no conclusion")
+    print("FAILED: " + ", ".join(failed) if failed else "all checks passed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
