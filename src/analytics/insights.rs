@@ -249,13 +249,10 @@ pub fn report(e: &Engagement, genres: &[String], users: &[UserPoint], as_of: Opt
         })
         .collect();
     let anova_ratings = anova(&e.rating_moments).map(|test| {
-        let (lo, hi) = groups.iter().filter(|g| g.n > 0).fold((None::<&GroupMean>, None::<&GroupMean>), |(lo, hi), g| {
-            (
-                Some(lo.filter(|l| l.mean <= g.mean).unwrap_or(g)),
-                Some(hi.filter(|h| h.mean >= g.mean).unwrap_or(g)),
-            )
-        });
-        let (lo, hi) = (lo.expect("two groups"), hi.expect("two groups"));
+        // The lowest and highest mean, the first in genre order on a tie.
+        let present = || groups.iter().filter(|g| g.n > 0);
+        let lo = present().min_by(|a, b| a.mean.total_cmp(&b.mean)).expect("two groups");
+        let hi = present().rev().max_by(|a, b| a.mean.total_cmp(&b.mean)).expect("two groups");
         let conclusion = format!(
             "Mean ratings differ across {} genres, from {} ({:.3}) to {} ({:.3}); F({}, {}) = {:.2}, {}, η² = {:.4}: {}.",
             test.groups,
