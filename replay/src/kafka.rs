@@ -413,7 +413,29 @@ impl Sink for KafkaSink {
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
-        self.producer.flush(Duration::from_secs(120)).map_err(|e| SinkError::Kafka(format!("flush: {e}")))?;
+        // Wait as long as the broker keeps acknowledging: a large queue (one record per batch,
+        // a busy machine) may take minutes to drain, which is progress, not failure. Give up
+        // only after a whole window passes without a single acknowledgement.
+        const WINDOW: Duration = Duration::from_secs(60);
+        let mut pending = self.producer.in_flight_count();
+        loop {
+            match self.producer.flush(WINDOW) {
+                Ok(()) => break,
+                Err(e) => {
+                    let now = self.producer.in_flight_count();
+                    if now == 0 {
+                        break;
+                    }
+                    if now >= pending {
+                        return Err(SinkError::Kafka(format!(
+                            "flush: {e}: {now} records unacknowledged and none acknowledged in {} s",
+                            WINDOW.as_secs()
+                        )));
+                    }
+                    pending = now;
+                }
+            }
+        }
         match self.failure() {
             Some(e) => Err(e),
             None => Ok(()),
