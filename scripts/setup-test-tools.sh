@@ -9,7 +9,8 @@
 #     checked against), and scipy (the churn model's fits are checked against its optimizer)
 #   - the Compose specification's JSON Schema, from PyPI's docker-compose wheel (not installed:
 #     its dependencies no longer build; only the schema file is taken)
-#   - Prometheus and promtool (Debian's `prometheus` package, via apt-get; as root or with sudo)
+#   - Prometheus and promtool (Debian's `prometheus` package) and Chromium (Debian's `chromium`,
+#     renders the HTML report headless), via apt-get, as root or with sudo
 # Prints `export` lines for the paths, so callers can `eval "$(scripts/setup-test-tools.sh)"`.
 # Override the location with STREAMFLIX_TOOLS.
 set -euo pipefail
@@ -61,16 +62,26 @@ PY
   rm -rf "$tmp"
 fi
 
+# Debian packages: Prometheus and promtool (the metrics tests), Chromium (renders the HTML report).
+apt_missing=()
 if command -v prometheus >/dev/null && command -v promtool >/dev/null; then
   log "prometheus present: $(prometheus --version 2>&1 | head -1)"
 else
-  log "installing Debian's prometheus package (prometheus, promtool)"
+  apt_missing+=(prometheus)
+fi
+if command -v chromium >/dev/null; then
+  log "chromium present: $(chromium --version 2>/dev/null | head -1)"
+else
+  apt_missing+=(chromium)
+fi
+if [ "${#apt_missing[@]}" -gt 0 ]; then
+  log "installing Debian packages: ${apt_missing[*]}"
   sudo=""
   if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq >&2
-  $sudo apt-get install -y -qq --no-install-recommends prometheus >&2
-  # The package may start a system service; the tests run their own instances.
+  $sudo apt-get install -y -qq --no-install-recommends "${apt_missing[@]}" >&2
+  # The prometheus package may start a system service; the tests run their own instances.
   $sudo service prometheus stop >/dev/null 2>&1 || true
 fi
 
@@ -78,4 +89,5 @@ echo "export STREAMFLIX_TANSU='$tansu'"
 echo "export STREAMFLIX_COMPOSE_SCHEMA='$compose_schema'"
 echo "export STREAMFLIX_PROMETHEUS='$(command -v prometheus)'"
 echo "export STREAMFLIX_PROMTOOL='$(command -v promtool)'"
+echo "export STREAMFLIX_CHROMIUM='$(command -v chromium)'"
 echo "export STREAMFLIX_PYTHON='$venv/bin/python'"

@@ -6,7 +6,7 @@ mod util;
 
 use std::process::Command;
 
-use util::{python, repo, streamflix};
+use util::{chromium, get_json, get_text, python, repo, serve, streamflix};
 
 #[test]
 fn report_equals_scipy_on_the_csv_files_and_is_deterministic() {
@@ -75,4 +75,70 @@ fn report_refuses_bad_input_in_one_line() {
     assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
     let o = streamflix(&["report", "--state", ".", "--format", "xml"]);
     assert_eq!(o.status.code(), Some(2));
+}
+
+/// The console messages in Chromium's log.
+fn console_lines(o: &std::process::Output) -> Vec<String> {
+    String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .filter(|l| l.contains(":CONSOLE"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// What an HTML text node holds for `s` once Chromium serializes the DOM.
+fn as_dom_text(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+#[test]
+fn html_report_renders_in_headless_chromium_without_console_errors() {
+    let data = util::dense("2015-01-01", "2016-12-31", 5);
+    let (run, state, base) = serve(data.path());
+    let (status, json) = get_json(&format!("{base}/report.json")).unwrap();
+    assert_eq!(status, 200);
+    let page = get_text(&format!("{base}/report"));
+    assert!(page.starts_with("<!DOCTYPE html>") && !page.contains("<script"), "one static page");
+
+    // Chromium loads the page from the running server, as a user's browser would.
+    let dom = chromium(&format!("{base}/report"), &["--dump-dom"]);
+    assert!(dom.status.success(), "{}", String::from_utf8_lossy(&dom.stderr));
+    assert_eq!(console_lines(&dom), Vec::<String>::new(), "console messages while rendering");
+    let dom = String::from_utf8(dom.stdout).unwrap();
+    assert!(dom.matches("<svg").count() >= 10, "the charts are in the rendered DOM");
+    for key in ["action_vs_drama", "weekend_vs_weekday"] {
+        for c in json[key].as_object().unwrap().values() {
+            let text = c["conclusion"].as_str().unwrap();
+            assert!(dom.contains(&as_dom_text(text)), "{text:?} is under its chart");
+        }
+    }
+    let anova = json["anova_genres"]["ratings"]["conclusion"].as_str().unwrap();
+    assert!(dom.contains(&as_dom_text(anova)));
+
+    let shots = tempfile::tempdir().unwrap();
+    let png = shots.path().join("report.png");
+    let shot = chromium(
+        &format!("{base}/report"),
+        &["--window-size=800,2400", &format!("--screenshot={}", png.display())],
+    );
+    assert!(shot.status.success(), "{}", String::from_utf8_lossy(&shot.stderr));
+    let bytes = std::fs::read(&png).unwrap();
+    assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 20_000, "a screenshot with content");
+
+    // The check above can fail: a page that logs an error is caught.
+    let bad = shots.path().join("bad.html");
+    std::fs::write(&bad, "<html><body><script>console.error('broken chart')</script></body></html>").unwrap();
+    let caught = chromium(&format!("file://{}", bad.display()), &["--dump-dom"]);
+    assert_eq!(console_lines(&caught).len(), 1, "{}", String::from_utf8_lossy(&caught.stderr));
+
+    // The HTTP report is the CLI's, number for number.
+    run.signal("-TERM");
+    let (st, _) = run.wait();
+    assert!(st.success());
+    let cli = streamflix(&["report", "--state", state.path().to_str().unwrap(), "--format", "json"]);
+    assert!(cli.status.success(), "{}", String::from_utf8_lossy(&cli.stderr));
+    let cli: serde_json::Value = serde_json::from_slice(&cli.stdout).unwrap();
+    assert_eq!(cli, json, "GET /report.json is streamflix report --format json");
+    let html = streamflix(&["report", "--state", state.path().to_str().unwrap(), "--format", "html"]);
+    assert_eq!(String::from_utf8(html.stdout).unwrap(), page, "GET /report is --format html");
 }

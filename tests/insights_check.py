@@ -45,10 +45,12 @@ def welch(name, c, a, b):
     """Checks a report comparison `c` against scipy on samples a (first group) and b."""
     r = stats.ttest_ind(a, b, equal_var=False)
     ok = all([
-        check(f"{name}.n", c["n"], [len(a), len(b)], "count"),
-        check(f"{name}.mean[0]", c["mean"][0], float(np.mean(a)), "stat"),
-        check(f"{name}.mean[1]", c["mean"][1], float(np.mean(b)), "stat"),
+        check(f"{name}.n_a", c["n_a"], len(a), "count"),
+        check(f"{name}.n_b", c["n_b"], len(b), "count"),
+        check(f"{name}.mean_a", c["mean_a"], float(np.mean(a)), "stat"),
+        check(f"{name}.mean_b", c["mean_b"], float(np.mean(b)), "stat"),
         check(f"{name}.t", c["t"], float(r.statistic), "stat"),
+        check(f"{name}.df", c["df"], float(r.df), "stat"),
         check(f"{name}.p", c["p"], float(r.pvalue), "p"),
     ])
     if ok:
@@ -62,11 +64,12 @@ def corr(name, c, x, y):
         check(f"{name}.n", c["pearson"]["n"], len(x), "count"),
         check(f"{name}.pearson.r", c["pearson"]["r"], float(p.statistic), "stat"),
         check(f"{name}.pearson.p", c["pearson"]["p"], float(p.pvalue), "p"),
-        check(f"{name}.spearman.rho", c["spearman"]["r"], float(s.statistic), "stat"),
+        check(f"{name}.pearson.df", c["pearson"]["df"], len(x) - 2, "count"),
+        check(f"{name}.spearman.rho", c["spearman"]["rho"], float(s.statistic), "stat"),
         check(f"{name}.spearman.p", c["spearman"]["p"], float(s.pvalue), "p"),
     ])
     if ok:
-        print(f"ok {name}: n = {len(x)}, r = {c['pearson']['r']:.4f}, rho = {c['spearman']['r']:.4f}")
+        print(f"ok {name}: n = {len(x)}, r = {c['pearson']['r']:.4f}, rho = {c['spearman']['rho']:.4f}")
 
 
 def main():

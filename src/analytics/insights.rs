@@ -84,12 +84,32 @@ pub struct GroupMean {
 pub struct CorrelationPair {
     /// The variables: (x, y).
     pub variables: [String; 2],
-    /// Pearson's r.
+    /// Pearson's r (JSON: `n`, `r`, `df`, `p`).
+    #[serde(serialize_with = "pearson_json")]
     pub pearson: Correlation,
-    /// Spearman's rho.
+    /// Spearman's rho (JSON: `n`, `rho`, `df`, `p`).
+    #[serde(serialize_with = "spearman_json")]
     pub spearman: Correlation,
     /// The result in words.
     pub conclusion: String,
+}
+
+fn correlation_json<S: serde::Serializer>(c: &Correlation, key: &str, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(Some(4))?;
+    m.serialize_entry("n", &c.n)?;
+    m.serialize_entry(key, &c.r)?;
+    m.serialize_entry("df", &c.n.saturating_sub(2))?;
+    m.serialize_entry("p", &c.p)?;
+    m.end()
+}
+
+fn pearson_json<S: serde::Serializer>(c: &Correlation, s: S) -> Result<S::Ok, S::Error> {
+    correlation_json(c, "r", s)
+}
+
+fn spearman_json<S: serde::Serializer>(c: &Correlation, s: S) -> Result<S::Ok, S::Error> {
+    correlation_json(c, "rho", s)
 }
 
 /// Action against Drama.
@@ -126,9 +146,22 @@ pub struct WeekendVsWeekday {
     pub session_events: Option<Comparison>,
 }
 
+/// Users grouped by one variable, with the mean of their mean ratings: the correlations' charts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Bin {
+    /// The range of the variable, e.g. "4–7".
+    pub label: String,
+    /// Users in it.
+    pub users: u64,
+    /// The mean of their mean ratings.
+    pub mean_rating: f64,
+}
+
 /// The report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
+    /// The earliest event (seconds since the epoch): the data span is `data_from` to `as_of`.
+    pub data_from: Option<i64>,
     /// The committed watermark the report describes (seconds since the epoch).
     pub as_of: Option<i64>,
     /// Users with ratings (the correlations' population).
@@ -147,6 +180,40 @@ pub struct Report {
     pub correlations: Correlations,
     /// Weekend against weekday sessions.
     pub weekend_vs_weekday: WeekendVsWeekday,
+    /// Users by number of ratings (1, 2–3, 4–7, … doubling), with their mean rating.
+    pub rating_by_frequency: Vec<Bin>,
+    /// Users by days since the last activity, with their mean rating.
+    pub rating_by_recency: Vec<Bin>,
+}
+
+/// Users in the ranges of `x` that `edges` bound (`[edges[i], edges[i + 1])`, the last open),
+/// with the mean of `y`; empty ranges are left out.
+fn bins(xs: &[f64], ys: &[f64], edges: &[f64], label: impl Fn(usize) -> String) -> Vec<Bin> {
+    let mut sums = vec![(0u64, 0.0f64); edges.len()];
+    for (x, y) in xs.iter().zip(ys) {
+        let i = edges.partition_point(|e| e <= x).max(1) - 1;
+        sums[i].0 += 1;
+        sums[i].1 += y;
+    }
+    sums.iter()
+        .enumerate()
+        .filter(|(_, (n, _))| *n > 0)
+        .map(|(i, (n, sum))| Bin { label: label(i), users: *n, mean_rating: sum / *n as f64 })
+        .collect()
+}
+
+/// One user's point, from their activity at watermark `as_of` (`None` without ratings).
+pub fn user_point(a: &crate::core::features::Activity, as_of: i64) -> Option<UserPoint> {
+    if a.ratings == 0 {
+        return None;
+    }
+    // Ratings are half stars, so their sum is a multiple of 0.5 that the running mean gives back
+    // exactly; sum / n is then the exact mean, and users with equal means tie in Spearman's ranks
+    // (a running mean can differ from it in the last bit).
+    let n = a.ratings as f64;
+    let rating_mean = (a.rating_mean * n * 2.0).round() / 2.0 / n;
+    let recency_days = crate::core::features::recency_days(as_of, a.last);
+    Some(UserPoint { ratings: a.ratings, rating_mean, recency_days })
 }
 
 /// "p < 0.001" or "p = 0.034".
@@ -181,10 +248,10 @@ fn compare(what: &str, names: [&str; 2], a: &Moments, b: &Moments) -> Option<Com
         "{} {what} are {how} {} {what} ({:.3} vs {:.3}, n = {} and {}); Welch t = {:.2}, {}: {}.",
         names[0],
         names[1],
-        test.mean[0],
-        test.mean[1],
-        test.n[0],
-        test.n[1],
+        test.mean_a,
+        test.mean_b,
+        test.n_a,
+        test.n_b,
         test.t,
         p_text(test.p),
         verdict(test.p)
@@ -224,8 +291,14 @@ fn correlate(names: [&str; 2], xs: &[f64], ys: &[f64]) -> Option<CorrelationPair
 }
 
 /// The report from the engagement aggregates (`genres`: the catalog's names in bit order) and
-/// the users' points, at watermark `as_of`.
-pub fn report(e: &Engagement, genres: &[String], users: &[UserPoint], as_of: Option<i64>) -> Report {
+/// the users' points, over the data from `data_from` to the watermark `as_of`.
+pub fn report(
+    e: &Engagement,
+    genres: &[String],
+    users: &[UserPoint],
+    data_from: Option<i64>,
+    as_of: Option<i64>,
+) -> Report {
     let genre = |name: &str| {
         genres
             .iter()
@@ -274,7 +347,24 @@ pub fn report(e: &Engagement, genres: &[String], users: &[UserPoint], as_of: Opt
     let recency: Vec<f64> = users.iter().map(|u| u.recency_days).collect();
     let [weekday_minutes, weekend_minutes] = &e.session_minutes;
     let [weekday_events, weekend_events] = &e.session_events;
+    let doubling: Vec<f64> = (0..24).map(|k| f64::from(1u32 << k)).collect();
+    let rating_by_frequency = bins(&count, &mean, &doubling, |i| match i {
+        0 => "1".to_string(),
+        i => format!("{}–{}", 1u64 << i, (1u64 << (i + 1)) - 1),
+    });
+    const RECENCY: [(f64, &str); 7] = [
+        (0.0, "< 1"),
+        (1.0, "1–7"),
+        (7.0, "7–30"),
+        (30.0, "30–90"),
+        (90.0, "90–365"),
+        (365.0, "1–3 years"),
+        (1095.0, "> 3 years"),
+    ];
+    let edges: Vec<f64> = RECENCY.iter().map(|(e, _)| *e).collect();
+    let rating_by_recency = bins(&recency, &mean, &edges, |i| RECENCY[i].1.to_string());
     Report {
+        data_from,
         as_of,
         users_with_ratings: users.len() as u64,
         rating_distribution: (1..=10u8)
@@ -302,6 +392,8 @@ pub fn report(e: &Engagement, genres: &[String], users: &[UserPoint], as_of: Opt
                 weekday_events,
             ),
         },
+        rating_by_frequency,
+        rating_by_recency,
     }
 }
 
@@ -315,7 +407,8 @@ fn comparison_table(out: &mut String, c: &Option<Comparison>) {
     if let Some(c) = c {
         out.push_str("\n| group | n | mean |\n|---|---|---|\n");
         for i in 0..2 {
-            out.push_str(&format!("| {} | {} | {:.4} |\n", c.groups[i], c.test.n[i], c.test.mean[i]));
+            let (n, mean) = if i == 0 { (c.test.n_a, c.test.mean_a) } else { (c.test.n_b, c.test.mean_b) };
+            out.push_str(&format!("| {} | {} | {:.4} |\n", c.groups[i], n, mean));
         }
         out.push_str(&format!(
             "\nDifference {:+.4} ({}), t = {:.4}, df = {:.1}, p = {:.3e}.\n",
@@ -407,7 +500,7 @@ mod tests {
 
     #[test]
     fn an_empty_state_reports_without_tests() {
-        let r = report(&Engagement::default(), &[], &[], None);
+        let r = report(&Engagement::default(), &[], &[], None, None);
         assert!(r.action_vs_drama.ratings.is_none() && r.anova_genres.ratings.is_none());
         assert!(r.correlations.rating_vs_frequency.is_none());
         assert!(markdown(&r).contains("Not enough data"));

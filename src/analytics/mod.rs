@@ -6,7 +6,7 @@
 //! whether a user is still alive ([`bgnbd`]); the churn model the processor runs at each day
 //! close ([`churn_model`]) and its evaluation ([`churn_eval`]); hypothesis tests and
 //! correlations from mergeable summaries, equal to scipy's ([`stats`]), and the insights report
-//! built on them ([`insights`]). Every aggregate here is to be a
+//! built on them ([`insights`]), drawn as one HTML page ([`report_html`]). Every aggregate here is to be a
 //! mergeable partial per input partition (counts, `(n, mean, M2)`, day buckets), so a scale-out
 //! can combine them.
 //!
@@ -18,6 +18,7 @@ pub mod bgnbd;
 pub mod churn_eval;
 pub mod churn_model;
 pub mod insights;
+pub mod report_html;
 pub mod segments;
 pub mod stats;
 pub mod tables;

@@ -41,10 +41,18 @@ pub const F_LIMIT_DF: f64 = 1e9;
 /// Welch's two-sample t-test.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct TTest {
-    /// Sizes of the two samples.
-    pub n: [u64; 2],
-    /// Their means.
-    pub mean: [f64; 2],
+    /// Size of the first sample.
+    pub n_a: u64,
+    /// Size of the second sample.
+    pub n_b: u64,
+    /// Mean of the first sample.
+    pub mean_a: f64,
+    /// Mean of the second sample.
+    pub mean_b: f64,
+    /// Sample standard deviation of the first sample.
+    pub sd_a: f64,
+    /// Sample standard deviation of the second sample.
+    pub sd_b: f64,
     /// Mean of the first minus mean of the second.
     pub diff: f64,
     /// `diff` over the second mean (`None` when that is 0).
@@ -60,7 +68,8 @@ pub struct TTest {
 /// Welch's t-test of `a` against `b`; `None` unless both have two values and not both have
 /// zero variance.
 pub fn welch(a: &Moments, b: &Moments) -> Option<TTest> {
-    let (va, vb) = (a.variance()? / a.n as f64, b.variance()? / b.n as f64);
+    let (var_a, var_b) = (a.variance()?, b.variance()?);
+    let (va, vb) = (var_a / a.n as f64, var_b / b.n as f64);
     let se2 = va + vb;
     if se2 <= 0.0 || !se2.is_finite() {
         return None;
@@ -69,8 +78,12 @@ pub fn welch(a: &Moments, b: &Moments) -> Option<TTest> {
     let t = diff / se2.sqrt();
     let df = se2 * se2 / (va * va / (a.n - 1) as f64 + vb * vb / (b.n - 1) as f64);
     Some(TTest {
-        n: [a.n, b.n],
-        mean: [a.mean, b.mean],
+        n_a: a.n,
+        n_b: b.n,
+        mean_a: a.mean,
+        mean_b: b.mean,
+        sd_a: var_a.sqrt(),
+        sd_b: var_b.sqrt(),
         diff,
         rel_diff: (b.mean != 0.0).then(|| diff / b.mean),
         t,

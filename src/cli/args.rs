@@ -79,6 +79,8 @@ pub enum ReportFormat {
     Md,
     /// JSON, every number.
     Json,
+    /// One self-contained HTML page with charts (inline SVG, no scripts).
+    Html,
 }
 
 /// Options of `streamflix demo`.

@@ -209,6 +209,7 @@ impl Services {
                 options: Arc::new(serve.http_options()),
                 snapshots,
                 churn_cache: Default::default(),
+                report_cache: Default::default(),
             };
             let handle = rt.spawn(http::serve(listener, state, shutdown.wait()));
             println!("http: listening on http://{addr}");

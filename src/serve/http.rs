@@ -25,6 +25,7 @@ use serde_json::{json, Value};
 use streamflix_schemas::ChurnStatus;
 
 use crate::analytics::churn_model::{Assignment, ChurnModel, FEATURES};
+use crate::analytics::insights::Report;
 use crate::analytics::segments::{self, SEGMENTS};
 use crate::model::recommend::{GroupStrategy, Recommender};
 use crate::serve::Status;
@@ -82,7 +83,12 @@ pub struct AppState {
     pub snapshots: Option<std::path::PathBuf>,
     /// The committed churn model, decoded once per checkpoint (see [`committed_churn_model`]).
     pub churn_cache: ChurnCache,
+    /// The insights report, built once per checkpoint (see [`committed_report`]).
+    pub report_cache: ReportCache,
 }
+
+/// The last insights report and the checkpoint it describes.
+pub type ReportCache = Arc<std::sync::Mutex<Option<(u64, Arc<Report>)>>>;
 
 /// The last decoded churn model and the checkpoint (`Meta::checkpoints`) it was read at.
 pub type ChurnCache = Arc<std::sync::Mutex<Option<(u64, Option<Arc<ChurnModel>>)>>>;
@@ -154,13 +160,15 @@ pub fn router(state: AppState) -> Router {
         .route("/movies/{id}/similar", get(similar))
         .route("/groups/recommendations", get(group))
         .route("/metrics", get(metrics))
+        .route("/report", get(report_html))
+        .route("/report.json", get(report_json))
         .route("/snapshots", get(snapshots))
         .route("/tables/user_features", get(user_table))
         .fallback(|| async {
             ApiError(
                 StatusCode::NOT_FOUND,
                 "no such route; see /stats, /users/{id}, /users/{id}/sessions, /users/{id}/recommendations, \
-                 /movies/{id}/similar, /groups/recommendations, /churn, /models/churn, /segments, /targets"
+                 /movies/{id}/similar, /groups/recommendations, /churn, /models/churn, /segments, /targets, /report, /report.json"
                     .into(),
             )
         })
@@ -297,6 +305,42 @@ async fn snapshots(State(s): State<AppState>) -> ApiResult {
         "days": days,
         "tables": tables,
     })))
+}
+
+/// The insights report at the committed checkpoint, from the cache when no checkpoint landed
+/// since it was built (building reads every user: ~0.5 s per 160,000).
+async fn committed_report(s: AppState) -> Result<Arc<Report>, ApiError> {
+    let meta = committed(&s.store)?;
+    if let Some((at, r)) = s.report_cache.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        if *at == meta.checkpoints {
+            return Ok(r.clone());
+        }
+    }
+    let built = tokio::task::spawn_blocking(move || -> Result<Arc<Report>, ApiError> {
+        let (at, r) = crate::serve::report::committed_report(&s.store)?
+            .ok_or_else(|| ApiError(StatusCode::SERVICE_UNAVAILABLE, "no checkpoint yet".into()))?;
+        let r = Arc::new(r);
+        *s.report_cache.lock().unwrap_or_else(|e| e.into_inner()) = Some((at, r.clone()));
+        Ok(r)
+    })
+    .await;
+    built.map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+}
+
+/// The insights report as one HTML page (inline SVG charts, no scripts).
+async fn report_html(State(s): State<AppState>) -> Response {
+    match committed_report(s).await {
+        Ok(r) => axum::response::Html(crate::analytics::report_html::html(&r)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The insights report's numbers (the JSON `streamflix report --format json` prints).
+async fn report_json(State(s): State<AppState>) -> ApiResult {
+    let r = committed_report(s).await?;
+    Ok(Json(
+        serde_json::to_value(&*r).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
+    ))
 }
 
 /// The committed user table (every user, features at the committed watermark, the columns of

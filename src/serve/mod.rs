@@ -1,7 +1,8 @@
 //! What the outside world reads while the processor runs: HTTP routes and Prometheus metrics.
 //!
 //! Owns: the HTTP API over the committed store and the live model ([`http`]), the metric
-//! registry and its families ([`metrics`]), and the live [`Status`] the driver shares with the
+//! registry and its families ([`metrics`]), the insights report over the committed store
+//! ([`report`]), and the live [`Status`] the driver shares with the
 //! server. Reads only: the processor's state reaches the server through the store (committed
 //! checkpoints), never through the processing thread.
 //!
@@ -10,6 +11,7 @@
 
 pub mod http;
 pub mod metrics;
+pub mod report;
 pub mod snapshots;
 mod status;
 

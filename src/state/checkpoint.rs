@@ -97,6 +97,9 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// A read spanning several keys kept seeing checkpoints land in between; try again.
+    #[error("state store busy: {0}")]
+    Busy(String),
     /// The directory held a committed checkpoint that can no longer be read as written.
     #[error("state directory {path} is damaged: {detail}; start over with --reset-state (it deletes the state), or move the directory away")]
     Damaged {
@@ -619,6 +622,14 @@ impl Store {
         let engagement = self.postcard_or_default(ENGAGEMENT, "engagement aggregates")?;
         let day = self.postcard_or_default(DAY_LOG, "day log")?;
         Ok(Some(Loaded { meta, users, pending, engagement, day }))
+    }
+
+    /// The committed platform aggregates (empty before the first checkpoint).
+    ///
+    /// # Errors
+    /// I/O or corruption.
+    pub fn engagement(&self) -> Result<Engagement, StoreError> {
+        self.postcard_or_default(ENGAGEMENT, "engagement aggregates")
     }
 
     /// The churn model's committed state, encoded (see `analytics::churn_model`), if a run with

@@ -45,6 +45,36 @@ pub fn compose_schema() -> PathBuf {
     tool("STREAMFLIX_COMPOSE_SCHEMA", "/opt/streamflix-tools/compose_spec.json")
 }
 
+/// Debian's Chromium (renders the HTML report headless).
+pub fn chromium_bin() -> PathBuf {
+    tool("STREAMFLIX_CHROMIUM", "/usr/bin/chromium")
+}
+
+/// Headless Chromium on `url` with a fresh profile and no background network (this machine's
+/// network is closed), with `extra` flags: its output, with console messages on stderr
+/// (`…:CONSOLE…` lines).
+pub fn chromium(url: &str, extra: &[&str]) -> Output {
+    let profile = tempfile::tempdir().unwrap();
+    Command::new(chromium_bin())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--enable-logging=stderr",
+            "--v=0",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("run chromium")
+}
+
 /// The tests' Python (venv with kafka-python, jsonschema, PyYAML).
 pub fn python() -> PathBuf {
     tool("STREAMFLIX_PYTHON", "/opt/streamflix-tools/venv/bin/python")
