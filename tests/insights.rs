@@ -46,7 +46,7 @@ fn report_equals_scipy_on_the_csv_files_and_is_deterministic() {
     let said = String::from_utf8_lossy(&check.stdout);
     eprintln!("{said}{}", String::from_utf8_lossy(&check.stderr));
     assert!(check.status.success(), "scipy or pandas disagrees (see above)");
-    assert_eq!(said.lines().filter(|l| l.starts_with("ok ")).count(), 8, "every check ran");
+    assert_eq!(said.lines().filter(|l| l.starts_with("ok ")).count(), 11, "every check ran");
 
     let md = streamflix(&["report", "--state", s]);
     assert!(md.status.success());
@@ -106,14 +106,16 @@ fn html_report_renders_in_headless_chromium_without_console_errors() {
     assert_eq!(console_lines(&dom), Vec::<String>::new(), "console messages while rendering");
     let dom = String::from_utf8(dom.stdout).unwrap();
     assert!(dom.matches("<svg").count() >= 10, "the charts are in the rendered DOM");
-    for key in ["action_vs_drama", "weekend_vs_weekday"] {
+    for key in ["action_vs_drama", "weekend_vs_weekday", "highly_rated_engagement"] {
         for c in json[key].as_object().unwrap().values() {
             let text = c["conclusion"].as_str().unwrap();
             assert!(dom.contains(&as_dom_text(text)), "{text:?} is under its chart");
         }
     }
-    let anova = json["anova_genres"]["ratings"]["conclusion"].as_str().unwrap();
-    assert!(dom.contains(&as_dom_text(anova)));
+    for text in [&json["anova_genres"]["ratings"]["conclusion"], &json["genre_retention"]["conclusion"]] {
+        let text = text.as_str().unwrap();
+        assert!(dom.contains(&as_dom_text(text)), "{text:?} is under its chart");
+    }
 
     let shots = tempfile::tempdir().unwrap();
     let png = shots.path().join("report.png");

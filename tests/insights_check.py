@@ -7,8 +7,11 @@ Everything here comes from the MovieLens CSV files alone (movies.csv, ratings.cs
 by the definitions in docs/insights.md, never from the processor's state: rating values per
 genre, sessions (a pause of 30 minutes or more starts a new one; span = last − first event;
 "touched" genres = genres of the movies rated or tagged in it), and per user the number and
-mean of ratings and the days from the last activity to the report's `as_of`. The tests are
-scipy's: ttest_ind(equal_var=False), f_oneway, pearsonr, spearmanr. Statistics must agree within
+mean of ratings and the days from the last activity to the report's `as_of`; per movie the
+number and mean of ratings; per user the first session (its mean rating, its most-rated genre
+with ties to the alphabetically first, the start of the next session) and the calendar months
+with activity. The tests are scipy's: ttest_ind(equal_var=False), f_oneway, pearsonr,
+spearmanr, chi2_contingency(correction=False). Statistics must agree within
 1e-9 relative, p-values within 1e-6 relative (or 1e-300 absolute), counts exactly. One line per
 check; exit status 1 if any failed.
 """
@@ -24,6 +27,8 @@ from scipy import stats
 SESSION_GAP = 1_800
 DAY = 86_400
 NO_GENRES = "(no genres listed)"
+RETURN_DAYS = 30
+MIN_GENRE_USERS = 30
 
 failed = []
 
@@ -138,12 +143,80 @@ def main():
     corr("correlations.recency_vs_rating", rep["correlations"]["recency_vs_rating"],
          recency, u["mean"].to_numpy())
 
+    # Highly rated titles: movies with >= 20 ratings, (mean rating, number of ratings).
+    mv = ratings.groupby("movie_id").rating.agg(["size", "mean"])
+    mv = mv[mv["size"] >= 20]
+    hre = rep["highly_rated_engagement"]
+    corr("highly_rated_engagement.movies", hre["movies"], mv["mean"].to_numpy(), mv["size"].to_numpy(dtype=float))
+
+    # First sessions (over every session, closed or not: a user's first closed long ago).
+    # Ratings (NaN for tags) in the same stable sort order as `events`.
+    raw = pd.concat([ratings[["user_id", "movie_id", "ts", "rating"]],
+                     tags[["user_id", "movie_id", "ts"]].assign(rating=np.nan)], ignore_index=True)
+    raw = raw.sort_values(["user_id", "ts"], kind="stable").reset_index(drop=True)
+    assert (raw.user_id.to_numpy() == events.user_id.to_numpy()).all() and (raw.ts.to_numpy() == events.ts.to_numpy()).all()
+    events["rating"] = raw.rating.to_numpy()
+    events["movie_id"] = raw.movie_id.to_numpy()
+    sess = events.groupby("session").agg(user_id=("user_id", "first"), start=("ts", "min"), end=("ts", "max"))
+    sess["n"] = sess.groupby("user_id").cumcount()
+    first = sess[sess.n == 0].set_index("user_id")
+    second = sess[sess.n == 1].set_index("user_id")
+    fe = events[events.session.isin(set(sess.index[sess.n == 0])) & events.rating.notna()]
+    first_mean = fe.groupby("user_id").rating.mean()
+    top = {}
+    for uid, grp in fe.groupby("user_id"):
+        counts = {}
+        for m in grp.movie_id:
+            for g in genres_of[m]:
+                counts[g] = counts.get(g, 0) + 1
+        top[uid] = min(counts, key=lambda g: (-counts[g], g)) if counts else None
+    limit = RETURN_DAYS * DAY
+
+    def month(ts):
+        d = pd.to_datetime(ts, unit="s", utc=True)
+        return d.dt.year * 12 + d.dt.month - 1
+
+    as_of_month = int(month(pd.Series([as_of])).iloc[0])
+    signup = events.groupby("user_id").ts.min()
+    ev_month = month(events.ts).to_numpy()
+    events["k"] = ev_month - month(signup.loc[events.user_id]).to_numpy()
+    active3 = set(events.user_id[events.k == 3])
+    high, low, rows = [], [], {}
+    for uid in first_mean.index:
+        end = int(first.loc[uid, "end"])
+        back = uid in second.index and int(second.loc[uid, "start"]) <= end + limit
+        if end + limit <= as_of:
+            (high if first_mean[uid] >= 4.0 else low).append(float(back))
+        g = top[uid]
+        if g is None:
+            continue
+        r = rows.setdefault(g, [0, 0, 0, 0])
+        if end + limit <= as_of:
+            r[0] += 1
+            r[1] += int(back)
+        if as_of_month > int(month(pd.Series([signup[uid]])).iloc[0]) + 3:
+            r[2] += 1
+            r[3] += int(uid in active3)
+    welch("highly_rated_engagement.first_session_rating", hre["first_session_rating"], np.array(high), np.array(low))
+    gr = rep["genre_retention"]
+    want_rows = {g: r for g, r in rows.items() if r[0] >= MIN_GENRE_USERS}
+    got_rows = {r["genre"]: [r["users"], r["returned"], r["month3_users"], r["month3_active"]] for r in gr["genres"]}
+    ok = check("genre_retention.rows", got_rows, want_rows, "count")
+    names = [r["genre"] for r in gr["genres"]]
+    table = np.array([[want_rows[g][1], want_rows[g][0] - want_rows[g][1]] for g in names])
+    c = stats.chi2_contingency(table, correction=False)
+    ok = all([ok, check("genre_retention.chi2", gr["test"]["chi2"], float(c.statistic), "stat"),
+              check("genre_retention.df", gr["test"]["df"], float(c.dof), "count"),
+              check("genre_retention.p", gr["test"]["p"], float(c.pvalue), "p")])
+    if ok:
+        print(f"ok genre_retention: {len(names)} genres, chi2 = {gr['test']['chi2']:.4f}, p = {gr['test']['p']:.3e}")
+
     # Counts.
     dist = [n for _, n in rep["rating_distribution"]]
     want = [int((ratings.rating == v / 2).sum()) for v in range(1, 11)]
     if check("rating_distribution", dist, want, "count"):
         print("ok rating_distribution")
-    for f in ["action_vs_drama", "weekend_vs_weekday", "anova_genres", "correlations"]:
+    for f in ["action_vs_drama", "weekend_vs_weekday", "anova_genres", "correlations", "highly_rated_engagement"]:
         for k, v in rep[f].items():
             text = v and (v.get("conclusion") or "")
             if not text:

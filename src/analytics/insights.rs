@@ -27,9 +27,64 @@
 use serde::Serialize;
 
 use crate::analytics::stats::{
-    anova, pearson, spearman, welch, Anova, CoMoments, Correlation, Moments, TTest,
+    anova, chi_square, pearson, spearman, welch, Anova, ChiSquare, CoMoments, Correlation, Moments, TTest,
 };
+use crate::core::calendar::month_index;
 use crate::core::engagement::Engagement;
+use crate::core::features::{Activity, FirstSession};
+
+/// Days after the end of the first session within which a user counts as returned.
+pub const RETURN_DAYS: i64 = 30;
+/// The calendar month after signup whose activity `genre_retention` reports (0: the signup
+/// month).
+pub const RETENTION_MONTH: i32 = 3;
+/// Movies need this many ratings for `highly_rated_engagement.movies`.
+pub const MIN_MOVIE_RATINGS: u64 = 20;
+/// Genres need this many users for `genre_retention`.
+pub const MIN_GENRE_USERS: u64 = 30;
+/// A first session "rated highly": its mean rating is at least this.
+pub const HIGH_RATING: f64 = 4.0;
+
+/// One user's first session, once closed and if it had ratings: the return and genre questions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UserFirst {
+    /// The user's first event.
+    pub first_seen: i64,
+    /// The first session's last event.
+    pub end: i64,
+    /// Its mean rating.
+    pub mean_rating: f64,
+    /// Its most-rated genre (bit), ties to the alphabetically first.
+    pub top_genre: Option<u16>,
+    /// The earliest event after it.
+    pub returned_at: Option<i64>,
+    /// Active calendar months since signup (bit k: month k after the signup month).
+    pub active_months: u64,
+}
+
+/// The first-session point of a user whose first session has closed with ratings.
+pub fn user_first(a: &Activity) -> Option<UserFirst> {
+    match a.first_session {
+        FirstSession::Closed { end, mean_rating: Some(mean_rating), top_genre } => Some(UserFirst {
+            first_seen: a.first_seen,
+            end,
+            mean_rating,
+            top_genre,
+            returned_at: a.returned_at,
+            active_months: a.active_months,
+        }),
+        _ => None,
+    }
+}
+
+/// One movie's ratings: their number and mean.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MoviePoint {
+    /// Ratings.
+    pub ratings: u64,
+    /// Mean rating.
+    pub mean: f64,
+}
 
 /// One user's point for the correlations.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -146,6 +201,46 @@ pub struct WeekendVsWeekday {
     pub session_events: Option<Comparison>,
 }
 
+/// Do highly rated titles and first sessions go with more engagement?
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HighlyRatedEngagement {
+    /// Over movies with at least [`MIN_MOVIE_RATINGS`] ratings: (mean rating, number of ratings).
+    pub movies: Option<CorrelationPair>,
+    /// Returned within [`RETURN_DAYS`] days after the first session (0/1), users whose first
+    /// session's mean rating is at least [`HIGH_RATING`] against the rest.
+    pub first_session_rating: Option<Comparison>,
+}
+
+/// One genre's row of `genre_retention`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GenreRetentionRow {
+    /// The genre most rated in the users' first sessions.
+    pub genre: String,
+    /// Users whose first session's end is at least [`RETURN_DAYS`] days before the watermark.
+    pub users: u64,
+    /// Of them, those back within [`RETURN_DAYS`] days.
+    pub returned: u64,
+    /// `returned / users`.
+    pub returned_share: f64,
+    /// Users whose month [`RETENTION_MONTH`] after signup is over by the watermark.
+    pub month3_users: u64,
+    /// Of them, those active in that month.
+    pub month3_active: u64,
+    /// `month3_active / month3_users` (`None` without such users).
+    pub month3_share: Option<f64>,
+}
+
+/// Which genres retain users.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GenreRetention {
+    /// Genres with at least [`MIN_GENRE_USERS`] users, in genre order.
+    pub genres: Vec<GenreRetentionRow>,
+    /// Chi-square test of independence of (genre × returned) over those genres.
+    pub test: Option<ChiSquare>,
+    /// The result in words.
+    pub conclusion: Option<String>,
+}
+
 /// Users grouped by one variable, with the mean of their mean ratings: the correlations' charts.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Bin {
@@ -180,6 +275,10 @@ pub struct Report {
     pub correlations: Correlations,
     /// Weekend against weekday sessions.
     pub weekend_vs_weekday: WeekendVsWeekday,
+    /// Highly rated titles and first sessions against engagement.
+    pub highly_rated_engagement: HighlyRatedEngagement,
+    /// Retention by the genre of the first session.
+    pub genre_retention: GenreRetention,
     /// Users by number of ratings (1, 2–3, 4–7, … doubling), with their mean rating.
     pub rating_by_frequency: Vec<Bin>,
     /// Users by days since the last activity, with their mean rating.
@@ -268,7 +367,7 @@ fn strength(r: f64) -> &'static str {
     }
 }
 
-fn correlate(names: [&str; 2], xs: &[f64], ys: &[f64]) -> Option<CorrelationPair> {
+fn correlate(unit: &str, names: [&str; 2], xs: &[f64], ys: &[f64]) -> Option<CorrelationPair> {
     let mut c = CoMoments::default();
     for (x, y) in xs.iter().zip(ys) {
         c.push(*x, *y);
@@ -276,7 +375,7 @@ fn correlate(names: [&str; 2], xs: &[f64], ys: &[f64]) -> Option<CorrelationPair
     let (p, s) = (pearson(&c)?, spearman(xs, ys)?);
     let direction = if s.r > 0.0 { "positive" } else { "negative" };
     let conclusion = format!(
-        "Across {} users, {} and {} have a {} {direction} rank correlation (Spearman rho = {:.3}, {}; Pearson r = {:.3}, {}): {}.",
+        "Across {} {unit}, {} and {} have a {} {direction} rank correlation (Spearman rho = {:.3}, {}; Pearson r = {:.3}, {}): {}.",
         s.n,
         names[0],
         names[1],
@@ -290,15 +389,104 @@ fn correlate(names: [&str; 2], xs: &[f64], ys: &[f64]) -> Option<CorrelationPair
     Some(CorrelationPair { variables: names.map(str::to_string), pearson: p, spearman: s, conclusion })
 }
 
-/// The report from the engagement aggregates (`genres`: the catalog's names in bit order) and
-/// the users' points, over the data from `data_from` to the watermark `as_of`.
+/// The return-rate comparison of first sessions rated highly against the rest.
+fn first_session_rating(firsts: &[UserFirst], wm: i64) -> Option<Comparison> {
+    let (mut high, mut low) = (Moments::default(), Moments::default());
+    for f in firsts.iter().filter(|f| f.end + RETURN_DAYS * 86_400 <= wm) {
+        let back = f.returned_at.is_some_and(|r| r <= f.end + RETURN_DAYS * 86_400);
+        let m = if f.mean_rating >= HIGH_RATING { &mut high } else { &mut low };
+        m.push(f64::from(u8::from(back)));
+    }
+    let test = welch(&high, &low)?;
+    let conclusion = format!(
+        "Users whose first session averaged ≥ {HIGH_RATING} stars returned within {RETURN_DAYS} days {:.1} % of the time, against {:.1} % for the others (n = {} and {}); difference {:+.1} points, Welch t = {:.2}, {}: {}.",
+        test.mean_a * 100.0,
+        test.mean_b * 100.0,
+        test.n_a,
+        test.n_b,
+        test.diff * 100.0,
+        test.t,
+        p_text(test.p),
+        verdict(test.p)
+    );
+    Some(Comparison { groups: ["first session ≥ 4".into(), "first session < 4".into()], test, conclusion })
+}
+
+/// Retention by the most-rated genre of the first session.
+fn genre_retention(firsts: &[UserFirst], genres: &[String], wm: i64) -> GenreRetention {
+    let mut rows: Vec<GenreRetentionRow> = genres
+        .iter()
+        .map(|g| GenreRetentionRow {
+            genre: g.clone(),
+            users: 0,
+            returned: 0,
+            returned_share: 0.0,
+            month3_users: 0,
+            month3_active: 0,
+            month3_share: None,
+        })
+        .collect();
+    let wm_month = month_index(wm);
+    for f in firsts {
+        let Some(row) = f.top_genre.and_then(|g| rows.get_mut(usize::from(g))) else { continue };
+        if f.end + RETURN_DAYS * 86_400 <= wm {
+            row.users += 1;
+            row.returned += u64::from(f.returned_at.is_some_and(|r| r <= f.end + RETURN_DAYS * 86_400));
+        }
+        if wm_month > month_index(f.first_seen) + RETENTION_MONTH {
+            row.month3_users += 1;
+            row.month3_active += (f.active_months >> RETENTION_MONTH) & 1;
+        }
+    }
+    rows.retain(|r| r.users >= MIN_GENRE_USERS);
+    for r in &mut rows {
+        r.returned_share = r.returned as f64 / r.users as f64;
+        r.month3_share = (r.month3_users > 0).then(|| r.month3_active as f64 / r.month3_users as f64);
+    }
+    let table: Vec<Vec<u64>> = rows.iter().map(|r| vec![r.returned, r.users - r.returned]).collect();
+    let test = chi_square(&table);
+    let conclusion = test.map(|t| {
+        let lo = rows.iter().min_by(|a, b| a.returned_share.total_cmp(&b.returned_share)).expect("two rows");
+        let hi = rows.iter().rev().max_by(|a, b| a.returned_share.total_cmp(&b.returned_share)).expect("two rows");
+        format!(
+            "The {RETURN_DAYS}-day return rate by first-session genre ranges from {:.1} % ({}) to {:.1} % ({}) across {} genres; chi-square = {:.2}, df = {}, {}, Cramér's V = {:.3}: {}.",
+            lo.returned_share * 100.0,
+            lo.genre,
+            hi.returned_share * 100.0,
+            hi.genre,
+            rows.len(),
+            t.chi2,
+            t.df,
+            p_text(t.p),
+            t.cramers_v,
+            verdict(t.p)
+        )
+    });
+    GenreRetention { genres: rows, test, conclusion }
+}
+
+/// The report from the engagement aggregates (`genres`: the catalog's names in bit order), the
+/// users' points and first sessions and the movies' ratings, over the data from `data_from` to
+/// the watermark `as_of`.
+#[allow(clippy::too_many_arguments)]
 pub fn report(
     e: &Engagement,
     genres: &[String],
     users: &[UserPoint],
+    firsts: &[UserFirst],
+    movies: &[MoviePoint],
     data_from: Option<i64>,
     as_of: Option<i64>,
 ) -> Report {
+    let wm = as_of.unwrap_or(i64::MIN / 2);
+    let rated: Vec<&MoviePoint> = movies.iter().filter(|m| m.ratings >= MIN_MOVIE_RATINGS).collect();
+    let movie_mean: Vec<f64> = rated.iter().map(|m| m.mean).collect();
+    let movie_count: Vec<f64> = rated.iter().map(|m| m.ratings as f64).collect();
+    let highly_rated_engagement = HighlyRatedEngagement {
+        movies: correlate("movies", ["mean rating", "number of ratings"], &movie_mean, &movie_count),
+        first_session_rating: first_session_rating(firsts, wm),
+    };
+    let genre_retention = genre_retention(firsts, genres, wm);
     let genre = |name: &str| {
         genres
             .iter()
@@ -375,8 +563,13 @@ pub fn report(
         action_vs_drama: ActionVsDrama { ratings, session_minutes },
         anova_genres: AnovaGenres { ratings: anova_ratings },
         correlations: Correlations {
-            rating_vs_frequency: correlate(["mean rating", "number of ratings"], &mean, &count),
-            recency_vs_rating: correlate(["days since last activity", "mean rating"], &recency, &mean),
+            rating_vs_frequency: correlate("users", ["mean rating", "number of ratings"], &mean, &count),
+            recency_vs_rating: correlate(
+                "users",
+                ["days since last activity", "mean rating"],
+                &recency,
+                &mean,
+            ),
         },
         weekend_vs_weekday: WeekendVsWeekday {
             session_minutes: compare(
@@ -392,6 +585,8 @@ pub fn report(
                 weekday_events,
             ),
         },
+        highly_rated_engagement,
+        genre_retention,
         rating_by_frequency,
         rating_by_recency,
     }
@@ -465,6 +660,33 @@ pub fn markdown(r: &Report) -> String {
         text(&r.weekend_vs_weekday.session_events).as_deref(),
     );
     comparison_table(&mut out, &r.weekend_vs_weekday.session_events);
+    let h = &r.highly_rated_engagement;
+    section(
+        &mut out,
+        "Highly rated titles: mean rating vs number of ratings (movies with ≥ 20 ratings)",
+        h.movies.as_ref().map(|c| c.conclusion.as_str()),
+    );
+    section(
+        &mut out,
+        "Highly rated first sessions: return within 30 days",
+        text(&h.first_session_rating).as_deref(),
+    );
+    comparison_table(&mut out, &h.first_session_rating);
+    let g = &r.genre_retention;
+    section(&mut out, "Retention by the genre of the first session", g.conclusion.as_deref());
+    if !g.genres.is_empty() {
+        out.push_str("\n| genre | users | returned in 30 days | month-3 users | active in month 3 |\n|---|---|---|---|---|\n");
+        for row in &g.genres {
+            out.push_str(&format!(
+                "| {} | {} | {:.1} % | {} | {} |\n",
+                row.genre,
+                row.users,
+                row.returned_share * 100.0,
+                row.month3_users,
+                row.month3_share.map_or("—".to_string(), |s| format!("{:.1} %", s * 100.0))
+            ));
+        }
+    }
     out.push_str("\n## Ratings by value\n\n| rating | ratings |\n|---|---|\n");
     for (v, n) in &r.rating_distribution {
         out.push_str(&format!("| {v:.1} | {n} |\n"));
@@ -500,7 +722,7 @@ mod tests {
 
     #[test]
     fn an_empty_state_reports_without_tests() {
-        let r = report(&Engagement::default(), &[], &[], None, None);
+        let r = report(&Engagement::default(), &[], &[], &[], &[], None, None);
         assert!(r.action_vs_drama.ratings.is_none() && r.anova_genres.ratings.is_none());
         assert!(r.correlations.rating_vs_frequency.is_none());
         assert!(markdown(&r).contains("Not enough data"));

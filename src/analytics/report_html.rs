@@ -8,7 +8,7 @@
 
 use std::fmt::Write;
 
-use crate::analytics::insights::{AnovaResult, Bin, Comparison, CorrelationPair, Report};
+use crate::analytics::insights::{AnovaResult, Bin, Comparison, CorrelationPair, GenreRetention, Report};
 use crate::core::calendar::format_datetime;
 
 /// Chart width in pixels (the page scales it down on narrow screens).
@@ -341,6 +341,50 @@ fn correlation(out: &mut String, title: &str, c: &Option<CorrelationPair>, bins:
     section(out, title, chart, test, c.as_ref().map(|c| c.conclusion.as_str()));
 }
 
+fn retention(out: &mut String, g: &GenreRetention) {
+    let chart = (!g.genres.is_empty()).then(|| {
+        let rows: Vec<Row> = g
+            .genres
+            .iter()
+            .map(|r| {
+                let p = r.returned_share;
+                let h = Z95 * (p * (1.0 - p) / r.users as f64).sqrt();
+                Row {
+                    label: format!("{} (n = {})", r.genre, r.users),
+                    value: p * 100.0,
+                    interval: Some(((p - h) * 100.0, (p + h) * 100.0)),
+                }
+            })
+            .collect();
+        dots(&rows, "returned within 30 days (% of users), 95 % CI", "genre of the first session")
+    });
+    let test = g.test.map(|t| {
+        format!(
+            "Chi-square test of independence: chi² = {:.4}, df = {}, {}; Cramér's V = {:.4}",
+            t.chi2,
+            t.df,
+            p_value(t.p),
+            t.cramers_v
+        )
+    });
+    let month3: Vec<String> = g
+        .genres
+        .iter()
+        .filter_map(|r| {
+            r.month3_share.map(|s| format!("{} {:.1} % of {}", r.genre, s * 100.0, r.month3_users))
+        })
+        .collect();
+    let chart = chart.filter(|_| g.test.is_some());
+    section(out, "Retention by the genre of the first session", chart, test, g.conclusion.as_deref());
+    if !month3.is_empty() {
+        let _ = write!(
+            out,
+            r#"<p class="test">Active in month 3 after signup: {}.</p>"#,
+            esc(&month3.join("; "))
+        );
+    }
+}
+
 /// The report as one HTML page.
 pub fn html(r: &Report) -> String {
     let mut out = String::with_capacity(64 * 1024);
@@ -410,6 +454,37 @@ pub fn html(r: &Report) -> String {
         &r.rating_by_recency,
         "days since last activity",
     );
+    let h = &r.highly_rated_engagement;
+    let movie_test = h.movies.as_ref().map(|c| {
+        format!(
+            "Spearman rho = {:.4} ({}), Pearson r = {:.4} ({}); n = {} movies with ≥ 20 ratings",
+            c.spearman.r,
+            p_value(c.spearman.p),
+            c.pearson.r,
+            p_value(c.pearson.p),
+            c.spearman.n
+        )
+    });
+    let _ = write!(out, "<section><h2>Highly rated titles: mean rating vs number of ratings</h2>");
+    match (&movie_test, &h.movies) {
+        (Some(t), Some(c)) => {
+            let _ = write!(
+                out,
+                r#"<p class="test">{}</p><p class="conclusion">{}</p>"#,
+                esc(t),
+                esc(&c.conclusion)
+            );
+        }
+        _ => out.push_str("<p>Not enough data for this test yet.</p>"),
+    }
+    out.push_str("</section>");
+    comparison(
+        &mut out,
+        "Highly rated first sessions: return within 30 days",
+        &h.first_session_rating,
+        "returned within 30 days (share of users)",
+    );
+    retention(&mut out, &r.genre_retention);
     comparison(
         &mut out,
         "Weekend vs weekday: session span",
@@ -433,8 +508,8 @@ mod tests {
     #[test]
     fn ticks_cover_the_range_at_round_steps() {
         assert_eq!(ticks(0.0, 9.0, 5.0), vec![0.0, 2.0, 4.0, 6.0, 8.0, 10.0]);
-        assert_eq!(ticks(3.41, 3.58, 5.0).first().copied(), Some(3.4));
         let t = ticks(3.41, 3.58, 5.0);
+        assert!((t[0] - 3.4).abs() < 1e-9, "{t:?}");
         assert!(*t.last().unwrap() >= 3.58 && t.len() <= 10, "{t:?}");
         assert_eq!(ticks(0.0, 0.0, 5.0), vec![0.0, 0.2]);
         assert_eq!(tick_label(1_500_000.0, 500_000.0), "1.5M");
@@ -452,7 +527,7 @@ mod tests {
 
     #[test]
     fn an_empty_report_is_a_page_without_tests() {
-        let r = crate::analytics::insights::report(&Default::default(), &[], &[], None, None);
+        let r = crate::analytics::insights::report(&Default::default(), &[], &[], &[], &[], None, None);
         let page = html(&r);
         assert!(page.starts_with("<!DOCTYPE html>") && page.trim_end().ends_with("</html>"));
         assert!(page.contains("Not enough data"));

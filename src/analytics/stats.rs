@@ -216,7 +216,6 @@ pub fn spearman(xs: &[f64], ys: &[f64]) -> Option<Correlation> {
 }
 
 /// Chi-square test of independence.
-#[allow(dead_code)] // genre retention (issue 21) and the experiments' sample-ratio check use it next
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct ChiSquare {
     /// The statistic Σ (observed − expected)² / expected.
@@ -231,7 +230,6 @@ pub struct ChiSquare {
 
 /// Chi-square test of independence of a table of counts, without continuity correction;
 /// `None` when a row or column sums to 0 or the table is smaller than 2 × 2.
-#[allow(dead_code)] // see ChiSquare
 pub fn chi_square(table: &[Vec<u64>]) -> Option<ChiSquare> {
     let rows = table.len();
     let cols = table.first().map_or(0, Vec::len);
@@ -284,7 +282,6 @@ pub fn f_sf(f: f64, d1: f64, d2: f64) -> f64 {
 }
 
 /// P(X > x) for chi-square with `k` degrees of freedom.
-#[allow(dead_code)] // see ChiSquare
 pub fn chi2_sf(x: f64, k: f64) -> f64 {
     ChiSquared::new(k).map_or(f64::NAN, |d| d.sf(x))
 }

@@ -138,6 +138,24 @@ fn c_ln_c(c: u32) -> f64 {
     }
 }
 
+/// A user's first session, as the insights report's return and genre questions need it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum FirstSession {
+    /// Not closed yet: the user's ratings so far as (event time, the movie's genre bits). Only
+    /// those up to the session's end count when it closes; a user usually has a handful.
+    Open(Vec<(i64, u64)>),
+    /// Closed.
+    Closed {
+        /// Event time of its last event.
+        end: i64,
+        /// Its mean rating, if it had ratings.
+        mean_rating: Option<f64>,
+        /// The genre (bit) most rated in it, ties to the alphabetically first name; `None`
+        /// without rated genres.
+        top_genre: Option<u16>,
+    },
+}
+
 /// What the processor knows about one user's activity, apart from open sessions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Activity {
@@ -167,6 +185,13 @@ pub struct Activity {
     pub binge_sessions: u64,
     /// End of the latest binge session (0: none yet).
     pub last_binge_end: i64,
+    /// The first session.
+    pub first_session: FirstSession,
+    /// The earliest event after the first session's end, once that session has closed.
+    pub returned_at: Option<i64>,
+    /// Bit k: an event in the k-th calendar month (UTC) after the month of `first_seen`
+    /// (k < 64; bit 0 is the signup month).
+    pub active_months: u64,
 }
 
 impl Activity {
@@ -186,12 +211,66 @@ impl Activity {
             session_seconds: 0,
             binge_sessions: 0,
             last_binge_end: 0,
+            first_session: FirstSession::Open(Vec::new()),
+            returned_at: None,
+            active_months: 0,
         }
+    }
+
+    /// Closes the first session, which ended at `end` with `mean_rating`; `later` is the start
+    /// of the user's next session if one is known (open, or closing in the same step).
+    /// `genre_names` break ties of the most-rated genre.
+    pub fn close_first_session(
+        &mut self,
+        end: i64,
+        mean_rating: Option<f64>,
+        later: Option<i64>,
+        genre_names: &[String],
+    ) {
+        let FirstSession::Open(ratings) = &self.first_session else { return };
+        let mut counts: Vec<u32> = Vec::new();
+        for &(_, genres) in ratings.iter().filter(|(ts, _)| *ts <= end) {
+            for g in crate::core::catalog::bits(genres) {
+                if g >= counts.len() {
+                    counts.resize(g + 1, 0);
+                }
+                counts[g] += 1;
+            }
+        }
+        let name = |g: usize| genre_names.get(g).map_or("", String::as_str);
+        let top_genre = (0..counts.len())
+            .filter(|&g| counts[g] > 0)
+            .max_by(|&a, &b| counts[a].cmp(&counts[b]).then_with(|| name(b).cmp(name(a))))
+            .map(|g| g as u16);
+        let after = ratings.iter().map(|(ts, _)| *ts).filter(|ts| *ts > end).min();
+        self.returned_at = [after, later].into_iter().flatten().min();
+        self.first_session = FirstSession::Closed { end, mean_rating, top_genre };
     }
 
     /// Counts an event at `ts`: a rating (with `genres` of the movie) or a tag.
     pub fn add(&mut self, ts: i64, rating: Option<f32>, genres: u64) {
+        let signup = month_index(self.first_seen);
+        if ts < self.first_seen {
+            let earlier = signup - month_index(ts);
+            self.active_months = if earlier >= 64 { 0 } else { self.active_months << earlier };
+        }
         self.first_seen = self.first_seen.min(ts);
+        let k = month_index(ts) - month_index(self.first_seen);
+        if k < 64 {
+            self.active_months |= 1 << k;
+        }
+        match &mut self.first_session {
+            FirstSession::Open(ratings) => {
+                if rating.is_some() {
+                    ratings.push((ts, genres));
+                }
+            }
+            FirstSession::Closed { end, .. } => {
+                if ts > *end {
+                    self.returned_at = Some(self.returned_at.map_or(ts, |r| r.min(ts)));
+                }
+            }
+        }
         self.last = self.last.max(ts);
         if self.ring.add(day_of(ts)) == Some(true) {
             self.active_days += 1;
@@ -466,5 +545,38 @@ mod tests {
                 prop_assert_eq!(active, want, "active days in 90 at {}", as_of);
             }
         }
+    }
+
+    /// The first session's summary is the batch answer whatever the order events arrive in:
+    /// the most-rated genre (ties to the alphabetically first name), the earliest later event,
+    /// and active months counted from the earliest event, even one that arrives late.
+    #[test]
+    fn first_session_and_active_months_follow_event_time() {
+        let names: Vec<String> = ["Drama", "Action", "Comedy"].iter().map(|s| s.to_string()).collect();
+        let (drama, action, comedy) = (1u64, 2u64, 4u64);
+        let month = 31 * DAY;
+        let t0 = 1_500_000_000 + 10 * month;
+        let mut a = Activity::new(t0 + 600, 3);
+        a.add(t0 + 600, Some(4.0), action | comedy);
+        a.add(t0 + 900, Some(3.0), drama);
+        a.add(t0 + 5 * DAY, Some(2.0), drama); // a later session, applied before the first closes
+        a.add(t0, Some(5.0), action | drama); // a late event: the first session's, and the signup
+        a.add(t0 + 3 * month + DAY, None, 0); // a tag three months on
+        a.close_first_session(t0 + 900, Some(4.0), Some(t0 + 5 * DAY), &names);
+        // Action 2, Drama 2 (the later session's Drama does not count), Comedy 1: Action wins the
+        // tie by name.
+        assert_eq!(
+            a.first_session,
+            FirstSession::Closed { end: t0 + 900, mean_rating: Some(4.0), top_genre: Some(1) }
+        );
+        assert_eq!(a.returned_at, Some(t0 + 5 * DAY));
+        a.add(t0 + DAY, None, 0); // earlier than the known return: it is the return now
+        assert_eq!(a.returned_at, Some(t0 + DAY));
+        let k = |ts: i64| month_index(ts) - month_index(t0);
+        let want = (1u64 << k(t0)) | (1 << k(t0 + 5 * DAY)) | (1 << k(t0 + 3 * month + DAY));
+        assert_eq!(a.active_months, want);
+        // An event a year earlier moves the signup month back; the mask follows.
+        a.add(t0 - 12 * month, Some(3.0), 0);
+        assert_eq!(a.active_months, (want << (month_index(t0) - month_index(t0 - 12 * month))) | 1);
     }
 }

@@ -959,8 +959,10 @@ impl Processor {
         let gap = self.cfg.session_gap;
         let st = self.users.get_mut(&user).expect("user exists");
         let closed = st.sessions.close_due(wm, gap);
-        for s in closed {
-            let c = self.summarize(user, &s);
+        let still_open = st.sessions.open().first().map(|s| s.start);
+        for (i, s) in closed.iter().enumerate() {
+            let later = closed.get(i + 1).map(|n| n.start).or(still_open);
+            let c = self.summarize(user, s, later);
             self.engagement.on_session(&c, self.action_drama.0, self.action_drama.1);
             self.counters.sessions_closed += 1;
             self.counters.binge_sessions += c.binge as u64;
@@ -980,10 +982,15 @@ impl Processor {
         self.day.touch(user);
     }
 
-    fn summarize(&mut self, user: u32, s: &OpenSession) -> ClosedSession {
+    /// Counts `user`'s session `s` as closed; `later` is the start of the session after it, if
+    /// one is known.
+    fn summarize(&mut self, user: u32, s: &OpenSession, later: Option<i64>) -> ClosedSession {
         let st = self.users.get_mut(&user).expect("user exists");
         let a = &mut st.activity;
         let first = a.sessions == 0;
+        if first {
+            a.close_first_session(s.end, s.mean_rating(), later, self.catalog.genre_names());
+        }
         let binge = s.events >= self.cfg.binge_min_events && (!first || self.cfg.binge_first_session);
         a.sessions += 1;
         a.session_seconds += s.end - s.start;

@@ -3,7 +3,9 @@
 //!
 //! May import: what `serve/mod.rs` allows its layer; this module uses `crate::analytics::insights`, `crate::state::checkpoint`.
 
-use crate::analytics::insights::{report, user_point, Report, UserPoint};
+use std::collections::BTreeMap;
+
+use crate::analytics::insights::{report, user_first, user_point, MoviePoint, Report, UserFirst, UserPoint};
 use crate::state::checkpoint::{Store, StoreError};
 
 /// Tries at reading one whole checkpoint while the processor may be writing the next.
@@ -20,6 +22,7 @@ pub fn committed_report(store: &Store) -> Result<Option<(u64, Report)>, StoreErr
         let Some(meta) = store.meta()? else { return Ok(None) };
         let as_of = meta.watermark.unwrap_or(0);
         let mut users: Vec<(u32, UserPoint)> = Vec::with_capacity(meta.users as usize);
+        let mut firsts: Vec<(u32, UserFirst)> = Vec::with_capacity(meta.users as usize);
         let mut data_from: Option<i64> = None;
         for kv in store.all_users() {
             let (u, st) = kv?;
@@ -27,7 +30,22 @@ pub fn committed_report(store: &Store) -> Result<Option<(u64, Report)>, StoreErr
             if let Some(p) = user_point(&st.activity, as_of) {
                 users.push((u, p));
             }
+            if let Some(f) = user_first(&st.activity) {
+                firsts.push((u, f));
+            }
         }
+        // Per movie: ratings and the sum of their half stars (exact), from the rating log.
+        let mut by_movie: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+        for r in store.ratings() {
+            let r = r?;
+            let m = by_movie.entry(r.movie).or_default();
+            m.0 += 1;
+            m.1 += (f64::from(r.rating) * 2.0).round() as u64;
+        }
+        let movies: Vec<MoviePoint> = by_movie
+            .values()
+            .map(|&(n, halves)| MoviePoint { ratings: n, mean: halves as f64 / 2.0 / n as f64 })
+            .collect();
         let engagement = store.engagement()?;
         if store.meta()?.map(|m| m.checkpoints) != Some(meta.checkpoints) {
             continue;
@@ -35,7 +53,9 @@ pub fn committed_report(store: &Store) -> Result<Option<(u64, Report)>, StoreErr
         // In user order: the report is a function of the state, not of the store's key order.
         users.sort_unstable_by_key(|(u, _)| *u);
         let points: Vec<UserPoint> = users.into_iter().map(|(_, p)| p).collect();
-        let r = report(&engagement, &meta.genres, &points, data_from, meta.watermark);
+        firsts.sort_unstable_by_key(|(u, _)| *u);
+        let firsts: Vec<UserFirst> = firsts.into_iter().map(|(_, f)| f).collect();
+        let r = report(&engagement, &meta.genres, &points, &firsts, &movies, data_from, meta.watermark);
         return Ok(Some((meta.checkpoints, r)));
     }
     Err(StoreError::Busy(format!("checkpoints landed during {ATTEMPTS} reads of the report in a row")))

@@ -14,7 +14,7 @@ use crate::core::processor::LoggedRating;
 
 /// Version of the stored layout and values; bumped on incompatible change (see
 /// [`crate::state::migrate`]).
-pub const STATE_VERSION: u8 = 5;
+pub const STATE_VERSION: u8 = 6;
 
 /// 64-bit FNV-1a: a stable, documented hash for the values stored with the state (the commit
 /// marker's checksum, the input's identity); std's `DefaultHasher` may change between releases.
