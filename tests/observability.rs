@@ -143,6 +143,38 @@ fn metrics_pass_promtool_every_dashboard_query_returns_data_and_engagement_equal
     }
     assert!(segmented > 0.0 && segmented == seg["users"].as_f64().unwrap(), "{seg}");
     assert_eq!(stats["users"], 300);
+    // The insights gauges: the report's numbers at the same checkpoint.
+    let (status, report) = get_json(&format!("{base}/report.json")).unwrap();
+    assert_eq!(status, 200, "{report}");
+    let mut insights = 0;
+    for (section, test) in [
+        ("action_vs_drama", "ratings"),
+        ("action_vs_drama", "session_minutes"),
+        ("weekend_vs_weekday", "session_minutes"),
+        ("weekend_vs_weekday", "session_events"),
+        ("anova_genres", "ratings"),
+    ] {
+        let t = &report[section][test];
+        let name = format!("{section}.{test}");
+        // Equal up to serde_json's float parsing, which can be 1 ulp off (without its
+        // float_roundtrip feature); the exposition is parsed exactly.
+        let same = |a: f64, b: f64| (a - b).abs() <= 4.0 * f64::EPSILON * b.abs();
+        let (gauge, json) =
+            (m[&format!(r#"streamflix_insight_p_value{{test="{name}"}}"#)], t["p"].as_f64().unwrap());
+        assert!(same(gauge, json), "{name}: p {gauge} in /metrics, {json} in /report.json");
+        let effect = if section == "anova_genres" {
+            ("eta_squared", "eta_squared")
+        } else {
+            ("relative_difference", "rel_diff")
+        };
+        let (gauge, json) = (
+            m[&format!(r#"streamflix_insight_effect{{measure="{}",test="{name}"}}"#, effect.0)],
+            t[effect.1].as_f64().unwrap(),
+        );
+        assert!(same(gauge, json), "{name}: {} {gauge} in /metrics, {json} in /report.json", effect.0);
+        insights += 1;
+    }
+    assert_eq!(insights, 5);
     eprintln!("engagement: active 1d/7d/30d {active:?}, churned {churned} — equal in /metrics and over HTTP");
 
     // 3. A real Prometheus scrapes the run; every dashboard query returns data.

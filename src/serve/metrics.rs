@@ -10,7 +10,7 @@
 //! checkpointed totals (ratings by value, alerts, sessions…) continue from the restored totals
 //! after a restart instead of starting from zero.
 //!
-//! May import: what `serve/mod.rs` allows its layer; this module uses `crate::core::calendar`, `crate::core::engagement`, `crate::core::processor`, `crate::core::validate`, `crate::model::als`, `crate::model::recommend`, `crate::state::checkpoint`.
+//! May import: what `serve/mod.rs` allows its layer; this module uses `crate::analytics::insights`, `crate::core::calendar`, `crate::core::engagement`, `crate::core::processor`, `crate::core::validate`, `crate::model::als`, `crate::model::recommend`, `crate::state::checkpoint`.
 
 use prometheus::{
     Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -77,6 +77,8 @@ pub struct Metrics {
     at_risk_users: IntGauge,
     retention: GaugeVec,
     cohort_users: IntGaugeVec,
+    insight_p: GaugeVec,
+    insight_effect: GaugeVec,
     events_by_hour: IntCounterVec,
     events_by_weekday: IntCounterVec,
     /// `streamflix_als_update_duration_seconds`, observed by the learner (one update in
@@ -331,6 +333,26 @@ impl Metrics {
                 "Users per signup cohort (month of first event); the 12 cohorts up to the watermark's month.",
                 &["cohort"],
             ),
+            insight_p: registered(
+                &r,
+                GaugeVec::new(
+                    Opts::new(
+                        "streamflix_insight_p_value",
+                        "p-value of each insights-report test kept from event-time summaries (docs/insights.md), at the committed watermark.",
+                    ),
+                    &["test"],
+                ),
+            ),
+            insight_effect: registered(
+                &r,
+                GaugeVec::new(
+                    Opts::new(
+                        "streamflix_insight_effect",
+                        "Effect size of each insights-report test: difference and relative_difference of the means (t-tests), eta_squared (ANOVA).",
+                    ),
+                    &["test", "measure"],
+                ),
+            ),
             events_by_hour: counter_vec(
                 &r,
                 "streamflix_events_by_hour_total",
@@ -430,6 +452,12 @@ impl Metrics {
             self.set_scorer(g);
         }
 
+        for (test, p, effects) in &v.insights {
+            self.insight_p.with_label_values(&[test]).set(*p);
+            for (measure, x) in effects {
+                self.insight_effect.with_label_values(&[test, measure]).set(*x);
+            }
+        }
         for (g, n) in &v.genre_demand {
             self.genre_ratings.with_label_values(&[g]).set(*n as i64);
         }
@@ -507,6 +535,36 @@ impl Metrics {
     }
 }
 
+/// One test of the insights report as gauges: its name, p-value and effect sizes.
+type Insight = (&'static str, f64, Vec<(&'static str, f64)>);
+
+/// The insights report's tests that come from the event-time summaries alone (O(genres), no scan
+/// of users): Action vs Drama, the ANOVA across genres, weekend vs weekday. The user-level tests
+/// (correlations, returns, genre retention) need every user and the rating log and are served
+/// by `GET /report.json` only.
+fn insights(e: &crate::core::engagement::Engagement, genres: &[String], wm: Option<i64>) -> Vec<Insight> {
+    let r = crate::analytics::insights::report(e, genres, &[], &[], &[], None, wm);
+    let mut out = Vec::new();
+    for (name, c) in [
+        ("action_vs_drama.ratings", &r.action_vs_drama.ratings),
+        ("action_vs_drama.session_minutes", &r.action_vs_drama.session_minutes),
+        ("weekend_vs_weekday.session_minutes", &r.weekend_vs_weekday.session_minutes),
+        ("weekend_vs_weekday.session_events", &r.weekend_vs_weekday.session_events),
+    ] {
+        if let Some(c) = c {
+            let mut effects = vec![("difference", c.test.diff)];
+            if let Some(rel) = c.test.rel_diff {
+                effects.push(("relative_difference", rel));
+            }
+            out.push((name, c.test.p, effects));
+        }
+    }
+    if let Some(a) = &r.anova_genres.ratings {
+        out.push(("anova_genres.ratings", a.test.p, vec![("eta_squared", a.test.eta_squared)]));
+    }
+    out
+}
+
 /// The values of the state and engagement metrics, taken from the processor when a checkpoint is
 /// taken and set once it is written ([`Metrics::set_values`]), so that they always describe
 /// committed state, as the HTTP API does.
@@ -521,6 +579,8 @@ pub struct StateValues {
     events_by_weekday: [u64; 7],
     /// ((cohort month, months since), retention ratio, cohort users).
     retention: Vec<((String, String), f64, u64)>,
+    /// (test, p-value, [(measure, effect size)]).
+    insights: Vec<Insight>,
     scorer: Option<ScorerGauges>,
 }
 
@@ -540,7 +600,9 @@ impl StateValues {
                 })
                 .collect()
         });
+        let insights = insights(e, genres, snapshot.watermark);
         StateValues {
+            insights,
             pending: p.pending_len(),
             snapshot,
             counters: p.counters().clone(),
