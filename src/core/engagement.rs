@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::core::calendar::{day_of, hour_and_weekday, month_index};
@@ -51,6 +52,48 @@ pub fn day_bucket<T>(
     Some(&mut days[i].1)
 }
 
+/// Per movie: its ratings and the sum of their values in half stars (so the mean is exact). A
+/// hash map for the per-rating update, stored sorted by movie id so the checkpoint's bytes are a
+/// function of the content. Mergeable: counts and sums add.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MovieRatings(pub FxHashMap<u32, (u32, u32)>);
+
+impl MovieRatings {
+    /// Counts a rating of `movie`.
+    #[inline]
+    pub fn add(&mut self, movie: u32, rating: f32) {
+        let e = self.0.entry(movie).or_default();
+        e.0 += 1;
+        e.1 += (rating * 2.0).round() as u32;
+    }
+
+    /// (movie, ratings, mean rating), by movie id.
+    pub fn sorted(&self) -> Vec<(u32, u64, f64)> {
+        let mut out: Vec<(u32, u64, f64)> = self
+            .0
+            .iter()
+            .map(|(&m, &(n, halves))| (m, u64::from(n), f64::from(halves) / 2.0 / f64::from(n)))
+            .collect();
+        out.sort_unstable_by_key(|r| r.0);
+        out
+    }
+}
+
+impl Serialize for MovieRatings {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut v: Vec<(u32, u32, u32)> = self.0.iter().map(|(&m, &(n, h))| (m, n, h)).collect();
+        v.sort_unstable_by_key(|r| r.0);
+        v.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for MovieRatings {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v: Vec<(u32, u32, u32)> = Vec::deserialize(d)?;
+        Ok(MovieRatings(v.into_iter().map(|(m, n, h)| (m, (n, h))).collect()))
+    }
+}
+
 /// One signup cohort.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cohort {
@@ -84,6 +127,8 @@ pub struct Engagement {
     /// Closed sessions' span in minutes: [touching Action and not Drama, touching Drama and not
     /// Action] (genres of the movies rated or tagged in the session).
     pub genre_only_minutes: [Moments; 2],
+    /// Ratings per movie (`highly_rated_engagement.movies`).
+    pub movie_ratings: MovieRatings,
 }
 
 impl Engagement {

@@ -707,6 +707,7 @@ impl Processor {
                 }
                 self.dirty.ratings.push(r);
                 self.day.ratings.push(r);
+                self.engagement.movie_ratings.add(p.movie, rating);
             }
             None => self.counters.tags += 1,
         }

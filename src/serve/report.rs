@@ -3,8 +3,6 @@
 //!
 //! May import: what `serve/mod.rs` allows its layer; this module uses `crate::analytics::insights`, `crate::state::checkpoint`.
 
-use std::collections::BTreeMap;
-
 use crate::analytics::insights::{report, user_first, user_point, MoviePoint, Report, UserFirst, UserPoint};
 use crate::state::checkpoint::{Store, StoreError};
 
@@ -34,19 +32,13 @@ pub fn committed_report(store: &Store) -> Result<Option<(u64, Report)>, StoreErr
                 firsts.push((u, f));
             }
         }
-        // Per movie: ratings and the sum of their half stars (exact), from the rating log.
-        let mut by_movie: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
-        for r in store.ratings() {
-            let r = r?;
-            let m = by_movie.entry(r.movie).or_default();
-            m.0 += 1;
-            m.1 += (f64::from(r.rating) * 2.0).round() as u64;
-        }
-        let movies: Vec<MoviePoint> = by_movie
-            .values()
-            .map(|&(n, halves)| MoviePoint { ratings: n, mean: halves as f64 / 2.0 / n as f64 })
-            .collect();
         let engagement = store.engagement()?;
+        let movies: Vec<MoviePoint> = engagement
+            .movie_ratings
+            .sorted()
+            .into_iter()
+            .map(|(_, ratings, mean)| MoviePoint { ratings, mean })
+            .collect();
         if store.meta()?.map(|m| m.checkpoints) != Some(meta.checkpoints) {
             continue;
         }
