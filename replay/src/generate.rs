@@ -103,6 +103,26 @@ pub struct GenerateConfig {
     pub end: i64,
     /// File dialect.
     pub format: Format,
+    /// Effects planted for the insights report to find, recorded in `generator.json` as
+    /// ground truth. None by default: the data is then byte for byte what it was before
+    /// effects existed.
+    pub planted: Planted,
+}
+
+/// Effects the generator plants.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Planted {
+    /// The time between consecutive events of a session that starts on a Saturday or Sunday
+    /// (UTC) is multiplied by this (1: no effect). Weekend sessions then span this factor longer
+    /// on average, with the same number of events (so `weekend_vs_weekday.session_events`
+    /// stays a null comparison).
+    pub weekend_session_span: f64,
+}
+
+impl Default for Planted {
+    fn default() -> Self {
+        Planted { weekend_session_span: 1.0 }
+    }
 }
 
 impl Default for GenerateConfig {
@@ -116,6 +136,7 @@ impl Default for GenerateConfig {
             start: 820_454_400, // 1996-01-01, MovieLens's first year
             end: 1_574_294_400, // 2019-11-21, ml-25m's last day
             format: Format::Csv,
+            planted: Planted::default(),
         }
     }
 }
@@ -170,6 +191,12 @@ impl GenerateConfig {
     /// [`GenerateError::Invalid`] with the reason.
     pub fn validate(&self) -> Result<(), GenerateError> {
         let bad = |m: String| Err(GenerateError::Invalid(m));
+        let span = self.planted.weekend_session_span;
+        if !(0.5..=1.4).contains(&span) {
+            return bad(format!(
+                "--plant-weekend-span must be between 0.5 and 1.4 (steps within a session stay under the 30-minute gap), got {span}"
+            ));
+        }
         if self.users == 0 {
             return bad("--users must be at least 1".into());
         }
@@ -739,6 +766,17 @@ impl Ctx<'_> {
                 day += 1;
             }
             let hour = pick_weighted(rng, &HOUR_WEIGHTS) as i64;
+            // The planted weekend effect stretches the session's steps (no extra random draws,
+            // so without it nothing changes). Steps stay under 20 min × factor.
+            let span = cfg.planted.weekend_session_span;
+            let weekend = (day + 3).rem_euclid(7) >= 5;
+            let stretched: Vec<i64>;
+            let g: &Vec<i64> = if weekend && span != 1.0 {
+                stretched = g.iter().map(|&s| (s as f64 * span).round() as i64).collect();
+                &stretched
+            } else {
+                g
+            };
             let duration: i64 = g.iter().sum();
             let mut start = day * DAY + hour * 3600 + rng.random_range(0..3600);
             if sizes.len() == 1 {

@@ -150,6 +150,12 @@ struct GenerateArgs {
     /// File dialect: csv (ml-latest, ml-25m) or dat (ml-1m, whole stars).
     #[arg(long, value_enum, default_value_t = Format::Csv)]
     format: Format,
+    /// Plant an effect for the insights report to find: stretch the time between events of
+    /// sessions that start on a Saturday or Sunday (UTC) by this factor (0.5–1.4; 1 = none),
+    /// recorded in generator.json. Weekend sessions then span that much longer on average,
+    /// with the same number of events.
+    #[arg(long, default_value_t = 1.0)]
+    plant_weekend_span: f64,
     /// Overwrite an existing dataset in --out.
     #[arg(long)]
     force: bool,
@@ -362,6 +368,7 @@ fn generate(args: GenerateArgs) -> Result<ExitCode> {
         start: args.start,
         end: args.end,
         format: args.format,
+        planted: generate::Planted { weekend_session_span: args.plant_weekend_span },
     };
     cfg.validate()?;
     if !args.force
