@@ -46,7 +46,7 @@ fn report_equals_scipy_on_the_csv_files_and_is_deterministic() {
     let said = String::from_utf8_lossy(&check.stdout);
     eprintln!("{said}{}", String::from_utf8_lossy(&check.stderr));
     assert!(check.status.success(), "scipy or pandas disagrees (see above)");
-    assert_eq!(said.lines().filter(|l| l.starts_with("ok ")).count(), 11, "every check ran");
+    assert_eq!(said.lines().filter(|l| l.starts_with("ok ")).count(), 12, "every check ran");
 
     let md = streamflix(&["report", "--state", s]);
     assert!(md.status.success());

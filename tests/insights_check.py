@@ -211,6 +211,24 @@ def main():
     if ok:
         print(f"ok genre_retention: {len(names)} genres, chi2 = {gr['test']['chi2']:.4f}, p = {gr['test']['p']:.3e}")
 
+    # Ratings and closed sessions per active week (UTC, Monday to Sunday).
+    week = lambda ts: (ts // DAY + 3) // 7
+    wr = ratings.ts.map(week).value_counts()
+    ws = s.start.map(week).value_counts()
+    weeks = pd.DataFrame({"ratings": wr, "sessions": ws}).fillna(0).astype(int).sort_index()
+    wa = rep["weekly_activity"]
+    got = [(w["start"], w["ratings"], w["sessions"]) for w in wa["weeks"]]
+    want = [(pd.Timestamp((int(k) * 7 - 3) * DAY, unit="s").strftime("%Y-%m-%d"), int(r.ratings), int(r.sessions))
+            for k, r in weeks.iterrows()]
+    ok = all([check("weekly_activity.weeks", got, want, "count"),
+              check("weekly_activity.active_weeks", wa["active_weeks"], len(weeks), "count"),
+              check("weekly_activity.ratings.mean", wa["ratings"]["mean"], float(weeks.ratings.mean()), "stat"),
+              check("weekly_activity.ratings.median", wa["ratings"]["median"], float(weeks.ratings.median()), "stat"),
+              check("weekly_activity.sessions.mean", wa["sessions"]["mean"], float(weeks.sessions.mean()), "stat"),
+              check("weekly_activity.sessions.median", wa["sessions"]["median"], float(weeks.sessions.median()), "stat")])
+    if ok:
+        print(f"ok weekly_activity: {len(weeks)} weeks, ratings per week mean {wa['ratings']['mean']:.2f}")
+
     # Counts.
     dist = [n for _, n in rep["rating_distribution"]]
     want = [int((ratings.rating == v / 2).sum()) for v in range(1, 11)]

@@ -241,6 +241,78 @@ pub struct GenreRetention {
     pub conclusion: Option<String>,
 }
 
+/// One calendar week with activity.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Week {
+    /// Its Monday, `YYYY-MM-DD` (UTC).
+    pub start: String,
+    /// Its Monday, days since 1970-01-01 (not in the JSON).
+    #[serde(skip)]
+    pub day: i64,
+    /// Ratings applied in it.
+    pub ratings: u64,
+    /// Closed sessions that started in it.
+    pub sessions: u64,
+}
+
+/// Mean, median and largest value of a count over the active weeks.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct PerWeek {
+    /// Mean.
+    pub mean: f64,
+    /// Median (the mean of the two middle values for an even number of weeks).
+    pub median: f64,
+    /// Largest.
+    pub max: u64,
+}
+
+impl PerWeek {
+    fn of(mut v: Vec<u64>) -> Option<PerWeek> {
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_unstable();
+        let n = v.len();
+        let median = if n % 2 == 1 { v[n / 2] as f64 } else { (v[n / 2 - 1] + v[n / 2]) as f64 / 2.0 };
+        let mean = v.iter().sum::<u64>() as f64 / n as f64;
+        Some(PerWeek { mean, median, max: v[n - 1] })
+    }
+}
+
+/// Ratings and sessions per active week: weeks (UTC, Monday to Sunday) with at least one rating
+/// or one closed session starting in them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WeeklyActivity {
+    /// Weeks with activity.
+    pub active_weeks: u64,
+    /// Ratings per active week.
+    pub ratings: Option<PerWeek>,
+    /// Closed sessions (by their start) per active week.
+    pub sessions: Option<PerWeek>,
+    /// Every active week, in time order.
+    pub weeks: Vec<Week>,
+}
+
+fn weekly(e: &Engagement) -> WeeklyActivity {
+    let weeks: Vec<Week> = e
+        .weeks
+        .iter()
+        .filter(|(_, (r, s))| r + s > 0)
+        .map(|(&w, &(ratings, sessions))| Week {
+            start: crate::core::calendar::day_label(crate::core::engagement::week_start_day(w)),
+            day: crate::core::engagement::week_start_day(w),
+            ratings,
+            sessions,
+        })
+        .collect();
+    WeeklyActivity {
+        active_weeks: weeks.len() as u64,
+        ratings: PerWeek::of(weeks.iter().map(|w| w.ratings).collect()),
+        sessions: PerWeek::of(weeks.iter().map(|w| w.sessions).collect()),
+        weeks,
+    }
+}
+
 /// Users grouped by one variable, with the mean of their mean ratings: the correlations' charts.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Bin {
@@ -267,6 +339,8 @@ pub struct Report {
     pub activity_by_hour: [u64; 24],
     /// Events by UTC weekday, Monday first.
     pub activity_by_weekday: [u64; 7],
+    /// Ratings and sessions per active week.
+    pub weekly_activity: WeeklyActivity,
     /// Action against Drama.
     pub action_vs_drama: ActionVsDrama,
     /// Ratings across genres.
@@ -560,6 +634,7 @@ pub fn report(
             .collect(),
         activity_by_hour: e.events_by_hour,
         activity_by_weekday: e.events_by_weekday,
+        weekly_activity: weekly(e),
         action_vs_drama: ActionVsDrama { ratings, session_minutes },
         anova_genres: AnovaGenres { ratings: anova_ratings },
         correlations: Correlations {
@@ -686,6 +761,15 @@ pub fn markdown(r: &Report) -> String {
                 row.month3_share.map_or("—".to_string(), |s| format!("{:.1} %", s * 100.0))
             ));
         }
+    }
+    let w = &r.weekly_activity;
+    out.push_str("\n## Ratings and sessions per active week\n\n");
+    match (&w.ratings, &w.sessions) {
+        (Some(rt), Some(st)) => out.push_str(&format!(
+            "Over {} active weeks (UTC, Monday to Sunday): ratings per week mean {:.1}, median {:.1}, most {}; closed sessions per week mean {:.1}, median {:.1}, most {}.\n",
+            w.active_weeks, rt.mean, rt.median, rt.max, st.mean, st.median, st.max
+        )),
+        _ => out.push_str("No activity yet.\n"),
     }
     out.push_str("\n## Ratings by value\n\n| rating | ratings |\n|---|---|\n");
     for (v, n) in &r.rating_distribution {

@@ -22,7 +22,7 @@ h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.15em;margin:2em 0 .4em;bord
 .conclusion{margin:.3em 0 0}svg{max-width:100%;height:auto;display:block}\
 svg text{font-family:system-ui,sans-serif;font-size:12px;fill:#2d3748}svg .axis{stroke:#4a5568;stroke-width:1}\
 svg .grid{stroke:#e2e8f0;stroke-width:1}svg .bar{fill:#3b6fb6}svg .ci{stroke:#3b6fb6;stroke-width:2}\
-svg .dot{fill:#c05621}svg .title{font-weight:600}footer{margin-top:3em;font-size:.8em;color:#718096}";
+svg .dot{fill:#c05621}svg .trend{fill:none;stroke:#3b6fb6;stroke-width:1.2}svg .title{font-weight:600}footer{margin-top:3em;font-size:.8em;color:#718096}";
 
 /// `&`, `<`, `>` and quotes escaped for text and attributes.
 fn esc(s: &str) -> String {
@@ -121,6 +121,60 @@ fn bars(categories: &[String], values: &[f64], x_label: &str, y_label: &str) -> 
             );
         }
     }
+    axes(&mut s, left, top, plot_w, plot_h, height, x_label, y_label);
+    s.push_str("</svg>");
+    s
+}
+
+/// A line over time: `points` are (day number, value) in time order; the x ticks are dates.
+fn line(points: &[(i64, f64)], x_label: &str, y_label: &str) -> String {
+    let (left, right, top, bottom) = (64.0, 24.0, 16.0, 52.0);
+    let height = 240.0;
+    let plot_w = WIDTH - left - right;
+    let plot_h = height - top - bottom;
+    let (d0, d1) = (
+        points.first().map_or(0, |p| p.0),
+        points.last().map_or(1, |p| p.0).max(points.first().map_or(0, |p| p.0) + 1),
+    );
+    let max = points.iter().map(|p| p.1).fold(0.0, f64::max);
+    let t = ticks(0.0, max.max(1.0), 4.0);
+    let top_value = *t.last().expect("ticks");
+    let step = t.get(1).map_or(1.0, |s| s - t[0]);
+    let x = |d: i64| left + (d - d0) as f64 / (d1 - d0) as f64 * plot_w;
+    let y = |v: f64| top + plot_h - v / top_value * plot_h;
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" role="img" aria-label="{}">"#,
+        esc(&format!("{y_label} over {x_label}"))
+    );
+    for v in &t {
+        let (gy, label) = (y(*v), tick_label(*v, step));
+        let _ = write!(
+            s,
+            r#"<line class="grid" x1="{left}" x2="{x2}" y1="{gy:.1}" y2="{gy:.1}"/><text x="{tx}" y="{ty:.1}" text-anchor="end">{label}</text>"#,
+            x2 = left + plot_w,
+            tx = left - 6.0,
+            ty = gy + 4.0,
+        );
+    }
+    for i in 0..=4 {
+        let d = d0 + (d1 - d0) * i / 4;
+        let anchor = match i {
+            0 => "start",
+            4 => "end",
+            _ => "middle",
+        };
+        let _ = write!(
+            s,
+            r#"<text x="{:.1}" y="{}" text-anchor="{anchor}">{}</text>"#,
+            x(d),
+            top + plot_h + 16.0,
+            crate::core::calendar::day_label(d)
+        );
+    }
+    let path: Vec<String> = points.iter().map(|&(d, v)| format!("{:.1},{:.1}", x(d), y(v))).collect();
+    let _ = write!(s, r#"<polyline class="trend" points="{}"/>"#, path.join(" "));
     axes(&mut s, left, top, plot_w, plot_h, height, x_label, y_label);
     s.push_str("</svg>");
     s
@@ -432,6 +486,23 @@ pub fn html(r: &Report) -> String {
         None,
     );
 
+    let w = &r.weekly_activity;
+    let ratings = |wk: &crate::analytics::insights::Week| wk.ratings;
+    let sessions = |wk: &crate::analytics::insights::Week| wk.sessions;
+    for (title, what, per, value) in [
+        ("Ratings per active week", "ratings per week", &w.ratings, &ratings as &dyn Fn(&_) -> u64),
+        ("Sessions per active week", "sessions per week", &w.sessions, &sessions),
+    ] {
+        let points: Vec<(i64, f64)> = w.weeks.iter().map(|wk| (wk.day, value(wk) as f64)).collect();
+        let test = per.map(|p| {
+            format!(
+                "{} active weeks (UTC, Monday to Sunday): mean {:.1}, median {:.1}, most {}",
+                w.active_weeks, p.mean, p.median, p.max
+            )
+        });
+        let chart = (!points.is_empty()).then(|| line(&points, "week (UTC)", what));
+        section(&mut out, title, chart, test, None);
+    }
     comparison(&mut out, "Action vs Drama: ratings", &r.action_vs_drama.ratings, "rating (stars)");
     comparison(
         &mut out,

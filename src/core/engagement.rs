@@ -129,6 +129,20 @@ pub struct Engagement {
     pub genre_only_minutes: [Moments; 2],
     /// Ratings per movie (`highly_rated_engagement.movies`).
     pub movie_ratings: MovieRatings,
+    /// Per calendar week with activity (Monday-based, UTC; [`week_of`]): ratings applied and
+    /// closed sessions that started in it.
+    pub weeks: BTreeMap<i64, (u64, u64)>,
+}
+
+/// The calendar week (UTC, Monday to Sunday) of event time `ts`: weeks since the one holding
+/// 1970-01-01 (a Thursday), which started on Monday 1969-12-29.
+pub fn week_of(ts: i64) -> i64 {
+    (day_of(ts) + 3).div_euclid(7)
+}
+
+/// The first day (a Monday, days since 1970-01-01) of week `week`.
+pub fn week_start_day(week: i64) -> i64 {
+    week * 7 - 3
 }
 
 impl Engagement {
@@ -158,6 +172,7 @@ impl Engagement {
             Some(_) => {}
         }
         let Some(r) = rating else { return };
+        self.weeks.entry(week_of(ts)).or_default().0 += 1;
         let idx = ((r * 2.0).round() as usize).clamp(1, 10) - 1;
         self.ratings_by_value[idx] += 1;
         if self.rating_moments.len() < genre_count {
@@ -183,6 +198,7 @@ impl Engagement {
     pub fn on_session(&mut self, s: &ClosedSession, action: u64, drama: u64) {
         let minutes = s.length as f64 / 60.0;
         let weekend = usize::from(hour_and_weekday(s.start).1 >= 5);
+        self.weeks.entry(week_of(s.start)).or_default().1 += 1;
         self.session_minutes[weekend].push(minutes);
         self.session_events[weekend].push(f64::from(s.events));
         let (a, d) = (s.genres & action != 0, s.genres & drama != 0);
