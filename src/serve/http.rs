@@ -308,7 +308,8 @@ async fn snapshots(State(s): State<AppState>) -> ApiResult {
 }
 
 /// The insights report at the committed checkpoint, from the cache when no checkpoint landed
-/// since it was built (building reads every user: ~0.5 s per 160,000).
+/// since it was built (building reads every user: well under a second for the 162,541 of the
+/// 25 M state).
 async fn committed_report(s: AppState) -> Result<Arc<Report>, ApiError> {
     let meta = committed(&s.store)?;
     if let Some((at, r)) = s.report_cache.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
