@@ -8,24 +8,22 @@ use std::process::Command;
 
 use util::{chromium, get_json, get_text, python, repo, serve, streamflix};
 
+/// `streamflix run` over `data` into the state directory `state` until the input ends (no HTTP,
+/// no tables), with `extra` flags; asserts it succeeds.
+fn run_to_the_end(data: &str, state: &str, extra: &[&str]) {
+    let mut args =
+        vec!["run", "--data", data, "--state", state, "--exit-when-done", "--no-http", "--no-snapshots"];
+    args.extend_from_slice(extra);
+    let run = streamflix(&args);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+}
+
 #[test]
 fn report_equals_scipy_on_the_csv_files_and_is_deterministic() {
     let data = util::dense("2015-01-01", "2017-12-31", 11);
     let state = tempfile::tempdir().unwrap();
     let (d, s) = (data.path().to_str().unwrap(), state.path().to_str().unwrap());
-    let run = streamflix(&[
-        "run",
-        "--data",
-        d,
-        "--state",
-        s,
-        "--exit-when-done",
-        "--no-http",
-        "--no-snapshots",
-        "--checkpoint-every",
-        "7000",
-    ]);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    run_to_the_end(d, s, &["--checkpoint-every", "7000"]);
 
     let json = streamflix(&["report", "--state", s, "--format", "json"]);
     assert!(json.status.success(), "{}", String::from_utf8_lossy(&json.stderr));
@@ -154,49 +152,14 @@ fn planted_weekend_effect_is_found_and_the_null_is_not_in_20_seeds() {
     let mut not_significant = 0;
     let mut lines = Vec::new();
     for seed in 1..=20u64 {
-        let data = tempfile::tempdir().unwrap();
+        let data = util::dense_with("2015-01-01", "2017-12-31", seed, &["--plant-weekend-span", "1.3"]);
         let d = data.path().to_str().unwrap();
-        let seed_text = seed.to_string();
-        util::replay_ok(&[
-            "generate",
-            "--out",
-            d,
-            "--users",
-            "600",
-            "--movies",
-            "1500",
-            "--ratings",
-            "40000",
-            "--tags",
-            "1600",
-            "--start",
-            "2015-01-01",
-            "--end",
-            "2017-12-31",
-            "--seed",
-            &seed_text,
-            "--plant-weekend-span",
-            "1.3",
-            "--quiet",
-        ]);
         let truth: serde_json::Value =
             serde_json::from_slice(&std::fs::read(data.path().join("generator.json")).unwrap()).unwrap();
         assert_eq!(truth["config"]["planted"]["weekend_session_span"], 1.3, "recorded as ground truth");
         let state = tempfile::tempdir().unwrap();
         let s = state.path().to_str().unwrap();
-        let run = streamflix(&[
-            "run",
-            "--data",
-            d,
-            "--state",
-            s,
-            "--exit-when-done",
-            "--no-http",
-            "--no-snapshots",
-            "--no-recommender",
-            "--no-churn-model",
-        ]);
-        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        run_to_the_end(d, s, &["--no-recommender", "--no-churn-model"]);
         let out = streamflix(&["report", "--state", s, "--format", "json"]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

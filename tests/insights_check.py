@@ -112,7 +112,9 @@ def main():
         print(f"ok anova_genres.ratings: {len(names)} genres, F = {anova['f']:.4f}, p = {anova['p']:.3e}")
 
     # Sessions over ratings and tags.
-    events = pd.concat([ratings[["user_id", "movie_id", "ts"]], tags[["user_id", "movie_id", "ts"]]],
+    # Ratings and tags (rating NaN), by user and time.
+    events = pd.concat([ratings[["user_id", "movie_id", "ts", "rating"]],
+                        tags[["user_id", "movie_id", "ts"]].assign(rating=np.nan)],
                        ignore_index=True).sort_values(["user_id", "ts"], kind="stable").reset_index(drop=True)
     new = (events.user_id != events.user_id.shift()) | (events.ts - events.ts.shift() >= SESSION_GAP)
     events["session"] = new.cumsum()
@@ -150,13 +152,6 @@ def main():
     corr("highly_rated_engagement.movies", hre["movies"], mv["mean"].to_numpy(), mv["size"].to_numpy(dtype=float))
 
     # First sessions (over every session, closed or not: a user's first closed long ago).
-    # Ratings (NaN for tags) in the same stable sort order as `events`.
-    raw = pd.concat([ratings[["user_id", "movie_id", "ts", "rating"]],
-                     tags[["user_id", "movie_id", "ts"]].assign(rating=np.nan)], ignore_index=True)
-    raw = raw.sort_values(["user_id", "ts"], kind="stable").reset_index(drop=True)
-    assert (raw.user_id.to_numpy() == events.user_id.to_numpy()).all() and (raw.ts.to_numpy() == events.ts.to_numpy()).all()
-    events["rating"] = raw.rating.to_numpy()
-    events["movie_id"] = raw.movie_id.to_numpy()
     sess = events.groupby("session").agg(user_id=("user_id", "first"), start=("ts", "min"), end=("ts", "max"))
     sess["n"] = sess.groupby("user_id").cumcount()
     first = sess[sess.n == 0].set_index("user_id")
@@ -177,9 +172,8 @@ def main():
         return d.dt.year * 12 + d.dt.month - 1
 
     as_of_month = int(month(pd.Series([as_of])).iloc[0])
-    signup = events.groupby("user_id").ts.min()
-    ev_month = month(events.ts).to_numpy()
-    events["k"] = ev_month - month(signup.loc[events.user_id]).to_numpy()
+    signup_month = month(events.groupby("user_id").ts.min())
+    events["k"] = month(events.ts).to_numpy() - signup_month.loc[events.user_id].to_numpy()
     active3 = set(events.user_id[events.k == 3])
     high, low, rows = [], [], {}
     for uid in first_mean.index:
@@ -194,7 +188,7 @@ def main():
         if end + limit <= as_of:
             r[0] += 1
             r[1] += int(back)
-        if as_of_month > int(month(pd.Series([signup[uid]])).iloc[0]) + 3:
+        if as_of_month > int(signup_month[uid]) + 3:
             r[2] += 1
             r[3] += int(uid in active3)
     welch("highly_rated_engagement.first_session_rating", hre["first_session_rating"], np.array(high), np.array(low))

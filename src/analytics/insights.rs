@@ -29,7 +29,7 @@ use serde::Serialize;
 use crate::analytics::stats::{
     anova, chi_square, pearson, spearman, welch, Anova, ChiSquare, CoMoments, Correlation, Moments, TTest,
 };
-use crate::core::calendar::month_index;
+use crate::core::calendar::{month_index, DAY};
 use crate::core::engagement::Engagement;
 use crate::core::features::{Activity, FirstSession};
 
@@ -60,6 +60,15 @@ pub struct UserFirst {
     pub returned_at: Option<i64>,
     /// Active calendar months since signup (bit k: month k after the signup month).
     pub active_months: u64,
+}
+
+impl UserFirst {
+    /// Whether the user came back within [`RETURN_DAYS`] days after the first session; `None`
+    /// while those days have not all passed by the watermark `wm`.
+    pub fn returned(&self, wm: i64) -> Option<bool> {
+        let by = self.end + RETURN_DAYS * DAY;
+        (by <= wm).then(|| self.returned_at.is_some_and(|r| r <= by))
+    }
 }
 
 /// The first-session point of a user whose first session has closed with ratings.
@@ -376,7 +385,7 @@ fn bins(xs: &[f64], ys: &[f64], edges: &[f64], label: impl Fn(usize) -> String) 
 }
 
 /// One user's point, from their activity at watermark `as_of` (`None` without ratings).
-pub fn user_point(a: &crate::core::features::Activity, as_of: i64) -> Option<UserPoint> {
+pub fn user_point(a: &Activity, as_of: i64) -> Option<UserPoint> {
     if a.ratings == 0 {
         return None;
     }
@@ -466,8 +475,7 @@ fn correlate(unit: &str, names: [&str; 2], xs: &[f64], ys: &[f64]) -> Option<Cor
 /// The return-rate comparison of first sessions rated highly against the rest.
 fn first_session_rating(firsts: &[UserFirst], wm: i64) -> Option<Comparison> {
     let (mut high, mut low) = (Moments::default(), Moments::default());
-    for f in firsts.iter().filter(|f| f.end + RETURN_DAYS * 86_400 <= wm) {
-        let back = f.returned_at.is_some_and(|r| r <= f.end + RETURN_DAYS * 86_400);
+    for (f, back) in firsts.iter().filter_map(|f| Some((f, f.returned(wm)?))) {
         let m = if f.mean_rating >= HIGH_RATING { &mut high } else { &mut low };
         m.push(f64::from(u8::from(back)));
     }
@@ -503,9 +511,9 @@ fn genre_retention(firsts: &[UserFirst], genres: &[String], wm: i64) -> GenreRet
     let wm_month = month_index(wm);
     for f in firsts {
         let Some(row) = f.top_genre.and_then(|g| rows.get_mut(usize::from(g))) else { continue };
-        if f.end + RETURN_DAYS * 86_400 <= wm {
+        if let Some(back) = f.returned(wm) {
             row.users += 1;
-            row.returned += u64::from(f.returned_at.is_some_and(|r| r <= f.end + RETURN_DAYS * 86_400));
+            row.returned += u64::from(back);
         }
         if wm_month > month_index(f.first_seen) + RETENTION_MONTH {
             row.month3_users += 1;
@@ -539,28 +547,20 @@ fn genre_retention(firsts: &[UserFirst], genres: &[String], wm: i64) -> GenreRet
     GenreRetention { genres: rows, test, conclusion }
 }
 
-/// The report from the engagement aggregates (`genres`: the catalog's names in bit order), the
-/// users' points and first sessions and the movies' ratings, over the data from `data_from` to
-/// the watermark `as_of`.
-#[allow(clippy::too_many_arguments)]
-pub fn report(
-    e: &Engagement,
-    genres: &[String],
-    users: &[UserPoint],
-    firsts: &[UserFirst],
-    movies: &[MoviePoint],
-    data_from: Option<i64>,
-    as_of: Option<i64>,
-) -> Report {
-    let wm = as_of.unwrap_or(i64::MIN / 2);
-    let rated: Vec<&MoviePoint> = movies.iter().filter(|m| m.ratings >= MIN_MOVIE_RATINGS).collect();
-    let movie_mean: Vec<f64> = rated.iter().map(|m| m.mean).collect();
-    let movie_count: Vec<f64> = rated.iter().map(|m| m.ratings as f64).collect();
-    let highly_rated_engagement = HighlyRatedEngagement {
-        movies: correlate("movies", ["mean rating", "number of ratings"], &movie_mean, &movie_count),
-        first_session_rating: first_session_rating(firsts, wm),
-    };
-    let genre_retention = genre_retention(firsts, genres, wm);
+/// The tests that come from the event-time summaries alone, O(genres) with no pass over users:
+/// Action vs Drama, the ANOVA across genres, weekend vs weekday (what the gauges export).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SummaryTests {
+    /// Action against Drama.
+    pub action_vs_drama: ActionVsDrama,
+    /// Ratings across genres.
+    pub anova_genres: AnovaGenres,
+    /// Weekend against weekday sessions.
+    pub weekend_vs_weekday: WeekendVsWeekday,
+}
+
+/// [`SummaryTests`] from the engagement aggregates (`genres`: the catalog's names in bit order).
+pub fn summary_tests(e: &Engagement, genres: &[String]) -> SummaryTests {
     let genre = |name: &str| {
         genres
             .iter()
@@ -602,13 +602,56 @@ pub fn report(
             test.eta_squared,
             verdict(test.p)
         );
-        AnovaResult { genres: groups.clone(), test, conclusion }
+        AnovaResult { genres: groups, test, conclusion }
     });
+    let [weekday_minutes, weekend_minutes] = &e.session_minutes;
+    let [weekday_events, weekend_events] = &e.session_events;
+    SummaryTests {
+        action_vs_drama: ActionVsDrama { ratings, session_minutes },
+        anova_genres: AnovaGenres { ratings: anova_ratings },
+        weekend_vs_weekday: WeekendVsWeekday {
+            session_minutes: compare(
+                "session minutes",
+                ["Weekend", "weekday"],
+                weekend_minutes,
+                weekday_minutes,
+            ),
+            session_events: compare(
+                "events per session",
+                ["Weekend", "weekday"],
+                weekend_events,
+                weekday_events,
+            ),
+        },
+    }
+}
+
+/// The report from the engagement aggregates (`genres`: the catalog's names in bit order), the
+/// users' points and first sessions and the movies' ratings, over the data from `data_from` to
+/// the watermark `as_of`.
+#[allow(clippy::too_many_arguments)]
+pub fn report(
+    e: &Engagement,
+    genres: &[String],
+    users: &[UserPoint],
+    firsts: &[UserFirst],
+    movies: &[MoviePoint],
+    data_from: Option<i64>,
+    as_of: Option<i64>,
+) -> Report {
+    let wm = as_of.unwrap_or(i64::MIN / 2);
+    let rated: Vec<&MoviePoint> = movies.iter().filter(|m| m.ratings >= MIN_MOVIE_RATINGS).collect();
+    let movie_mean: Vec<f64> = rated.iter().map(|m| m.mean).collect();
+    let movie_count: Vec<f64> = rated.iter().map(|m| m.ratings as f64).collect();
+    let highly_rated_engagement = HighlyRatedEngagement {
+        movies: correlate("movies", ["mean rating", "number of ratings"], &movie_mean, &movie_count),
+        first_session_rating: first_session_rating(firsts, wm),
+    };
+    let genre_retention = genre_retention(firsts, genres, wm);
+    let summary = summary_tests(e, genres);
     let mean: Vec<f64> = users.iter().map(|u| u.rating_mean).collect();
     let count: Vec<f64> = users.iter().map(|u| u.ratings as f64).collect();
     let recency: Vec<f64> = users.iter().map(|u| u.recency_days).collect();
-    let [weekday_minutes, weekend_minutes] = &e.session_minutes;
-    let [weekday_events, weekend_events] = &e.session_events;
     let doubling: Vec<f64> = (0..24).map(|k| f64::from(1u32 << k)).collect();
     let rating_by_frequency = bins(&count, &mean, &doubling, |i| match i {
         0 => "1".to_string(),
@@ -635,8 +678,8 @@ pub fn report(
         activity_by_hour: e.events_by_hour,
         activity_by_weekday: e.events_by_weekday,
         weekly_activity: weekly(e),
-        action_vs_drama: ActionVsDrama { ratings, session_minutes },
-        anova_genres: AnovaGenres { ratings: anova_ratings },
+        action_vs_drama: summary.action_vs_drama,
+        anova_genres: summary.anova_genres,
         correlations: Correlations {
             rating_vs_frequency: correlate("users", ["mean rating", "number of ratings"], &mean, &count),
             recency_vs_rating: correlate(
@@ -646,20 +689,7 @@ pub fn report(
                 &mean,
             ),
         },
-        weekend_vs_weekday: WeekendVsWeekday {
-            session_minutes: compare(
-                "session minutes",
-                ["Weekend", "weekday"],
-                weekend_minutes,
-                weekday_minutes,
-            ),
-            session_events: compare(
-                "events per session",
-                ["Weekend", "weekday"],
-                weekend_events,
-                weekday_events,
-            ),
-        },
+        weekend_vs_weekday: summary.weekend_vs_weekday,
         highly_rated_engagement,
         genre_retention,
         rating_by_frequency,

@@ -70,23 +70,29 @@ fn tick_label(v: f64, step: f64) -> String {
     }
 }
 
-/// A vertical bar chart of counts (the value axis starts at 0).
-fn bars(categories: &[String], values: &[f64], x_label: &str, y_label: &str) -> String {
-    let (left, right, top, bottom) = (64.0, 16.0, 16.0, 52.0);
-    let height = 260.0;
-    let plot_w = WIDTH - left - right;
-    let plot_h = height - top - bottom;
-    let max = values.iter().copied().fold(0.0, f64::max);
-    let t = ticks(0.0, max.max(1.0), 5.0);
+/// An `<svg>` start tag of the page's width and `height`, labelled for screen readers.
+fn svg_open(height: f64, label: &str) -> String {
+    format!(
+        r#"<svg viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" role="img" aria-label="{}">"#,
+        esc(label)
+    )
+}
+
+/// A count axis from 0 to at least `max` (about `target` ticks) drawn as horizontal grid lines
+/// with their labels across the plot area; returns the value → y mapping.
+fn count_grid(
+    s: &mut String,
+    max: f64,
+    target: f64,
+    left: f64,
+    top: f64,
+    plot_w: f64,
+    plot_h: f64,
+) -> impl Fn(f64) -> f64 {
+    let t = ticks(0.0, max.max(1.0), target);
     let top_value = *t.last().expect("ticks");
     let step = t.get(1).map_or(1.0, |s| s - t[0]);
-    let y = |v: f64| top + plot_h - v / top_value * plot_h;
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        r#"<svg viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" role="img" aria-label="{}">"#,
-        esc(&format!("{y_label} by {x_label}"))
-    );
+    let y = move |v: f64| top + plot_h - v / top_value * plot_h;
     for v in &t {
         let (gy, label) = (y(*v), tick_label(*v, step));
         let _ = write!(
@@ -97,6 +103,18 @@ fn bars(categories: &[String], values: &[f64], x_label: &str, y_label: &str) -> 
             ty = gy + 4.0,
         );
     }
+    y
+}
+
+/// A vertical bar chart of counts (the value axis starts at 0).
+fn bars(categories: &[String], values: &[f64], x_label: &str, y_label: &str) -> String {
+    let (left, right, top, bottom) = (64.0, 16.0, 16.0, 52.0);
+    let height = 260.0;
+    let plot_w = WIDTH - left - right;
+    let plot_h = height - top - bottom;
+    let max = values.iter().copied().fold(0.0, f64::max);
+    let mut s = svg_open(height, &format!("{y_label} by {x_label}"));
+    let y = count_grid(&mut s, max, 5.0, left, top, plot_w, plot_h);
     let slot = plot_w / categories.len().max(1) as f64;
     let every = (categories.len() as f64 / 12.0).ceil().max(1.0) as usize;
     for (i, (c, v)) in categories.iter().zip(values).enumerate() {
@@ -137,27 +155,9 @@ fn line(points: &[(i64, f64)], x_label: &str, y_label: &str) -> String {
         points.last().map_or(1, |p| p.0).max(points.first().map_or(0, |p| p.0) + 1),
     );
     let max = points.iter().map(|p| p.1).fold(0.0, f64::max);
-    let t = ticks(0.0, max.max(1.0), 4.0);
-    let top_value = *t.last().expect("ticks");
-    let step = t.get(1).map_or(1.0, |s| s - t[0]);
     let x = |d: i64| left + (d - d0) as f64 / (d1 - d0) as f64 * plot_w;
-    let y = |v: f64| top + plot_h - v / top_value * plot_h;
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        r#"<svg viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" role="img" aria-label="{}">"#,
-        esc(&format!("{y_label} over {x_label}"))
-    );
-    for v in &t {
-        let (gy, label) = (y(*v), tick_label(*v, step));
-        let _ = write!(
-            s,
-            r#"<line class="grid" x1="{left}" x2="{x2}" y1="{gy:.1}" y2="{gy:.1}"/><text x="{tx}" y="{ty:.1}" text-anchor="end">{label}</text>"#,
-            x2 = left + plot_w,
-            tx = left - 6.0,
-            ty = gy + 4.0,
-        );
-    }
+    let mut s = svg_open(height, &format!("{y_label} over {x_label}"));
+    let y = count_grid(&mut s, max, 4.0, left, top, plot_w, plot_h);
     for i in 0..=4 {
         let d = d0 + (d1 - d0) * i / 4;
         let anchor = match i {
@@ -239,12 +239,7 @@ fn dots(rows: &[Row], x_label: &str, y_label: &str) -> String {
     let (t0, t1) = (t[0], *t.last().expect("ticks"));
     let step = t.get(1).map_or(1.0, |s| s - t[0]);
     let x = |v: f64| left + (v - t0) / (t1 - t0) * plot_w;
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        r#"<svg viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" role="img" aria-label="{}">"#,
-        esc(&format!("{x_label} by {y_label}"))
-    );
+    let mut s = svg_open(height, &format!("{x_label} by {y_label}"));
     for v in &t {
         let _ = write!(
             s,
@@ -369,7 +364,7 @@ fn anova(out: &mut String, a: &Option<AnovaResult>) {
 }
 
 fn correlation(out: &mut String, title: &str, c: &Option<CorrelationPair>, bins: &[Bin], axis: &str) {
-    let chart = (!bins.is_empty()).then(|| {
+    let chart = (c.is_some() && !bins.is_empty()).then(|| {
         let rows: Vec<Row> = bins
             .iter()
             .map(|b| Row {
@@ -391,12 +386,11 @@ fn correlation(out: &mut String, title: &str, c: &Option<CorrelationPair>, bins:
             c.spearman.n.saturating_sub(2)
         )
     });
-    let chart = chart.filter(|_| c.is_some());
     section(out, title, chart, test, c.as_ref().map(|c| c.conclusion.as_str()));
 }
 
 fn retention(out: &mut String, g: &GenreRetention) {
-    let chart = (!g.genres.is_empty()).then(|| {
+    let chart = (g.test.is_some() && !g.genres.is_empty()).then(|| {
         let rows: Vec<Row> = g
             .genres
             .iter()
@@ -428,7 +422,6 @@ fn retention(out: &mut String, g: &GenreRetention) {
             r.month3_share.map(|s| format!("{} {:.1} % of {}", r.genre, s * 100.0, r.month3_users))
         })
         .collect();
-    let chart = chart.filter(|_| g.test.is_some());
     section(out, "Retention by the genre of the first session", chart, test, g.conclusion.as_deref());
     if !month3.is_empty() {
         let _ = write!(

@@ -249,13 +249,16 @@ impl Activity {
 
     /// Counts an event at `ts`: a rating (with `genres` of the movie) or a tag.
     pub fn add(&mut self, ts: i64, rating: Option<f32>, genres: u64) {
-        let signup = month_index(self.first_seen);
+        let month = month_index(ts);
+        let mut signup = month_index(self.first_seen);
         if ts < self.first_seen {
-            let earlier = signup - month_index(ts);
+            // An earlier event moves the signup month back: the mask's months move with it.
+            let earlier = signup - month;
             self.active_months = if earlier >= 64 { 0 } else { self.active_months << earlier };
+            signup = month;
+            self.first_seen = ts;
         }
-        self.first_seen = self.first_seen.min(ts);
-        let k = month_index(ts) - month_index(self.first_seen);
+        let k = month - signup;
         if k < 64 {
             self.active_months |= 1 << k;
         }

@@ -542,8 +542,8 @@ type Insight = (&'static str, f64, Vec<(&'static str, f64)>);
 /// of users): Action vs Drama, the ANOVA across genres, weekend vs weekday. The user-level tests
 /// (correlations, returns, genre retention) need every user and the rating log and are served
 /// by `GET /report.json` only.
-fn insights(e: &crate::core::engagement::Engagement, genres: &[String], wm: Option<i64>) -> Vec<Insight> {
-    let r = crate::analytics::insights::report(e, genres, &[], &[], &[], None, wm);
+fn insights(e: &crate::core::engagement::Engagement, genres: &[String]) -> Vec<Insight> {
+    let r = crate::analytics::insights::summary_tests(e, genres);
     let mut out = Vec::new();
     for (name, c) in [
         ("action_vs_drama.ratings", &r.action_vs_drama.ratings),
@@ -600,7 +600,7 @@ impl StateValues {
                 })
                 .collect()
         });
-        let insights = insights(e, genres, snapshot.watermark);
+        let insights = insights(e, genres);
         StateValues {
             insights,
             pending: p.pending_len(),

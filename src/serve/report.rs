@@ -19,18 +19,16 @@ pub fn committed_report(store: &Store) -> Result<Option<(u64, Report)>, StoreErr
     for _ in 0..ATTEMPTS {
         let Some(meta) = store.meta()? else { return Ok(None) };
         let as_of = meta.watermark.unwrap_or(0);
-        let mut users: Vec<(u32, UserPoint)> = Vec::with_capacity(meta.users as usize);
-        let mut firsts: Vec<(u32, UserFirst)> = Vec::with_capacity(meta.users as usize);
+        // The store yields users by id (big-endian keys): the report is a function of the state.
+        let mut users: Vec<UserPoint> = Vec::with_capacity(meta.users as usize);
+        let mut firsts: Vec<UserFirst> = Vec::with_capacity(meta.users as usize);
         let mut data_from: Option<i64> = None;
         for kv in store.all_users() {
-            let (u, st) = kv?;
-            data_from = Some(data_from.map_or(st.activity.first_seen, |f| f.min(st.activity.first_seen)));
-            if let Some(p) = user_point(&st.activity, as_of) {
-                users.push((u, p));
-            }
-            if let Some(f) = user_first(&st.activity) {
-                firsts.push((u, f));
-            }
+            let (_, st) = kv?;
+            let a = &st.activity;
+            data_from = Some(data_from.map_or(a.first_seen, |f| f.min(a.first_seen)));
+            users.extend(user_point(a, as_of));
+            firsts.extend(user_first(a));
         }
         let engagement = store.engagement()?;
         let movies: Vec<MoviePoint> = engagement
@@ -42,12 +40,7 @@ pub fn committed_report(store: &Store) -> Result<Option<(u64, Report)>, StoreErr
         if store.meta()?.map(|m| m.checkpoints) != Some(meta.checkpoints) {
             continue;
         }
-        // In user order: the report is a function of the state, not of the store's key order.
-        users.sort_unstable_by_key(|(u, _)| *u);
-        let points: Vec<UserPoint> = users.into_iter().map(|(_, p)| p).collect();
-        firsts.sort_unstable_by_key(|(u, _)| *u);
-        let firsts: Vec<UserFirst> = firsts.into_iter().map(|(_, f)| f).collect();
-        let r = report(&engagement, &meta.genres, &points, &firsts, &movies, data_from, meta.watermark);
+        let r = report(&engagement, &meta.genres, &users, &firsts, &movies, data_from, meta.watermark);
         return Ok(Some((meta.checkpoints, r)));
     }
     Err(StoreError::Busy(format!("checkpoints landed during {ATTEMPTS} reads of the report in a row")))

@@ -174,9 +174,14 @@ pub fn generated(users: u32, ratings: u64, tags: u64) -> tempfile::TempDir {
 /// ~600 users active at once (600 users, 1,500 movies, 40,000 ratings, 1,600 tags) from
 /// `start` to `end` (YYYY-MM-DD), with `seed`: dense enough that every day has activity.
 pub fn dense(start: &str, end: &str, seed: u64) -> tempfile::TempDir {
+    dense_with(start, end, seed, &[])
+}
+
+/// [`dense`] with more `generate` arguments (e.g. a planted effect).
+pub fn dense_with(start: &str, end: &str, seed: u64, extra: &[&str]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let seed = seed.to_string();
-    replay_ok(&[
+    let mut args = vec![
         "generate",
         "--out",
         dir.path().to_str().unwrap(),
@@ -195,7 +200,9 @@ pub fn dense(start: &str, end: &str, seed: u64) -> tempfile::TempDir {
         "--seed",
         &seed,
         "--quiet",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    replay_ok(&args);
     dir
 }
 
